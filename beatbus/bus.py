@@ -1,0 +1,305 @@
+"""The one bus client: Redis Streams publish/read, consumer groups, dead letters, leases.
+
+Patterns (ARCHITECTURE.md):
+
+- fan-out readers that want the latest state use :class:`Reader` (plain XREAD, from ``$``);
+- independent work uses :class:`Group` (XREADGROUP + XACK, an XAUTOCLAIM janitor, and a
+  dead-letter stream after ``max_deliveries``);
+- stateful per-source work is owned through a :class:`Lease` (a TTL key renewed while alive).
+
+redis-py 8 uses a 5 s socket timeout; every BLOCK here is capped at 1 s and callers loop.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, Iterable
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from schemas import codec
+
+from . import keys
+from .config import redact_url
+from .errors import BrokerError, SchemaError
+from .log import get_logger
+from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED
+
+__all__ = ["Bus", "Reader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS"]
+
+log = get_logger("bus")
+Entry = tuple[str, str, dict]          # (stream, entry id, fields)
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+MAX_BLOCK_MS = 1000
+DEAD_LETTER_MAXLEN = 10000
+
+
+def _s(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def _kind(stream: str) -> str:
+    """Stream kind label for metrics (``bb:{src}:beats`` -> ``beats``)."""
+    return stream.rsplit(":", 1)[-1]
+
+
+class Backoff:
+    """Exponential backoff with full jitter for reconnect loops."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0):
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        delay = random.uniform(0, min(self.cap, self.base * 2 ** self.attempt))
+        self.attempt += 1
+        if stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Bus:
+    """A Redis connection plus beatbus's stream operations.
+
+    Parameters
+    ----------
+    url : str
+        ``redis://``, ``rediss://`` or ``unix://`` URL (credentials allowed).
+    """
+
+    def __init__(self, url: str, *, name: str = "beatbus"):
+        self.url = url
+        self.name = name
+        try:
+            self.redis = redis.Redis.from_url(
+                url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=15,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
+                client_name=name)
+        except ValueError as exc:
+            raise BrokerError(f"REDIS_URL {redact_url(url)} is invalid: {exc}") from None
+
+    @classmethod
+    def connect(cls, url: str, *, name: str = "beatbus") -> "Bus":
+        """Connect and PING, or raise BrokerError naming the (redacted) URL and cause."""
+        bus = cls(url, name=name)
+        bus.ping()
+        return bus
+
+    def ping(self) -> None:
+        try:
+            self.redis.ping()
+        except redis.AuthenticationError as exc:
+            raise BrokerError(f"broker at {redact_url(self.url)} refused the credentials: {exc}") from None
+        except redis.RedisError as exc:
+            raise BrokerError(f"cannot reach broker at {redact_url(self.url)}: {exc}") from None
+
+    def close(self) -> None:
+        self.redis.close()
+
+    # -- publishing -----------------------------------------------------------------
+    def publish(self, stream: str, event: Any, *, maxlen: int, pipeline=None) -> str | None:
+        """XADD an event with ``MAXLEN ~ maxlen``; returns the id (None inside a pipeline)."""
+        return self.publish_fields(stream, codec.to_fields(event), maxlen=maxlen, pipeline=pipeline)
+
+    def publish_fields(self, stream: str, fields: dict, *, maxlen: int, pipeline=None) -> str | None:
+        target = pipeline if pipeline is not None else self.redis
+        entry_id = target.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        EVENTS_PUBLISHED.labels(_kind(stream)).inc()
+        return None if pipeline is not None else _s(entry_id)
+
+    # -- dead letters -----------------------------------------------------------------
+    def dead_letter(self, stream: str, entry_id: str, fields: dict, reason: str, *,
+                    detail: str = "", deliveries: int = 0) -> None:
+        """Move an entry to ``<stream>:dead`` with why, and count it."""
+        doc = {k: v for k, v in fields.items() if _s(k) not in ("origin", "origin_id", "reason")}
+        doc.update({"origin": stream, "origin_id": entry_id, "reason": reason,
+                    "detail": detail[:500], "deliveries": deliveries, "at": time.time()})
+        self.redis.xadd(keys.dead_letter(stream), doc, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        DEAD_LETTERS.labels(_kind(stream), reason).inc()
+
+    def decode(self, stream: str, entry_id: str, fields: dict, kind: Any) -> Any | None:
+        """Decode an entry; a malformed one is counted, logged once and dead-lettered (-> None)."""
+        try:
+            event = codec.from_fields(fields, kind)
+        except SchemaError as exc:
+            MALFORMED.labels(_kind(stream)).inc()
+            log.warning("malformed entry dead-lettered", extra={"stream": stream, "id": entry_id, "error": str(exc)})
+            try:
+                self.dead_letter(stream, entry_id, fields, "malformed", detail=str(exc))
+            except BROKER_ERRORS:
+                pass  # the entry is still in its stream; the count above records the loss of context
+            return None
+        EVENTS_CONSUMED.labels(_kind(stream)).inc()
+        return event
+
+    # -- registry and checkpoints -----------------------------------------------------
+    def heartbeat(self, source: str, *, pipeline=None) -> None:
+        (pipeline or self.redis).zadd(keys.SOURCES, {source: time.time()})
+
+    def sources(self, max_age: float) -> list[str]:
+        """Sources whose producer sent a heartbeat within ``max_age`` seconds."""
+        now = time.time()
+        return sorted(_s(s) for s in self.redis.zrangebyscore(keys.SOURCES, now - max_age, "+inf"))
+
+    def get_checkpoint(self, source: str, role: str) -> str | None:
+        val = self.redis.get(keys.checkpoint(source, role))
+        return _s(val) if val else None
+
+    def set_checkpoint(self, source: str, role: str, entry_id: str, *, pipeline=None) -> None:
+        (pipeline or self.redis).set(keys.checkpoint(source, role), entry_id, ex=24 * 3600)
+
+    def last_id(self, stream: str) -> str:
+        """Id of the newest entry, or ``0-0`` for an empty or missing stream."""
+        newest = self.redis.xrevrange(stream, count=1)
+        return _s(newest[0][0]) if newest else "0-0"
+
+
+class Reader:
+    """Fan-out XREAD over several streams, remembering the last id of each.
+
+    ``start="$"`` is resolved to each stream's current last id at construction, so no
+    entry published after that is missed between two reads (plain ``$`` would skip them).
+    """
+
+    def __init__(self, bus: Bus, streams: Iterable[str], *, start: str = "$", block_ms: int = 500):
+        self.bus = bus
+        self.block_ms = min(block_ms, MAX_BLOCK_MS)
+        self.ids: dict[str, str] = {}
+        for s in streams:
+            self.add(s, start)
+
+    def add(self, stream: str, start: str = "$") -> None:
+        self.ids[stream] = self.bus.last_id(stream) if start == "$" else start
+
+    def remove(self, stream: str) -> None:
+        self.ids.pop(stream, None)
+
+    def read(self, count: int = 100, block_ms: int | None = None) -> list[Entry]:
+        if not self.ids:
+            time.sleep((block_ms if block_ms is not None else self.block_ms) / 1000)
+            return []
+        block = self.block_ms if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+        reply = self.bus.redis.xread(self.ids, count=count, block=block or None)
+        out: list[Entry] = []
+        for stream, entries in reply or []:
+            stream = _s(stream)
+            for entry_id, fields in entries:
+                out.append((stream, _s(entry_id), fields))
+            if entries:
+                self.ids[stream] = _s(entries[-1][0])
+        return out
+
+
+class Group:
+    """A consumer in a consumer group: at-least-once delivery with a janitor.
+
+    Parameters
+    ----------
+    max_deliveries : int
+        An entry delivered this many times without an ACK is dead-lettered.
+    claim_idle_ms : int
+        Pending entries idle this long (their consumer presumably died) are claimed.
+    """
+
+    def __init__(self, bus: Bus, stream: str, group: str, consumer: str, *,
+                 max_deliveries: int = 5, claim_idle_ms: int = 30000, block_ms: int = 500,
+                 start: str = "0"):
+        self.bus, self.stream, self.group, self.consumer = bus, stream, group, consumer
+        self.max_deliveries, self.claim_idle_ms = max_deliveries, claim_idle_ms
+        self.block_ms = min(block_ms, MAX_BLOCK_MS)
+        self._claim_cursor = "0-0"
+        try:
+            bus.redis.xgroup_create(stream, group, id=start, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, count: int = 10, block_ms: int | None = None) -> list[Entry]:
+        """New entries for this consumer (``>``)."""
+        block = self.block_ms if block_ms is None else min(block_ms, MAX_BLOCK_MS)
+        reply = self.bus.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                          count=count, block=block or None)
+        return [(self.stream, _s(i), f) for _, entries in reply or [] for i, f in entries if f is not None]
+
+    def ack(self, *entry_ids: str) -> int:
+        return self.bus.redis.xack(self.stream, self.group, *entry_ids) if entry_ids else 0
+
+    def claim_stale(self, count: int = 50) -> list[Entry]:
+        """XAUTOCLAIM entries idle past ``claim_idle_ms``; dead-letter those delivered too often.
+
+        Returns the claimed entries that should be processed again by this consumer.
+        """
+        r = self.bus.redis
+        reply = r.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                             start_id=self._claim_cursor, count=count)
+        self._claim_cursor = _s(reply[0])
+        claimed = [(_s(i), f) for i, f in reply[1] if f is not None]
+        if not claimed:
+            return []
+        pending = r.xpending_range(self.stream, self.group, min=claimed[0][0], max=claimed[-1][0],
+                                   count=len(claimed) + 10, consumername=self.consumer)
+        deliveries = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        retry: list[Entry] = []
+        for entry_id, fields in claimed:
+            n = deliveries.get(entry_id, 0)
+            if n > self.max_deliveries:
+                self.bus.dead_letter(self.stream, entry_id, fields, "max_deliveries", deliveries=n)
+                self.ack(entry_id)
+                log.warning("entry dead-lettered after repeated failures",
+                            extra={"stream": self.stream, "id": entry_id, "deliveries": n})
+            else:
+                retry.append((self.stream, entry_id, fields))
+        return retry
+
+    def pending_count(self) -> int:
+        return int(self.bus.redis.xpending(self.stream, self.group)["pending"])
+
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    """Exclusive, expiring ownership of a key: held while renewed, taken over when it lapses."""
+
+    def __init__(self, bus: Bus, key: str, owner: str, ttl: float):
+        self.bus, self.key, self.owner = bus, key, owner
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self._renew = bus.redis.register_script(_RENEW)
+        self._release = bus.redis.register_script(_RELEASE)
+
+    def acquire(self) -> bool:
+        return bool(self.bus.redis.set(self.key, self.owner, nx=True, px=self.ttl_ms))
+
+    def renew(self) -> bool:
+        """Extend the lease; False means it was lost (expired and maybe taken)."""
+        return bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
+
+    def release(self) -> bool:
+        return bool(self._release(keys=[self.key], args=[self.owner]))
+
+    def holder(self) -> str | None:
+        val = self.bus.redis.get(self.key)
+        return _s(val) if val else None
+
+
+def note_reconnect(exc: Exception, what: str) -> None:
+    """Count and log one broker failure (the caller backs off and retries)."""
+    BROKER_RECONNECTS.inc()
+    log.warning("broker unavailable; retrying", extra={"during": what, "error": str(exc)[:200]})

@@ -1,0 +1,122 @@
+"""One configuration loader for every daemon.
+
+Precedence (later wins): built-in defaults < TOML file < environment < command-line flags.
+
+- TOML file: ``--config PATH`` or ``BEATBUS_CONFIG``; flat keys, e.g. ``backend = "dsp"``
+  (a ``[beatbus]`` table is also accepted).
+- Environment: ``BEATBUS_<KEY>`` (e.g. ``BEATBUS_METRICS_ADDR``), plus ``REDIS_URL``.
+- Flags: each command's options; ``None`` means "not given".
+
+Every key has a default, a description and a range (``FIELDS``); unknown keys and values
+out of range are rejected loudly with the key named.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "DESCRIPTIONS", "redact_url"]
+
+M = msgspec.Meta
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    redis_url: str | None = None
+    source: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    metrics_addr: str = "127.0.0.1:9464"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    sr: Annotated[int, M(ge=8000, le=96000)] = 22050
+    hop: Annotated[int, M(ge=32, le=1920)] = 441
+    maxlen_audio: Annotated[int, M(ge=100)] = 3000
+    maxlen_events: Annotated[int, M(ge=100)] = 10000
+    block_ms: Annotated[int, M(ge=10, le=1000)] = 500
+    lease_ttl: Annotated[float, M(ge=0.5, le=300)] = 5.0
+    heartbeat: Annotated[float, M(ge=0.1, le=60)] = 1.0
+    max_deliveries: Annotated[int, M(ge=1, le=100)] = 5
+    claim_idle_ms: Annotated[int, M(ge=100)] = 30000
+    buffer_seconds: Annotated[float, M(ge=0, le=600)] = 10.0
+    backend: Literal["dsp", "beatnet", "small", "hls"] = "dsp"
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+DESCRIPTIONS: dict[str, str] = {
+    "redis_url": "Broker URL (redis://, rediss://, unix://). Unset: an embedded server for `beatbus run`.",
+    "source": "Source name: which audio stream a daemon produces or consumes.",
+    "metrics_addr": "HOST:PORT of the Prometheus /metrics endpoint; 'off' disables it; port 0 picks one.",
+    "log_level": "debug | info | warning | error.",
+    "log_format": "text (key=value) or json (one object per line).",
+    "sr": "Sample rate (Hz) of the audio stream.",
+    "hop": "Samples per audio frame (441 = 20 ms at 22050 Hz).",
+    "maxlen_audio": "Approximate cap (entries) of each audio stream (MAXLEN ~).",
+    "maxlen_events": "Approximate cap (entries) of each event stream.",
+    "block_ms": "XREAD BLOCK time (ms); kept <= 1000 because of redis-py's 5 s socket timeout.",
+    "lease_ttl": "Seconds before a dead owner's source lease lapses and another instance takes over.",
+    "heartbeat": "Seconds between source-registry heartbeats and lease renewals.",
+    "max_deliveries": "Deliveries before a consumer-group entry is dead-lettered.",
+    "claim_idle_ms": "Idle time (ms) before the janitor claims a crashed consumer's pending entry.",
+    "buffer_seconds": "Audio a producer buffers while the broker is down; beyond it frames are dropped and counted.",
+    "backend": "Beat activation backend: dsp | beatnet | small | hls.",
+    "device": "Torch device for model backends: cpu | cuda.",
+}
+
+
+def redact_url(url: str | None) -> str:
+    """Hide the password of a broker URL for logs and errors."""
+    if not url:
+        return "<embedded>"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    return urlunsplit(parts)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return doc.get("beatbus", doc)
+
+
+def _from_env(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if env.get("REDIS_URL"):
+        out["redis_url"] = env["REDIS_URL"]
+    for key in Settings.__struct_fields__:
+        val = env.get(f"BEATBUS_{key.upper()}")
+        if val is not None and val != "":
+            out[key] = val
+    return out
+
+
+def load_settings(flags: dict[str, Any] | None = None, *, config_file: str | os.PathLike | None = None,
+                  env: dict[str, str] | None = None) -> Settings:
+    """Merge defaults, TOML, env and flags (in that order) and validate the result."""
+    env = dict(os.environ) if env is None else env
+    merged: dict[str, Any] = {}
+    path = config_file or env.get("BEATBUS_CONFIG")
+    if path:
+        merged.update(_read_toml(Path(path)))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in Settings.__struct_fields__})
+    try:
+        # strict=False lets env strings become ints/floats; ranges are still enforced.
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

@@ -1,0 +1,148 @@
+"""Service runtime shared by every daemon: signals, systemd notify, watchdog, metrics.
+
+A :class:`Service` is a loop in a thread. :func:`run_services` starts the metrics server,
+runs the services, tells systemd ``READY=1``, pings ``WATCHDOG=1`` only while every
+service's loop is still ticking (a hung loop lets systemd restart us), and on
+SIGTERM/SIGINT asks every service to drain and returns 0.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Sequence
+
+from .errors import BeatbusError
+from .log import get_logger
+from .metrics import serve_metrics
+
+__all__ = ["Service", "run_services", "sd_notify"]
+
+log = get_logger("runtime")
+
+
+def sd_notify(state: str) -> bool:
+    """Send a state line to systemd's ``NOTIFY_SOCKET`` (no-op when not under systemd).
+
+    Written by hand: it is a single datagram, not worth a dependency.
+    """
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return False
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(path)
+            s.sendall(state.encode())
+        return True
+    except OSError as exc:
+        log.debug("sd_notify failed", extra={"error": str(exc)})
+        return False
+
+
+class Service:
+    """Base class of a daemon loop.
+
+    Subclasses implement :meth:`step` (one bounded unit of work, returning False when the
+    service has finished, e.g. end of file) and may override :meth:`setup` / :meth:`drain`.
+    """
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self.tick = time.monotonic()
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def setup(self) -> None:
+        """Called in the service thread before the loop."""
+
+    def step(self, stop: threading.Event) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def drain(self) -> None:
+        """Called once after the loop ends (stop requested or finished): flush, release."""
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.setup()
+            self.ready.set()
+            while not stop.is_set():
+                self.tick = time.monotonic()
+                if self.step(stop) is False:
+                    break
+        except BaseException as exc:  # reported by run_services; the service is dead
+            self.error = exc
+        finally:
+            try:
+                self.drain()
+            except Exception as exc:  # a failing drain must not hide the original error
+                log.warning("drain failed", extra={"service": self.name, "error": str(exc)})
+            self.done.set()
+
+
+def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
+                 until: Sequence[Service] | None = None, duration: float | None = None) -> int:
+    """Run services in threads until a signal, ``duration`` or the ``until`` services finish.
+
+    Services start in the given order, each after the previous one's ``setup`` finished.
+
+    Returns 0 on a clean stop, 1 if a service died with an unexpected error; re-raises a
+    BeatbusError (a user error such as an unreadable file) for the CLI to print.
+    """
+    stop = threading.Event()
+    bound = serve_metrics(metrics_addr)
+    if bound:
+        log.info("metrics served", extra={"url": f"http://{bound[0]}:{bound[1]}/metrics"})
+
+    def _on_signal(signum, _frame):
+        log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+
+    # Start in order, each once the previous is ready, so readers exist before writers.
+    threads = []
+    for s in services:
+        t = threading.Thread(target=s.run, args=(stop,), name=s.name, daemon=True)
+        t.start()
+        threads.append(t)
+        while not (s.ready.wait(0.05) or s.done.is_set() or stop.is_set()):
+            pass
+    sd_notify("READY=1")
+    wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+    wd_every = wd_usec / 2e6 if wd_usec else None
+    started = time.monotonic()
+    waiters = list(until) if until is not None else list(services)
+    try:
+        while not stop.is_set():
+            if any(s.error for s in services):
+                break
+            if all(s.done.is_set() for s in waiters):
+                break
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if wd_every and all(time.monotonic() - s.tick < 2 * wd_every or s.done.is_set() for s in services):
+                sd_notify("WATCHDOG=1")
+            stop.wait(min(wd_every or 0.1, 0.1))
+    finally:
+        sd_notify("STOPPING=1")
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [s for s in services if s.error]
+    for s in failed:
+        if isinstance(s.error, BeatbusError):
+            raise s.error
+    for s in failed:
+        log.error("service died", exc_info=s.error, extra={"service": s.name})
+    return 1 if failed else 0

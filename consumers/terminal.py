@@ -1,0 +1,77 @@
+"""Terminal consumer: prints each beat as ``time  bar.beat  bpm  confidence  bar-graph``.
+
+A fan-out reader (plain XREAD from ``$``): it shows what is happening now and never
+holds up other consumers.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import TextIO
+
+from beatbus import keys
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
+from beatbus.config import Settings
+from beatbus.runtime import Service
+from schemas import BeatEvent, Event, StreamEnd
+
+__all__ = ["TerminalConsumer", "format_beat"]
+
+_RESET = "\x1b[0m"
+
+
+def _rgb(r: int, g: int, b: int) -> str:
+    return f"\x1b[38;2;{r};{g};{b}m"
+
+
+def format_beat(ev: BeatEvent, *, color: bool, width: int = 24) -> str:
+    """One line per beat; the bar's length is the beat's intensity (or confidence)."""
+    level = ev.intensity if ev.intensity is not None else ev.confidence
+    filled = max(1, round(level * width))
+    bar = "█" * filled + " " * (width - filled)
+    text = (f"{ev.timestamp:8.2f}s  {ev.bar + 1:3d}.{ev.beat_in_bar}  {ev.bpm:6.1f} BPM  "
+            f"conf {ev.confidence:4.2f}  ")
+    if not color:
+        return text + ("*" if ev.is_downbeat else " ") + bar
+    tone = _rgb(255, 80, 60) if ev.is_downbeat else _rgb(80, 200, 255)
+    return text + tone + ("●" if ev.is_downbeat else "·") + bar + _RESET
+
+
+class TerminalConsumer(Service):
+    name = "terminal"
+
+    def __init__(self, bus: Bus, *, settings: Settings, sources: list[str], out: TextIO = sys.stdout,
+                 color: bool | None = None, exit_on_end: bool = True):
+        super().__init__()
+        self.bus, self.settings, self.out = bus, settings, out
+        self.sources = [keys.check_source(s) for s in sources]
+        self.color = out.isatty() if color is None else color
+        self.exit_on_end = exit_on_end
+        self.ended: set[str] = set()
+        self.beats = 0
+        self._backoff = Backoff()
+        self.reader: Reader | None = None
+
+    def setup(self) -> None:
+        self.reader = Reader(self.bus, [keys.stream(s, keys.StreamKind.BEATS) for s in self.sources],
+                             block_ms=self.settings.block_ms)
+
+    def step(self, stop: threading.Event) -> bool:
+        try:
+            entries = self.reader.read(count=100)
+            self._backoff.reset()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "read beats")
+            self._backoff.wait(stop)
+            return True
+        for stream, entry_id, fields in entries:
+            ev = self.bus.decode(stream, entry_id, fields, Event)
+            if isinstance(ev, BeatEvent):
+                self.beats += 1
+                print(format_beat(ev, color=self.color), file=self.out, flush=True)
+            elif isinstance(ev, StreamEnd):
+                self.ended.add(ev.source)
+                print(f"-- {ev.source}: end of stream at {ev.timestamp:.2f}s ({ev.reason}), "
+                      f"{self.beats} beats", file=self.out, flush=True)
+        return not (self.exit_on_end and self.ended >= set(self.sources))

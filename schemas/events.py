@@ -1,0 +1,141 @@
+"""Typed, versioned beatbus events (msgspec Structs).
+
+Every event is tagged with its ``type`` on the wire and carries ``v`` (schema version).
+Times: ``timestamp``/``start``/``*_time`` are *stream* seconds (sample index / sr) unless
+named ``system_*``/``emitted_at``, which are wall-clock Unix seconds. Unknown fields are
+ignored on decode, so older readers accept newer minor versions.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+__all__ = [
+    "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
+    "TriggerRequest", "GenerationRequest", "GenerationResult",
+    "SectionLabel", "EVENT_TYPES", "AudioEntry", "Event",
+]
+
+M = msgspec.Meta
+Source = Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="source name")]
+Seconds = Annotated[float, M(ge=0.0, description="stream time in seconds")]
+Unix = Annotated[float, M(ge=0.0, description="wall-clock Unix time in seconds")]
+Unit = Annotated[float, M(ge=0.0, le=1.0)]
+Bpm = Annotated[float, M(ge=0.0, le=400.0)]
+SectionLabel = Literal["intro", "verse", "chorus", "bridge", "outro", "unknown"]
+
+
+class _Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
+    v: int = 1
+
+
+class AudioFrame(_Event, tag="audio_frame", kw_only=True):
+    """A block of PCM audio. On a stream the PCM travels raw beside the JSON header."""
+    source: Source
+    seq: Annotated[int, M(ge=0)]
+    sample_index: Annotated[int, M(ge=0, description="index of the first sample since stream start")]
+    wall_ns: Annotated[int, M(ge=0, description="wall-clock time (ns) of the first sample")]
+    sr: Annotated[int, M(ge=8000, le=192000)]
+    channels: Annotated[int, M(ge=1, le=2)] = 1
+    dtype: Literal["s16", "f32"] = "s16"
+    n_samples: Annotated[int, M(ge=0, le=96000)]
+    pcm: bytes = b""
+
+
+class StreamEnd(_Event, tag="stream_end", kw_only=True):
+    """The source ended (end of file, producer stopped); consumers may finish."""
+    source: Source
+    timestamp: Seconds
+    reason: str = "eof"
+    emitted_at: Unix = 0.0
+
+
+class BeatEvent(_Event, tag="beat", kw_only=True):
+    source: Source
+    timestamp: Seconds
+    system_time: Unix
+    is_downbeat: bool
+    bpm: Bpm
+    intensity: Unit | None = None
+    confidence: Unit
+    beat: Annotated[int, M(ge=0, description="beat index since stream start")]
+    beat_in_bar: Annotated[int, M(ge=1, le=12)]
+    bar: Annotated[int, M(ge=0)]
+    meter: Annotated[int, M(ge=1, le=12)]
+    next_beat_time: Seconds
+    next_beat_system_time: Unix
+    emitted_at: Unix
+    backend: str = ""
+
+
+class IntensityEvent(_Event, tag="intensity", kw_only=True):
+    source: Source
+    timestamp: Seconds
+    system_time: Unix
+    emitted_at: Unix
+    intensity: Unit
+    rms: Annotated[float, M(ge=0.0)]
+    loudness_lufs: float
+    flux: Annotated[float, M(ge=0.0)]
+    centroid_hz: Annotated[float, M(ge=0.0)]
+    bass: Unit
+    mids: Unit
+    highs: Unit
+
+
+class SectionEvent(_Event, tag="section", kw_only=True):
+    source: Source
+    start: Seconds
+    end: Seconds | None = None
+    system_time: Unix
+    emitted_at: Unix
+    label: SectionLabel
+    confidence: Unit
+    status: Literal["tentative", "confirmed", "revised"]
+    group: Annotated[int, M(ge=0, description="repetition group id")] = 0
+
+
+class TriggerRequest(_Event, tag="trigger", kw_only=True):
+    """The error generator's ``POST /api/rhythm-trigger`` payload (plus ``v``/``type``)."""
+    trigger: Literal["rhythm"] = "rhythm"
+    error_type: Annotated[str, M(min_length=1, max_length=64)]
+    beat: Annotated[int, M(ge=0)]
+    section: SectionLabel
+    tempo: Bpm
+
+
+class GenerationRequest(_Event, tag="generation_request", kw_only=True):
+    id: Annotated[str, M(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    source: Source | None = None
+    backend: Literal["musicgen", "lstm"] = "musicgen"
+    prompt: Annotated[str, M(max_length=1000)] = ""
+    duration: Annotated[float, M(ge=5.0, le=120.0)] = 10.0
+    temperature: Annotated[float, M(ge=0.1, le=2.0)] = 1.0
+    top_k: Annotated[int, M(ge=0, le=500)] = 250
+    top_p: Unit = 0.0
+    cfg_coef: Annotated[float, M(ge=1.0, le=10.0)] = 3.0
+    tempo: Bpm | None = None
+    section: SectionLabel | None = None
+    intensity: Unit | None = None
+    key: str | None = None
+    requested_at: Unix
+
+
+class GenerationResult(_Event, tag="generation_result", kw_only=True):
+    id: Annotated[str, M(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    status: Literal["queued", "started", "finished", "failed"]
+    progress: Annotated[int, M(ge=0, le=100)] = 0
+    audio_path: str | None = None
+    midi_path: str | None = None
+    metadata: dict[str, str | int | float | bool | None] = {}
+    error: str | None = None
+    duration: Annotated[float, M(ge=0.0)] | None = None
+    finished_at: Unix | None = None
+
+
+AudioEntry = Union[AudioFrame, StreamEnd]
+Event = Union[AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
+              TriggerRequest, GenerationRequest, GenerationResult]
+EVENT_TYPES = (AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
+               TriggerRequest, GenerationRequest, GenerationResult)
