@@ -77,6 +77,13 @@ def _broker(settings: Settings, *, embedded_ok: bool):
 
 
 def _audio_source(kind: str, args: argparse.Namespace, settings: Settings):
+    try:
+        return _open_audio(kind, args, settings)
+    except ValueError as exc:  # the sources validate their parameters with ValueError
+        raise ConfigError(str(exc)) from None
+
+
+def _open_audio(kind: str, args: argparse.Namespace, settings: Settings):
     import producers
 
     if kind == "file":
@@ -250,13 +257,13 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     setup_logging("warning")
+    rest = list(args.rest)
+    if not rest or rest[0] != "beats":
+        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE]")
     try:
         from processors.beat.evaluate import main as eval_main
     except ImportError as exc:
         raise ConfigError(f"beat evaluation is unavailable: {exc}") from None
-    rest = list(args.rest)
-    if not rest or rest[0] != "beats":
-        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE]")
     return int(eval_main(rest[1:]) or 0)
 
 

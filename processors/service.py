@@ -106,8 +106,11 @@ class BeatService(Service):
             return
         self._next_lease = now + min(self.settings.heartbeat, self.settings.lease_ttl / 3)
         for name, src in list(self.owned.items()):
-            if not src.lease.renew():
-                log.warning("lease lost; dropping source", extra={"source": name})
+            # A lapsed lease that nobody took (e.g. the broker restarted empty) is simply
+            # re-acquired, keeping the tracker's state; one taken by another instance is given up.
+            if not src.lease.renew() and not src.lease.acquire():
+                log.warning("lease lost to another instance; dropping source",
+                            extra={"source": name, "holder": src.lease.holder()})
                 self._drop(name)
         for name in self._candidates():
             if name in self.owned:
@@ -212,8 +215,10 @@ class BeatService(Service):
         out = []
         t0 = src.t0_wall or now
         for b in beats:
-            if b.is_downbeat or (b.beat_in_bar == 1 and src.beat > 0):
-                src.bar += 1 if src.beat > 0 else 0
+            # a new bar starts whenever the position in the bar wraps around
+            if src.beat > 0 and b.beat_in_bar <= src.extra.get("prev_in_bar", 0):
+                src.bar += 1
+            src.extra["prev_in_bar"] = b.beat_in_bar
             ev = BeatEvent(
                 source=src.name, timestamp=b.time, system_time=t0 + b.time,
                 is_downbeat=b.is_downbeat, bpm=float(np.clip(b.bpm, 0, 400)),

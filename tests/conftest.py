@@ -1,0 +1,97 @@
+"""Shared fixtures: a real broker (the embedded Valkey server), never a fake."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from beatbus.broker import EmbeddedBroker
+from beatbus.bus import Bus
+from beatbus.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BEATS_DIR = DATA / "beats"
+
+
+@pytest.fixture(scope="session")
+def broker():
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def bus(broker):
+    b = Bus.connect(broker.url, name="test")
+    b.redis.flushall()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def settings(broker):
+    """Fast-cycling settings against the test broker (no env leakage)."""
+    return load_settings({"redis_url": broker.url, "metrics_addr": "off", "lease_ttl": 1.0,
+                          "heartbeat": 0.2, "block_ms": 100, "claim_idle_ms": 200}, env={})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A plain redis-server on a loopback port that a test can stop and restart."""
+
+    def __init__(self, tmp: Path):
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                Bus.connect(self.url).close()
+                return self
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not installed (install.sh installs it)")
+    srv = RedisServer(tmp_path).start()
+    yield srv
+    srv.stop()
+
+
+def beatbus_cmd(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (as a user would)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BEATBUS_") and k != "REDIS_URL"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "beatbus.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=ROOT, **kw)
