@@ -18,14 +18,19 @@ from .config import DESCRIPTIONS, Settings, load_settings
 from .errors import BeatbusError, ConfigError
 from .log import get_logger, setup_logging
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connect", "EXTENSIONS"]
+
+# Stage modules that add their own commands: each has ``register(commands)`` where
+# ``commands`` maps "top" and "consume" to argparse sub-parser collections.
+EXTENSIONS = ("consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
+              "processors.intensity.cli", "processors.structure.cli", "hls.cli", "deploy.cli")
 
 log = get_logger("cli")
 BACKENDS = ("dsp", "beatnet", "small", "hls")
 
 
 # -- shared plumbing ------------------------------------------------------------------
-def _common(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration (flags > BEATBUS_* env > TOML file > defaults)")
     g.add_argument("--config", help="TOML configuration file (also BEATBUS_CONFIG)")
     g.add_argument("--redis-url", dest="redis_url", help=DESCRIPTIONS["redis_url"] + " Also REDIS_URL.")
@@ -40,7 +45,8 @@ def _backend_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help=DESCRIPTIONS["device"])
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def cli_settings(args: argparse.Namespace) -> Settings:
+    """Settings from flags/env/TOML for a parsed command; also sets up logging."""
     settings = load_settings(vars(args), config_file=getattr(args, "config", None))
     setup_logging(settings.log_level, settings.log_format)
     return settings
@@ -53,7 +59,7 @@ def _make_processor(settings: Settings):
 
 
 @contextlib.contextmanager
-def _broker(settings: Settings, *, embedded_ok: bool):
+def connect(settings: Settings, *, embedded_ok: bool):
     """Yield a connected Bus: REDIS_URL's server, or (for ``run``) a private embedded one."""
     from .broker import EmbeddedBroker
     from .bus import Bus
@@ -106,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .runtime import run_services
 
-    settings = _settings(args)
+    settings = cli_settings(args)
     if args.metrics_addr is None and settings.metrics_addr == Settings().metrics_addr:
         settings = load_settings({**vars(args), "metrics_addr": "off"}, config_file=args.config)
     kind = "click" if args.click is not None else "mic" if args.mic else "file"
@@ -115,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if kind == "click":
         args.bpm = args.click
     audio = _audio_source(kind, args, settings)
-    with _broker(settings, embedded_ok=True) as bus:
+    with connect(settings, embedded_ok=True) as bus:
         terminal = TerminalConsumer(bus, settings=settings, sources=[settings.source])
         processor = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
                                 sources=[settings.source])
@@ -146,7 +152,7 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = cli_settings(args)
     result = _analysis(args, settings)
     if args.csv:
         out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
@@ -173,9 +179,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     from .runtime import run_services
 
-    settings = _settings(args)
+    settings = cli_settings(args)
     audio = _audio_source(args.kind, args, settings)
-    with _broker(settings, embedded_ok=False) as bus:
+    with connect(settings, embedded_ok=False) as bus:
         return run_services([Publisher(bus, audio, settings=settings)], metrics_addr=settings.metrics_addr,
                             duration=getattr(args, "duration", None))
 
@@ -185,9 +191,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     from .runtime import run_services
 
-    settings = _settings(args)
+    settings = cli_settings(args)
     _make_processor(settings)()  # fail fast on a missing extra or model, before any lease
-    with _broker(settings, embedded_ok=False) as bus:
+    with connect(settings, embedded_ok=False) as bus:
         svc = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
                           sources=args.sources or None)
         return run_services([svc], metrics_addr=settings.metrics_addr)
@@ -198,8 +204,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     from .runtime import run_services
 
-    settings = _settings(args)
-    with _broker(settings, embedded_ok=False) as bus:
+    settings = cli_settings(args)
+    with connect(settings, embedded_ok=False) as bus:
         svc = TerminalConsumer(bus, settings=settings, sources=args.sources or [settings.source],
                                exit_on_end=args.exit_on_end)
         return run_services([svc], metrics_addr=settings.metrics_addr)
@@ -306,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--duration", type=float)
     pc.add_argument("--fast", action="store_true")
     for q in (pf, pm, pc):
-        _common(q)
+        add_common_options(q)
         q.set_defaults(func=cmd_produce)
 
     pp = sub.add_parser("process", help="beat processor daemon (owns sources by lease)")
@@ -319,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     ct = csub.add_parser("terminal", help="print beats")
     ct.add_argument("--sources", nargs="*")
     ct.add_argument("--exit-on-end", action="store_true", help="exit when every source has ended")
-    _common(ct)
+    add_common_options(ct)
     ct.set_defaults(func=cmd_consume)
 
     d = sub.add_parser("devices", help="list audio input devices")
@@ -347,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     for q in (r, a, pp, d):
-        _common(q)
+        add_common_options(q)
+    import importlib
+    import importlib.util
+
+    for name in EXTENSIONS:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
+            importlib.import_module(name).register({"top": sub, "consume": csub})
     return p
 
 
