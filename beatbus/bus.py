@@ -28,7 +28,7 @@ from .errors import BrokerError, SchemaError
 from .log import get_logger
 from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED
 
-__all__ = ["Bus", "Reader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS"]
+__all__ = ["Bus", "Reader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS", "note_reconnect", "guarded"]
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
@@ -303,3 +303,18 @@ def note_reconnect(exc: Exception, what: str) -> None:
     """Count and log one broker failure (the caller backs off and retries)."""
     BROKER_RECONNECTS.inc()
     log.warning("broker unavailable; retrying", extra={"during": what, "error": str(exc)[:200]})
+
+
+def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, default=()):
+    """Run one broker call for a daemon loop: on a broker error count it, back off, return ``default``.
+
+    The loop keeps going and the next call reconnects, so a broker restart never kills a daemon.
+    """
+    try:
+        result = call()
+    except BROKER_ERRORS as exc:
+        note_reconnect(exc, what)
+        backoff.wait(stop)
+        return default
+    backoff.reset()
+    return result

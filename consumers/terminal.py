@@ -11,7 +11,7 @@ import time
 from typing import TextIO
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
+from beatbus.bus import Backoff, Bus, Reader, guarded
 from beatbus.config import Settings
 from beatbus.runtime import Service
 from schemas import BeatEvent, Event, StreamEnd
@@ -58,13 +58,7 @@ class TerminalConsumer(Service):
                              block_ms=self.settings.block_ms)
 
     def step(self, stop: threading.Event) -> bool:
-        try:
-            entries = self.reader.read(count=100)
-            self._backoff.reset()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, "read beats")
-            self._backoff.wait(stop)
-            return True
+        entries = guarded(lambda: self.reader.read(count=100), backoff=self._backoff, stop=stop, what="read beats")
         for stream, entry_id, fields in entries:
             ev = self.bus.decode(stream, entry_id, fields, Event)
             if isinstance(ev, BeatEvent):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Reader, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Reader, guarded, note_reconnect
 from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BEATS, BPM, BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP, STAGE_LATENCY
@@ -142,14 +142,11 @@ class BeatService(Service):
         self._manage_leases()
 
     def step(self, stop: threading.Event) -> bool:
-        try:
+        def read():
             self._manage_leases()
-            entries = self.reader.read(count=200)
-            self._backoff.reset()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, "read audio")
-            self._backoff.wait(stop)
-            return True
+            return self.reader.read(count=200)
+
+        entries = guarded(read, backoff=self._backoff, stop=stop, what="read audio")
         by_source: dict[str, list] = {}
         for stream, entry_id, fields in entries:
             name = stream.split("{", 1)[1].split("}", 1)[0]
