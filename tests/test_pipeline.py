@@ -243,3 +243,28 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, env, needle)
     err = r.stderr.strip().splitlines()
     assert err[-1].startswith("beatbus: error: ") and needle in err[-1], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_cli_devices_and_run_mic_through_portaudio(tmp_path):
+    """`beatbus devices` lists an ALSA capture device (reading a raw click file) and `run --mic` uses it."""
+    from producers import ClickSource
+
+    x = np.concatenate([c.samples for c in ClickSource(120, realtime=False, duration=4.0)])
+    raw = tmp_path / "in.raw"
+    raw.write_bytes(np.round(x * 32767).astype("<i2").tobytes())
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text(
+        'pcm.filein {\n type file\n slave.pcm { type null }\n file "/dev/null"\n'
+        f' infile "{raw}"\n format "raw"\n}}\n')
+    env = {"HOME": str(home)}
+    r = beatbus_cmd("devices", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stdout.splitlines() if "filein" in l]
+    assert line, r.stdout
+    index = line[0].split()[0]
+    r = beatbus_cmd("run", "--mic", "--mic-device", index, "--duration", "3", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "mic -> bb:{default}:audio" in r.stderr and "Traceback" not in r.stderr
+    r = beatbus_cmd("run", "--mic", "--mic-device", "99", "--duration", "1", env=env, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().startswith("beatbus: error:")
