@@ -120,15 +120,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("give an audio file, --click BPM or --mic")
     if kind == "click":
         args.bpm = args.click
+    led_plan = None
+    if args.led:  # validated before anything starts: a bad URL or effect is a one-line error
+        from consumers.led.service import plan_led
+
+        led_plan = plan_led(settings, outputs=args.led, effect=args.effect, pixels=args.pixels,
+                            source=settings.source)
     audio = _audio_source(kind, args, settings)
     with connect(settings, embedded_ok=True) as bus:
         terminal = TerminalConsumer(bus, settings=settings, sources=[settings.source])
+        consumers = [terminal]
+        if led_plan is not None:
+            from consumers.led.service import LedService
+
+            consumers.append(LedService(bus, settings=settings, plan=led_plan))
         processor = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
                                 sources=[settings.source])
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
               f"(broker {'embedded' if not settings.redis_url else 'REDIS_URL'})", file=sys.stderr)
-        return run_services([terminal, processor, producer], metrics_addr=settings.metrics_addr,
+        return run_services([*consumers, processor, producer], metrics_addr=settings.metrics_addr,
                             until=[terminal], duration=args.duration)
 
 
@@ -288,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fast", action="store_true", help="files: as fast as possible instead of real time")
     r.add_argument("--loop", action="store_true", help="files: start over at the end")
     r.add_argument("--meter", type=int, default=4, help="click: beats per bar")
+    r.add_argument("--led", action="append", metavar="URL",
+                   help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, terminal:// (repeatable)")
+    r.add_argument("--effect", help="LED effect (see `beatbus consume led --list-effects`)")
+    r.add_argument("--pixels", type=int, help="LED pixel count")
     _backend_opts(r)
     r.set_defaults(func=cmd_run)
 

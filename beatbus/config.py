@@ -2,8 +2,8 @@
 
 Precedence (later wins): built-in defaults < TOML file < environment < command-line flags.
 
-- TOML file: ``--config PATH`` or ``BEATBUS_CONFIG``; flat keys, e.g. ``backend = "dsp"``
-  (a ``[beatbus]`` table is also accepted).
+- TOML file: ``--config PATH`` or ``BEATBUS_CONFIG``; flat keys, e.g. ``backend = "dsp"``,
+  or a ``[beatbus]`` table; other tables (``[led]``, ``[trigger]``...) belong to their stages.
 - Environment: ``BEATBUS_<KEY>`` (e.g. ``BEATBUS_METRICS_ADDR``), plus ``REDIS_URL``.
 - Flags: each command's options; ``None`` means "not given".
 
@@ -91,7 +91,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return doc.get("beatbus", doc)
+    if "beatbus" in doc:
+        return doc["beatbus"]
+    # Flat file: the core's keys are the top-level scalars; tables such as [led] or
+    # [trigger] belong to their stages' own loaders.
+    return {k: v for k, v in doc.items() if not isinstance(v, dict)}
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:

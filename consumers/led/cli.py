@@ -1,0 +1,172 @@
+"""``beatbus consume led`` and ``beatbus bench led-timing | led-render``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import tomllib
+
+from beatbus.config import load_settings
+from beatbus.errors import ConfigError
+from beatbus.log import setup_logging
+
+__all__ = ["register", "cmd_consume_led", "cmd_bench_led_timing", "cmd_bench_led_render", "parse_params"]
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` -> dict (values stay strings; the effect schema converts them)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r} must be KEY=VALUE, e.g. --param color_palette=fire")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _settings(args: argparse.Namespace):
+    """Settings like ``cli_settings``, but a file with an ``[led]`` table keeps beatbus keys in ``[beatbus]``."""
+    from beatbus.cli import cli_settings
+
+    path = args.config or os.environ.get("BEATBUS_CONFIG")
+    doc = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if "led" not in doc or "beatbus" in doc:
+        return cli_settings(args), path if "led" in doc else None
+    flat = sorted(k for k in doc if k != "led")
+    if flat:
+        raise ConfigError(f"config file {path}: with an [led] table, put beatbus settings ({', '.join(flat)}) "
+                          f"under [beatbus]")
+    env = {k: v for k, v in os.environ.items() if k != "BEATBUS_CONFIG"}
+    settings = load_settings({k: v for k, v in vars(args).items() if k != "config"}, env=env)
+    setup_logging(settings.log_level, settings.log_format)
+    return settings, path
+
+
+def _list_effects() -> int:
+    from .effects import load_effects
+    from .params import describe
+
+    for name, cls in sorted(load_effects().items()):
+        print(f"{name}: {cls.description}")
+        print("\n".join(describe(cls.schema())))
+    return 0
+
+
+def _read_taps(svc, stop: threading.Event) -> None:
+    print("calibration: press Enter on every beat you hear", file=sys.stderr, flush=True)
+    n = 0
+    for _line in sys.stdin:
+        if stop.is_set():
+            return
+        learned = svc.tap()
+        n += 1
+        if learned is None:
+            print(f"tap {n}: learning ({len(svc.timing.calibrator.errors)} taps on the beat)", file=sys.stderr)
+        else:
+            print(f"tap {n}: offset {learned * 1000:+.0f} ms (keep it with --offset-ms {learned * 1000:.0f})",
+                  file=sys.stderr)
+
+
+def cmd_consume_led(args: argparse.Namespace) -> int:
+    from beatbus.cli import connect
+    from beatbus.runtime import run_services
+
+    from .service import LedService, plan_led
+
+    if args.list_effects:
+        return _list_effects()
+    settings, led_toml = _settings(args)
+    plan = plan_led(settings, outputs=args.output or (), effect=args.effect, pixels=args.pixels, fps=args.fps,
+                    offset_ms=args.offset_ms, output_latency_ms=args.output_latency_ms, source=args.source,
+                    effect_config=parse_params(args.param), config=led_toml, check=not args.no_check)
+    with connect(settings, embedded_ok=False) as bus:
+        svc = LedService(bus, settings=settings, plan=plan, exit_on_end=args.exit_on_end)
+        stop = threading.Event()
+        if args.calibrate:
+            threading.Thread(target=_read_taps, args=(svc, stop), daemon=True).start()
+        try:
+            return run_services([svc], metrics_addr=settings.metrics_addr)
+        finally:
+            stop.set()
+            if args.calibrate and svc.timing.calibrator.offset_s is not None:
+                print(f"learned offset: {svc.timing.offset_s * 1000:+.0f} ms "
+                      f"(use --offset-ms {svc.timing.offset_s * 1000:.0f})", file=sys.stderr)
+
+
+def cmd_bench_led_timing(args: argparse.Namespace) -> int:
+    from .bench import bench_led_timing
+
+    setup_logging("warning")
+    return bench_led_timing(args.files, backend=args.backend, effect=args.effect, fps=args.fps,
+                            json_path=args.json)
+
+
+def cmd_bench_led_render(args: argparse.Namespace) -> int:
+    from .bench import bench_led_render
+
+    setup_logging("warning")
+    return bench_led_render(pixels=args.pixels, fps=args.fps, seconds=args.seconds, effects=args.effect,
+                            json_path=args.json)
+
+
+def _subparsers_of(parser: argparse.ArgumentParser):
+    for action in parser._actions:          # argparse has no public accessor for this
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def register(commands: dict) -> None:
+    """Add ``consume led`` and the LED benchmarks to the ``beatbus`` parser."""
+    from beatbus.cli import BACKENDS, add_common_options
+
+    p = commands["consume"].add_parser(
+        "led", help="drive LED strips on the beat (DDP, sACN, Art-Net, OPC, WLED UDP, terminal, web)",
+        description="Render beat-synced effects to LED devices. Output URLs: ddp://HOST[:PORT], "
+                    "sacn://HOST?universe=1, artnet://HOST?universe=0, opc://HOST:7890, "
+                    "wled://HOST:21324?mode=drgb|dnrgb, terminal://, web://NAME, ws://127.0.0.1:8765. "
+                    "A URL may carry pixels, fps, brightness, reverse, output_latency_ms, effect, name.")
+    p.add_argument("--output", action="append", metavar="URL", help="an LED output (repeatable)")
+    p.add_argument("--pixels", type=int, help="pixels per device unless its URL or config says (default 60)")
+    p.add_argument("--effect", help="effect name (see --list-effects; default beat_flash)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="effect parameter (repeatable)")
+    p.add_argument("--fps", type=float, help="frames per second, 1-200 (default 60; terminal/web 30)")
+    p.add_argument("--offset-ms", dest="offset_ms", type=float,
+                   help="shift every flash by hand: positive = later (default 0)")
+    p.add_argument("--latency-ms", dest="output_latency_ms", type=float,
+                   help="output latency (send -> light) compensated for every device (default 0)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="tap Enter on each beat you hear: the offset is learned from the taps")
+    p.add_argument("--exit-on-end", action="store_true", help="exit when the source's stream ends")
+    p.add_argument("--no-check", action="store_true", help="don't check that output hosts are reachable")
+    p.add_argument("--list-effects", action="store_true", help="list effects and their parameters")
+    add_common_options(p)
+    p.set_defaults(func=cmd_consume_led)
+
+    bench = commands["top"].choices.get("bench")
+    sub = _subparsers_of(bench) if bench is not None else None
+    names = ("led-timing", "led-render") if sub is not None else ("led-bench-timing", "led-bench-render")
+    sub = sub or commands["top"]
+    t = sub.add_parser(names[0], help="flash timing vs annotated beats, real time through the real pipeline")
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files with a .beats annotation beside them")
+    t.add_argument("--backend", choices=BACKENDS, default="dsp")
+    t.add_argument("--effect", default="beat_flash")
+    t.add_argument("--fps", type=float, default=60.0)
+    t.add_argument("--json", metavar="OUT", help="also write results to this file")
+    t.set_defaults(func=cmd_bench_led_timing)
+    r = sub.add_parser(names[1], help="render + encode CPU and send jitter per effect")
+    r.add_argument("--pixels", type=int, default=1000)
+    r.add_argument("--fps", type=float, default=60.0)
+    r.add_argument("--seconds", type=float, default=5.0, help="per effect")
+    r.add_argument("--effect", action="append", help="effects to measure (default: all)")
+    r.add_argument("--json", metavar="OUT", help="also write results to this file")
+    r.set_defaults(func=cmd_bench_led_render)

@@ -1,0 +1,19 @@
+"""Prometheus metrics of the LED consumer (labels: ``device`` from the config, small fixed words)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = ["FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "SEND_LATENESS", "EVENTS_IGNORED",
+           "AMBIENT", "OFFSET", "TAPS"]
+
+FRAMES = Counter("beatbus_led_frames_total", "Frames sent to an LED output", ["device", "kind"])
+FRAMES_SKIPPED = Counter("beatbus_led_frames_skipped_total",
+                         "Frame deadlines missed by more than a frame (render loop fell behind)", ["device"])
+OUTPUT_ERRORS = Counter("beatbus_led_output_errors_total", "Failed sends or reconnects of an output", ["device"])
+SEND_LATENESS = Histogram("beatbus_led_send_lateness_seconds", "Send time minus the frame's deadline",
+                          ["device"], buckets=(.0002, .0005, .001, .002, .003, .005, .01, .02, .05))
+EVENTS_IGNORED = Counter("beatbus_led_events_ignored_total",
+                         "Events with impossible values (bpm 0, NaN) or too old to use", ["reason"])
+AMBIENT = Gauge("beatbus_led_ambient_ratio", "Share of the ambient effect in the output (0 music .. 1 ambient)")
+OFFSET = Gauge("beatbus_led_offset_seconds", "Global light offset in use (manual or tap-calibrated)")
+TAPS = Counter("beatbus_led_taps_total", "Calibration taps", ["result"])

@@ -1,0 +1,222 @@
+"""The per-device render loop: a fixed frame rate plus frames exactly on predicted beats.
+
+One :class:`DeviceRunner` thread per device, so a slow or failing output never holds up
+another device, and no device ever waits on the broker (the bus reader only updates
+:class:`~consumers.led.state.LedState`). Each loop iteration:
+
+1. picks the next deadline: the next regular frame (absolute schedule ``t0 + k / fps``,
+   so errors never accumulate) or, if earlier, the send deadline of the next predicted
+   beat (:func:`~consumers.led.timing.next_wake`);
+2. just before it, renders the effect for the deadline's *display* time (send + output
+   latency - offset), crossfaded with the ambient effect when the music stops, and maps
+   it onto the device (segments, reverse, brightness cap);
+3. sends it at the deadline; a send error closes the output and retries it with backoff.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from beatbus.bus import Backoff
+from beatbus.log import get_logger
+
+from .config import Device
+from .effects import create_effect
+from .metrics import AMBIENT, FRAMES, FRAMES_SKIPPED, OUTPUT_ERRORS, SEND_LATENESS
+from .outputs import Output, create_output
+from .state import LedState, RenderContext
+from .timing import MIN_GAP_S, LightTiming, OnsetGate, display_time, next_wake, send_deadline
+
+__all__ = ["PixelMap", "DeviceRunner", "compose"]
+
+log = get_logger("led.render")
+
+
+def compose(music: np.ndarray, ambient: np.ndarray | None, mix: float) -> np.ndarray:
+    """Crossfade the music effect into the ambient one (``mix`` 0 = music, 1 = ambient)."""
+    if ambient is None or mix <= 0.0:
+        return music
+    if mix >= 1.0:
+        return ambient
+    return music * (1.0 - mix) + ambient * mix
+
+
+class PixelMap:
+    """Effect strip (float RGB) -> the device's frame bytes: segments, reverse, brightness cap."""
+
+    def __init__(self, device: Device):
+        self.pixels = device.pixels
+        src = np.arange(device.length)
+        if device.reverse:
+            src = src[::-1]
+        if device.segments:
+            dst = np.concatenate([np.arange(s.start, s.stop)[::-1] if s.reverse else np.arange(s.start, s.stop)
+                                  for s in device.segments])
+        else:
+            dst = np.arange(device.pixels)
+        self.identity = not device.reverse and not device.segments
+        self.src, self.dst = src, dst
+        self.scale = np.float32(device.brightness * 255.0)
+        self.buf = np.zeros((device.pixels, 3), dtype=np.uint8)
+
+    def frame(self, rgb: np.ndarray) -> bytes:
+        vals = (np.clip(rgb, 0.0, 1.0) * self.scale + np.float32(0.5)).astype(np.uint8)
+        if self.identity:
+            return vals.tobytes()
+        self.buf[self.dst] = vals[self.src]
+        return self.buf.tobytes()
+
+
+class DeviceRunner:
+    """Render and send one device's frames in its own thread.
+
+    Parameters
+    ----------
+    device : Device
+        Validated device (see :func:`~consumers.led.config.resolve_devices`).
+    state : LedState
+        Shared state, updated by the bus reader.
+    timing : LightTiming
+        Shared global offset (manual or tap-calibrated).
+    output : Output, optional
+        Defaults to the device's URL; tests and benchmarks may pass their own.
+    ambient : str, ambient_config : dict
+        The effect shown when the music stops.
+    late_limit_s : float
+        A beat whose first frame would be later than this after its onset does not flash.
+    record : bool
+        Keep ``(deadline, sent, kind)`` monotonic times of recent frames in :attr:`trace`.
+    """
+
+    def __init__(self, device: Device, state: LedState, timing: LightTiming, *, output: Output | None = None,
+                 ambient: str = "ambient", ambient_config: dict | None = None, late_limit_s: float = 0.06,
+                 record: bool = False, wall: Callable[[], float] = time.time):
+        self.device, self.state, self.timing, self.wall = device, state, timing, wall
+        self.effect = create_effect(device.effect, device.length, device.effect_config)
+        self.ambient = create_effect(ambient, device.length, ambient_config) if ambient else None
+        self.gate = OnsetGate(late_limit_s)
+        self.map = PixelMap(device)
+        self.output = output or create_output(device.spec, device.pixels, name=device.name)
+        self.latency_s = device.output_latency_ms / 1000.0
+        self.frame_dt = 1.0 / device.fps
+        self.stats = {"frames": 0, "beat_frames": 0, "skipped": 0, "errors": 0, "cpu_s": 0.0}
+        self._opened = False
+        self.trace: collections.deque | None = collections.deque(maxlen=100000) if record else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._m_frames = FRAMES.labels(device.name, "regular")
+        self._m_beats = FRAMES.labels(device.name, "beat")
+        self._m_late = SEND_LATENESS.labels(device.name)
+
+    # -- one frame ------------------------------------------------------------------
+    def render(self, t_display: float) -> tuple[bytes, RenderContext]:
+        """Render the frame seen at ``t_display`` (wall s) and encode it to device bytes."""
+        ctx = self.state.context(t_display, self.device.length, self.gate)
+        mix = ctx.ambient if self.ambient is not None else 0.0
+        music = self.effect.render(ctx) if mix < 1.0 else None
+        amb = self.ambient.render(ctx) if self.ambient is not None and mix > 0.0 else None
+        return self.map.frame(compose(music, amb, mix) if music is not None else amb), ctx
+
+    # -- thread ---------------------------------------------------------------------
+    def start(self) -> "DeviceRunner":
+        self._thread = threading.Thread(target=self._run, name=f"led:{self.device.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _send(self, frame: bytes, backoff: Backoff) -> None:
+        try:
+            if not self._opened:
+                self.output.open()
+                self._opened = True
+            self.output.send(frame)
+            if backoff.attempt:
+                log.info("output back", extra={"device": self.device.name})
+            backoff.reset()
+        except OSError as exc:
+            self.stats["errors"] += 1
+            OUTPUT_ERRORS.labels(self.device.name).inc()
+            if backoff.attempt == 0:
+                log.warning("output failed; retrying with backoff",
+                            extra={"device": self.device.name, "output": self.output.label, "error": str(exc)})
+            self._opened = False
+            try:
+                self.output.close()
+            except OSError:
+                pass
+            backoff.wait(self._stop)       # only this device's thread waits
+
+    def _run(self) -> None:
+        backoff = Backoff(base=0.1, cap=5.0)
+        cpu0 = time.thread_time()
+        next_regular = time.monotonic()
+        beat_send: float | None = None
+        beat_onset = 0.0
+        render_s = 0.0005                   # running estimate of render + encode time
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                due, is_beat = next_wake(next_regular, beat_send, now)
+                # Render just ahead of the deadline for the deadline's display time, then
+                # send at the deadline: the send is not delayed by the render.
+                margin = min(2.0 * render_s + 0.0003, self.frame_dt / 2)
+                if due - margin > now:
+                    time.sleep(due - margin - now)
+                start = time.monotonic()
+                wall_minus_mono = self.wall() - start
+                offset = self.timing.offset_s
+                t_disp = display_time(max(due, start) + wall_minus_mono, self.latency_s, offset)
+                if is_beat:
+                    t_disp = max(t_disp, beat_onset + 1e-6)     # never a hair before the onset
+                frame, ctx = self.render(t_disp)
+                done = time.monotonic()
+                render_s += 0.1 * ((done - start) - render_s)
+                if due > done:
+                    time.sleep(due - done)
+                sent = time.monotonic()
+                self._send(frame, backoff)
+                self.stats["frames"] += 1
+                (self._m_beats if is_beat else self._m_frames).inc()
+                self._m_late.observe(max(0.0, sent - due))
+                if self.trace is not None:
+                    self.trace.append((due, sent, is_beat))
+                AMBIENT.set(ctx.ambient)
+                if ctx.has_beat and ctx.ambient < 1.0:
+                    beat_onset = ctx.next_beat_time
+                    beat_send = send_deadline(beat_onset, self.latency_s, offset) - wall_minus_mono
+                else:
+                    beat_send = None
+                if is_beat:
+                    self.stats["beat_frames"] += 1
+                    if next_regular - due < MIN_GAP_S:
+                        next_regular += self.frame_dt
+                else:
+                    next_regular += self.frame_dt
+                    behind = time.monotonic() - next_regular
+                    if behind > self.frame_dt:        # fell behind: skip, don't burst to catch up
+                        missed = int(behind // self.frame_dt)
+                        next_regular += missed * self.frame_dt
+                        self.stats["skipped"] += missed
+                        FRAMES_SKIPPED.labels(self.device.name).inc(missed)
+                self.stats["cpu_s"] = time.thread_time() - cpu0
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._opened:
+            try:
+                self.output.send(bytes(self.device.pixels * 3))      # lights off
+            except OSError:
+                pass
+        try:
+            self.output.close()
+        except OSError:
+            pass
