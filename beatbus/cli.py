@@ -18,7 +18,7 @@ from .config import DESCRIPTIONS, Settings, load_settings
 from .errors import BeatbusError, ConfigError
 from .log import get_logger, setup_logging
 
-__all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connect", "EXTENSIONS"]
+__all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connect", "subcommands", "EXTENSIONS"]
 
 # Stage modules that add their own commands: each has ``register(commands)`` where
 # ``commands`` maps "top" and "consume" to argparse sub-parser collections.
@@ -30,6 +30,18 @@ BACKENDS = ("dsp", "beatnet", "small", "hls")
 
 
 # -- shared plumbing ------------------------------------------------------------------
+def subcommands(commands: dict, name: str, help: str):  # noqa: A002  (argparse's word)
+    """The sub-parser collection of ``beatbus <name> ...``, shared by every extension.
+
+    Created by whichever extension asks first (``dev``, ``generate``, ``train``...), so two
+    stages can add commands under one word.
+    """
+    if name not in commands:
+        parser = commands["top"].add_parser(name, help=help)
+        commands[name] = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+    return commands[name]
+
+
 def add_common_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("configuration (flags > BEATBUS_* env > TOML file > defaults)")
     g.add_argument("--config", help="TOML configuration file (also BEATBUS_CONFIG)")
@@ -134,6 +146,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             from consumers.led.service import LedService
 
             consumers.append(LedService(bus, settings=settings, plan=led_plan))
+        if args.trigger:
+            from consumers.trigger import build_trigger_service
+
+            # before the processor, so its consumer group exists before beats flow
+            consumers.append(build_trigger_service(bus, settings, url=args.trigger, sources=[settings.source]))
         processor = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
                                 sources=[settings.source])
         producer = Publisher(bus, audio, settings=settings)
@@ -176,8 +193,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     elif not args.csv or args.csv != "-":
-        from consumers.terminal import format_beat  # noqa: F401  (same look as `run`)
-
         for b in result["beats"]:
             mark = "*" if b["is_downbeat"] else " "
             print(f"{b['time']:8.2f}s  beat {b['beat_in_bar']}{mark} {b['bpm']:6.1f} BPM  conf {b['confidence']:.2f}")
@@ -303,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, terminal:// (repeatable)")
     r.add_argument("--effect", help="LED effect (see `beatbus consume led --list-effects`)")
     r.add_argument("--pixels", type=int, help="LED pixel count")
+    r.add_argument("--trigger", metavar="URL",
+                   help="also fire error patterns at URL/api/rhythm-trigger on the beat (e.g. http://127.0.0.1:9090)")
     _backend_opts(r)
     r.set_defaults(func=cmd_run)
 
@@ -372,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     import importlib
     import importlib.util
 
+    commands = {"top": sub, "consume": csub, "bench": bsub}
     for name in EXTENSIONS:
         if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
-            importlib.import_module(name).register({"top": sub, "consume": csub})
+            importlib.import_module(name).register(commands)
     return p
 
 

@@ -10,7 +10,7 @@ import re
 from .errors import ConfigError
 
 __all__ = ["StreamKind", "check_source", "stream", "dead_letter", "lease",
-           "producer_claim", "checkpoint", "SOURCES", "PREFIX"]
+           "producer_claim", "checkpoint", "trigger_dedup", "SOURCES", "PREFIX"]
 
 PREFIX = "bb"
 SOURCES = f"{PREFIX}:sources"          # sorted set: source -> last heartbeat (unix s)
@@ -57,3 +57,8 @@ def producer_claim(source: str) -> str:
 def checkpoint(source: str, role: str) -> str:
     """Last stream id a stateful role has fully processed (for takeover)."""
     return f"{PREFIX}:{{{check_source(source)}}}:ckpt:{role}"
+
+
+def trigger_dedup(source: str, entry_id: str, n: int) -> str:
+    """Marks trigger ``n`` of beat entry ``entry_id`` as claimed/delivered (idempotency)."""
+    return f"{PREFIX}:{{{check_source(source)}}}:trigger:{entry_id}:{n}"

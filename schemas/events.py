@@ -13,7 +13,7 @@ import msgspec
 
 __all__ = [
     "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
-    "TriggerRequest", "GenerationRequest", "GenerationResult",
+    "TriggerRequest", "GenerationRequest", "GenerationResult", "ControlEvent",
     "SectionLabel", "EVENT_TYPES", "AudioEntry", "Event",
 ]
 
@@ -134,8 +134,18 @@ class GenerationResult(_Event, tag="generation_result", kw_only=True):
     finished_at: Unix | None = None
 
 
+class ControlEvent(_Event, tag="control", kw_only=True):
+    """A change of live settings for one source on ``bb:{source}:control``; None = unchanged."""
+    source: Source
+    sensitivity: Unit | None = None
+    bpm_override: Annotated[float, M(ge=0.0, le=300.0, description="fixed tempo; 0 clears it")] | None = None
+    effects_enabled: bool | None = None
+    led_offset_ms: Annotated[float, M(ge=-1000.0, le=1000.0, description="+ = lights later")] | None = None
+    issued_at: Unix
+
+
 AudioEntry = Union[AudioFrame, StreamEnd]
 Event = Union[AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-              TriggerRequest, GenerationRequest, GenerationResult]
+              TriggerRequest, GenerationRequest, GenerationResult, ControlEvent]
 EVENT_TYPES = (AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-               TriggerRequest, GenerationRequest, GenerationResult)
+               TriggerRequest, GenerationRequest, GenerationResult, ControlEvent)

@@ -118,16 +118,9 @@ def cmd_bench_led_render(args: argparse.Namespace) -> int:
                             json_path=args.json)
 
 
-def _subparsers_of(parser: argparse.ArgumentParser):
-    for action in parser._actions:          # argparse has no public accessor for this
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 def register(commands: dict) -> None:
     """Add ``consume led`` and the LED benchmarks to the ``beatbus`` parser."""
-    from beatbus.cli import BACKENDS, add_common_options
+    from beatbus.cli import BACKENDS, add_common_options, subcommands
 
     p = commands["consume"].add_parser(
         "led", help="drive LED strips on the beat (DDP, sACN, Art-Net, OPC, WLED UDP, terminal, web)",
@@ -152,18 +145,15 @@ def register(commands: dict) -> None:
     add_common_options(p)
     p.set_defaults(func=cmd_consume_led)
 
-    bench = commands["top"].choices.get("bench")
-    sub = _subparsers_of(bench) if bench is not None else None
-    names = ("led-timing", "led-render") if sub is not None else ("led-bench-timing", "led-bench-render")
-    sub = sub or commands["top"]
-    t = sub.add_parser(names[0], help="flash timing vs annotated beats, real time through the real pipeline")
+    sub = subcommands(commands, "bench", "benchmarks")
+    t = sub.add_parser("led-timing", help="flash timing vs annotated beats, real time through the real pipeline")
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files with a .beats annotation beside them")
     t.add_argument("--backend", choices=BACKENDS, default="dsp")
     t.add_argument("--effect", default="beat_flash")
     t.add_argument("--fps", type=float, default=60.0)
     t.add_argument("--json", metavar="OUT", help="also write results to this file")
     t.set_defaults(func=cmd_bench_led_timing)
-    r = sub.add_parser(names[1], help="render + encode CPU and send jitter per effect")
+    r = sub.add_parser("led-render", help="render + encode CPU and send jitter per effect")
     r.add_argument("--pixels", type=int, default=1000)
     r.add_argument("--fps", type=float, default=60.0)
     r.add_argument("--seconds", type=float, default=5.0, help="per effect")

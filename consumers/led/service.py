@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable
+from typing import Any, Iterable
 
 import msgspec
 import orjson
@@ -29,7 +29,7 @@ from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
 from beatbus.runtime import Service
 from processors.service import ROLE as PROCESSOR_ROLE
-from schemas import BeatEvent, Event, StreamEnd
+from schemas import BeatEvent, ControlEvent, Event, StreamEnd
 
 from .config import Device, LedConfig, check_reachable, load_led_toml, resolve_devices
 from .outputs import Output
@@ -37,7 +37,7 @@ from .render import DeviceRunner
 from .state import LedState
 from .timing import LightTiming
 
-__all__ = ["LedService", "LedPlan", "ControlView", "plan_led", "build_led_service"]
+__all__ = ["LedService", "LedPlan", "plan_led", "build_led_service"]
 
 log = get_logger("led")
 LEASE_CHECK_S = 1.0
@@ -45,17 +45,6 @@ LEASE_CHECK_S = 1.0
 # can wait up to 5 ms behind a busy thread of the same process (e.g. the beat processor
 # under `beatbus run`); 1 ms bounds that wait at the cost of a few more thread switches.
 SWITCH_INTERVAL_S = 0.001
-
-
-class ControlView(msgspec.Struct, kw_only=True, frozen=True, tag="control", tag_field="type"):
-    """The fields of the API's ControlEvent (api.control) that the LED consumer applies.
-
-    Kept here until ControlEvent joins ``schemas.events``; unknown fields are ignored.
-    """
-    source: str
-    effects_enabled: bool | None = None
-    led_offset_ms: Annotated[float, msgspec.Meta(ge=-1000.0, le=1000.0)] | None = None
-    sensitivity: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
 
 
 @dataclass
@@ -208,7 +197,7 @@ class LedService(Service):
             kind = "control"                   # unreadable: let decode dead-letter it
         if kind != "control":
             return                             # another stage's message
-        ev = self.bus.decode(stream, entry_id, fields, ControlView)
+        ev = self.bus.decode(stream, entry_id, fields, ControlEvent)
         if ev is None:
             return
         if ev.led_offset_ms is not None:

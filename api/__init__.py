@@ -1,0 +1,10 @@
+"""beatbus's HTTP API, WebSocket event feed and live dashboard (FastAPI + uvicorn).
+
+``api.app.create_app(bus, settings)`` builds the app; ``beatbus api`` serves it. Modules:
+:mod:`.app` (routes), :mod:`.models` (request/response bodies), :mod:`.song_plan` (the
+metadata heuristic and audio analysis), :mod:`.rhythm` (rhythm mode), :mod:`.sources`
+(live source state), :mod:`.control` (ControlEvent), :mod:`.hub` (stream -> WebSocket
+fan-out), :mod:`.limits` (body size limits), :mod:`.deps` (the auth/rate-limit hook),
+:mod:`.server` (uvicorn in a thread) and ``static/`` (the dashboard).
+"""
+__all__: list[str] = []

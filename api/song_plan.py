@@ -1,0 +1,103 @@
+"""Song plans for rhythm mode: a metadata heuristic, or tempo/meter from an uploaded file.
+
+The metadata heuristic (a stand-in until ``processors.structure`` analyses real audio):
+
+1. tempo: the given one, else a typical tempo for the genre (:data:`GENRE_TEMPO`), else 120;
+2. bars = duration x tempo / 60 / meter;
+3. the common pop form :data:`FORM` (intro 8, verse 16, chorus 16, verse 16, chorus 16,
+   bridge 8, chorus 16, outro 8 bars = 104 bars) is scaled to that many bars, each section
+   keeping at least one bar and the last chorus absorbing rounding; songs under 8 bars are
+   one verse. Section times follow from the bars, the last one ending at ``duration``.
+
+Audio: beats from :func:`processors.beat.track_file`; tempo = 60 / median inter-beat
+interval, meter = the most common bar length; sections by the same heuristic until the
+structure processor exists.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from os import PathLike
+
+import numpy as np
+
+from .models import PlannedSection, SongMetadata, SongPlan
+
+__all__ = ["plan_from_metadata", "plan_from_audio", "sections_for", "FORM", "GENRE_TEMPO", "DEFAULT_TEMPO"]
+
+FORM: tuple[tuple[str, int], ...] = (("intro", 8), ("verse", 16), ("chorus", 16), ("verse", 16),
+                                     ("chorus", 16), ("bridge", 8), ("chorus", 16), ("outro", 8))
+GENRE_TEMPO: dict[str, float] = {
+    "ballad": 72, "reggae": 80, "hiphop": 90, "blues": 95, "classical": 100, "country": 110, "pop": 118,
+    "rock": 120, "disco": 120, "house": 124, "electronic": 128, "jazz": 130, "techno": 132, "metal": 140,
+    "punk": 160, "dnb": 174,
+}
+DEFAULT_TEMPO = 120.0
+
+
+def sections_for(*, duration: float, tempo: float, meter: int, pattern_for=None) -> list[PlannedSection]:
+    """The section timeline of the heuristic (see the module docstring).
+
+    Parameters
+    ----------
+    duration : float
+        Seconds.
+    tempo : float
+        Beats per minute.
+    meter : int
+        Beats per bar.
+    pattern_for : callable, optional
+        ``label -> pattern name`` to annotate each section.
+    """
+    bar_s = meter * 60.0 / tempo
+    total = int(duration // bar_s)
+    if total < 8:
+        plan = [("verse", max(total, 1))]
+    else:
+        scale = total / sum(b for _, b in FORM)
+        plan = [(label, max(1, int(round(bars * scale)))) for label, bars in FORM]
+        while sum(b for _, b in plan) > total:      # too many after rounding up: trim the longest
+            i = max(range(len(plan)), key=lambda k: plan[k][1])
+            plan[i] = (plan[i][0], plan[i][1] - 1)
+        last_chorus = max(i for i, (label, _) in enumerate(plan) if label == "chorus")
+        plan[last_chorus] = ("chorus", plan[last_chorus][1] + total - sum(b for _, b in plan))
+    out, bar = [], 0
+    for i, (label, bars) in enumerate(plan):
+        start = bar * bar_s
+        end = duration if i == len(plan) - 1 else (bar + bars) * bar_s
+        bar += bars
+        out.append(PlannedSection(label=label, start=round(start, 3), end=round(max(end, start + 1e-3), 3),
+                                  bars=bars, pattern=pattern_for(label) if pattern_for else None))
+    return out
+
+
+def plan_from_metadata(meta: SongMetadata, *, pattern_for=None) -> SongPlan:
+    """Plan a song from its metadata alone."""
+    genre = (meta.genre or "").strip().lower().replace("-", "").replace(" ", "")
+    tempo = meta.tempo or GENRE_TEMPO.get(genre, DEFAULT_TEMPO)
+    return SongPlan(title=meta.title, artist=meta.artist, tempo=round(float(tempo), 2), meter=meta.meter,
+                    duration=meta.duration, method="metadata-heuristic",
+                    sections=sections_for(duration=meta.duration, tempo=tempo, meter=meta.meter,
+                                          pattern_for=pattern_for))
+
+
+def plan_from_audio(path: str | PathLike, *, duration: float, backend: str = "dsp", sr: int = 22050,
+                    title: str = "", pattern_for=None) -> SongPlan:
+    """Plan a song from its audio: tracked tempo and meter, heuristic sections.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 4 beats found (silence, noise, or too short to tell).
+    """
+    from processors.beat import track_file
+
+    beats = track_file(path, backend=backend, sr=sr)
+    if len(beats) < 4:
+        raise ValueError(f"found {len(beats)} beats: too few to plan a song (is it music?)")
+    times = np.array([b.time for b in beats])
+    tempo = float(np.clip(60.0 / np.median(np.diff(times)), 30.0, 300.0))
+    meter = Counter(b.meter for b in beats).most_common(1)[0][0]
+    meter = int(min(max(meter, 2), 12))
+    return SongPlan(title=title, tempo=round(tempo, 2), meter=meter, duration=round(duration, 3), method="audio",
+                    sections=sections_for(duration=duration, tempo=tempo, meter=meter, pattern_for=pattern_for),
+                    beats=len(beats))

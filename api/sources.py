@@ -1,0 +1,66 @@
+"""Current state of a source, read from the newest entries of its streams."""
+from __future__ import annotations
+
+import math
+import time
+
+from beatbus import keys
+from beatbus.bus import Bus
+from beatbus.config import Settings
+from beatbus.errors import SchemaError
+from schemas import BeatEvent, Event, IntensityEvent, SectionEvent, decode
+
+from .models import SourceState
+
+__all__ = ["live_sources", "known_source", "source_state"]
+
+_SCAN = 8      # newest entries looked at per stream (a StreamEnd may sit on top of the last beat)
+
+
+def live_sources(bus: Bus, settings: Settings) -> list[str]:
+    """Sources whose producer heartbeat is recent."""
+    return bus.sources(max_age=max(3 * settings.heartbeat, settings.lease_ttl))
+
+
+def known_source(bus: Bus, source: str) -> bool:
+    """A source beatbus has seen: registered, or with a beat stream."""
+    return bus.redis.zscore(keys.SOURCES, source) is not None or \
+        bool(bus.redis.exists(keys.stream(source, keys.StreamKind.BEATS)))
+
+
+def _newest(bus: Bus, source: str, kind: str, cls):
+    for _id, fields in bus.redis.xrevrange(keys.stream(source, kind), count=_SCAN):
+        data = fields.get(b"d")
+        if data is None:
+            continue
+        try:
+            ev = decode(data, Event)
+        except SchemaError:
+            continue        # malformed entries are the writers' problem; show the newest good one
+        if isinstance(ev, cls):
+            return ev
+    return None
+
+
+def source_state(bus: Bus, source: str, *, live: bool) -> SourceState:
+    """BPM, last beat, bar position, section, intensity and lag of one source."""
+    now = time.time()
+    state = SourceState(source=source, live=live)
+    beat: BeatEvent | None = _newest(bus, source, keys.StreamKind.BEATS, BeatEvent)
+    if beat is not None:
+        state.bpm = round(beat.bpm, 2)
+        state.beat, state.bar, state.beat_in_bar, state.meter = beat.beat, beat.bar, beat.beat_in_bar, beat.meter
+        state.position = f"{beat.bar + 1}.{beat.beat_in_bar}"
+        state.is_downbeat, state.confidence = beat.is_downbeat, beat.confidence
+        state.last_beat_at = beat.system_time
+        state.intensity = beat.intensity
+        state.lag = round(max(0.0, beat.emitted_at - beat.system_time), 4)
+        state.age = round(max(0.0, now - beat.emitted_at), 3)
+    section: SectionEvent | None = _newest(bus, source, keys.StreamKind.SECTIONS, SectionEvent)
+    if section is not None:
+        state.section, state.section_start = section.label, section.start
+    level: IntensityEvent | None = _newest(bus, source, keys.StreamKind.INTENSITY, IntensityEvent)
+    if level is not None:
+        state.intensity = level.intensity
+        state.level_db = round(20 * math.log10(max(level.rms, 1e-6)), 1)
+    return state

@@ -1,0 +1,326 @@
+// beatbus live dashboard: one WebSocket per source (/ws/{source}) drives every widget.
+// Plain JS, no build step. Events are the bus's JSON events, told apart by their "type".
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+const SECTION_WINDOW_S = 120;
+
+const st = {
+  source: params.get("source") || "",
+  ws: null, retry: null, beats: 0, meter: 4, bpm: 0,
+  clockSkew: 0,               // browser ms - server ms, estimated from emitted_at
+  nextBeat: null, period: 0.5, // server wall s of the next predicted beat, beat period s
+  sections: [],               // [{label, at (browser ms)}]
+  taps: [], tapErrors: [], tapOffset: null,
+  plan: null,
+  led: { mode: "simulated", pixels: 60, frame: null, flash: 0, down: false, ws: null },
+};
+
+// -- helpers -------------------------------------------------------------------------------
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) throw new Error((body && body.detail) || `${r.status} ${r.statusText}`);
+  return body;
+}
+const postJSON = (path, doc) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(doc) });
+function say(el, text, isError = false) { el.textContent = text; el.classList.toggle("error", isError); }
+function setStatus(state, text) { const s = $("status"); s.dataset.state = state; s.textContent = text; }
+
+// -- sources and the event socket ----------------------------------------------------------
+async function loadSources() {
+  let names = [];
+  try { names = (await api("/api/sources")).sources.map((s) => s.source); } catch (_) { /* keep going */ }
+  if (st.source && !names.includes(st.source)) names.unshift(st.source);
+  if (!st.source) st.source = names[0] || "default";
+  if (!names.includes(st.source)) names.unshift(st.source);
+  const sel = $("source-select");
+  sel.innerHTML = "";
+  for (const n of names) sel.add(new Option(n, n, false, n === st.source));
+}
+
+function connect() {
+  if (st.ws) { st.ws.onclose = null; st.ws.close(); }
+  clearTimeout(st.retry);
+  setStatus("connecting", `connecting to ${st.source}…`);
+  const ws = new WebSocket(`${wsBase}/ws/${encodeURIComponent(st.source)}`);
+  st.ws = ws;
+  ws.onopen = () => setStatus("live", `${st.source} · waiting for beats`);
+  ws.onmessage = (e) => { try { handle(JSON.parse(e.data)); } catch (err) { console.warn(err); } };
+  ws.onclose = () => { setStatus("connecting", "reconnecting…"); st.retry = setTimeout(connect, 1000); };
+  refreshState();
+}
+
+async function refreshState() {
+  try {
+    const s = await api(`/api/sources/${encodeURIComponent(st.source)}`);
+    if (s.bpm) $("bpm").textContent = s.bpm.toFixed(1);
+    if (s.position) $("position").textContent = s.position;
+    if (s.section) showSection(s.section);
+    if (s.intensity != null) showIntensity(s.intensity);
+    if (s.level_db != null) showLevel(s.level_db);
+  } catch (_) { /* unknown yet: the socket fills in */ }
+}
+
+function handle(ev) {
+  switch (ev.type) {
+    case "beat": return onBeat(ev);
+    case "intensity": showIntensity(ev.intensity); return showLevel(20 * Math.log10(Math.max(ev.rms, 1e-6)));
+    case "section": return showSection(ev.label);
+    case "control": return onControl(ev);
+    case "stream_end": return setStatus("ended", `${st.source} · ended (${ev.reason})`);
+  }
+}
+
+// -- beats: tempo, metronome, bar.beat ---------------------------------------------------
+function onBeat(ev) {
+  const now = Date.now();
+  st.clockSkew = now - ev.emitted_at * 1000;
+  st.beats += 1;
+  st.bpm = ev.bpm;
+  st.period = ev.bpm > 0 ? 60 / ev.bpm : 0.5;
+  st.nextBeat = ev.next_beat_system_time;
+  st.lastBeat = ev.system_time;
+  document.body.dataset.beats = String(st.beats);
+  $("bpm").textContent = ev.bpm.toFixed(1);
+  $("position").textContent = `${ev.bar + 1}.${ev.beat_in_bar}`;
+  $("beat-count").textContent = String(ev.beat + 1);
+  $("confidence").textContent = ev.confidence.toFixed(2);
+  $("lag").textContent = `${Math.round((ev.emitted_at - ev.system_time) * 1000)} ms`;
+  $("backend").textContent = ev.backend || "–";
+  setStatus("live", `${st.source} · live`);
+  if (ev.intensity != null) showIntensity(ev.intensity);
+  metronome(ev.meter, ev.beat_in_bar, ev.is_downbeat);
+  st.led.flash = 1; st.led.down = ev.is_downbeat;
+}
+
+function metronome(meter, inBar, down) {
+  const box = $("metronome");
+  if (box.children.length !== meter) {
+    box.innerHTML = "";
+    for (let i = 0; i < meter; i++) {
+      const d = document.createElement("div");
+      d.className = "dot" + (i === 0 ? " first" : "");
+      box.appendChild(d);
+    }
+  }
+  [...box.children].forEach((d, i) => d.classList.toggle("on", i === inBar - 1));
+  box.dataset.beat = String(inBar);
+  const card = $("metronome-card");
+  card.classList.add("pulse"); card.classList.toggle("down", down);
+  clearTimeout(card._t);
+  card._t = setTimeout(() => card.classList.remove("pulse", "down"), Math.min(150, st.period * 400));
+}
+
+// -- levels and sections ----------------------------------------------------------------
+function showIntensity(x) {
+  $("intensity-bar").style.width = `${Math.round(Math.max(0, Math.min(1, x)) * 100)}%`;
+  $("intensity").textContent = x.toFixed(2);
+}
+function showLevel(db) {
+  const pct = Math.max(0, Math.min(1, (db + 60) / 60));
+  $("level-bar").style.width = `${Math.round(pct * 100)}%`;
+  $("level").textContent = `${db.toFixed(0)} dB`;
+}
+function showSection(label) {
+  const el = $("section");
+  if (el.dataset.label !== label || el.textContent === "–") {
+    el.textContent = label; el.dataset.label = label;
+    st.sections.push({ label, at: Date.now() });
+  }
+  drawTimeline();
+}
+function drawTimeline() {
+  const tl = $("timeline"), now = Date.now(), from = now - SECTION_WINDOW_S * 1000;
+  st.sections = st.sections.filter((s, i) => i === st.sections.length - 1 || st.sections[i + 1].at > from);
+  tl.innerHTML = "";
+  st.sections.forEach((s, i) => {
+    const start = Math.max(s.at, from), end = i + 1 < st.sections.length ? st.sections[i + 1].at : now;
+    const d = document.createElement("div");
+    d.className = `seg-${s.label}`; d.title = s.label;
+    d.style.width = `${(100 * (end - start)) / (SECTION_WINDOW_S * 1000)}%`;
+    tl.appendChild(d);
+  });
+}
+setInterval(drawTimeline, 1000);
+
+// -- LED preview: the LED consumer's web output if there is one, else beat flashes ----------
+async function setupLed() {
+  let url = params.get("led");
+  if (!url) {
+    try {
+      const d = await api("/api/led/devices");
+      if (d.devices.length) url = `${wsBase}/ws/led/${encodeURIComponent(d.devices[0])}`;
+    } catch (_) { /* no LED preview */ }
+  }
+  if (!url) { $("led-mode").textContent = "simulated from beats (no LED web preview running)"; return; }
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  st.led.ws = ws;
+  ws.onmessage = (e) => {
+    if (typeof e.data === "string") {
+      const hello = JSON.parse(e.data);
+      st.led.pixels = hello.pixels || st.led.pixels;
+      st.led.mode = "device";
+      $("led-mode").textContent = `${hello.device} · ${st.led.pixels} px`;
+    } else {
+      st.led.frame = new Uint8Array(e.data);
+      st.led.mode = "device";
+    }
+  };
+  ws.onclose = () => { st.led.mode = "simulated"; $("led-mode").textContent = "simulated (preview closed)"; };
+}
+
+function drawLed() {
+  const c = $("led-canvas"), g = c.getContext("2d");
+  const n = st.led.mode === "device" && st.led.frame ? st.led.frame.length / 3 : st.led.pixels;
+  const w = c.width / n;
+  g.fillStyle = "#050608"; g.fillRect(0, 0, c.width, c.height);
+  for (let i = 0; i < n; i++) {
+    let r, gg, b;
+    if (st.led.mode === "device" && st.led.frame) {
+      [r, gg, b] = [st.led.frame[3 * i], st.led.frame[3 * i + 1], st.led.frame[3 * i + 2]];
+    } else {
+      const f = st.led.flash;
+      [r, gg, b] = st.led.down ? [255 * f, 77 * f, 109 * f] : [76 * f, 201 * f, 240 * f];
+    }
+    g.fillStyle = `rgb(${r | 0},${gg | 0},${b | 0})`;
+    g.fillRect(i * w + 1, 4, Math.max(1, w - 2), c.height - 8);
+  }
+  st.led.flash *= 0.88;
+  requestAnimationFrame(drawLed);
+}
+
+// -- controls ---------------------------------------------------------------------------
+async function sendControl(doc) {
+  try {
+    const r = await postJSON(`/api/sources/${encodeURIComponent(st.source)}/control`, doc);
+    say($("control-result"), `sent ${Object.keys(doc).join(", ")} → ${r.id}`);
+  } catch (err) { say($("control-result"), err.message, true); }
+}
+function onControl(ev) {
+  if (ev.sensitivity != null) { $("sensitivity").value = ev.sensitivity; $("sensitivity-out").textContent = ev.sensitivity.toFixed(2); }
+  if (ev.effects_enabled != null) $("effects").checked = ev.effects_enabled;
+  if (ev.led_offset_ms != null) { $("led-offset").value = ev.led_offset_ms; $("offset-out").textContent = `${Math.round(ev.led_offset_ms)} ms`; }
+}
+$("sensitivity").addEventListener("input", (e) => { $("sensitivity-out").textContent = Number(e.target.value).toFixed(2); });
+$("sensitivity").addEventListener("change", (e) => sendControl({ sensitivity: Number(e.target.value) }));
+$("led-offset").addEventListener("input", (e) => { $("offset-out").textContent = `${e.target.value} ms`; });
+$("led-offset").addEventListener("change", (e) => sendControl({ led_offset_ms: Number(e.target.value) }));
+$("effects").addEventListener("change", (e) => sendControl({ effects_enabled: e.target.checked }));
+$("bpm-apply").addEventListener("click", () => {
+  const v = Number($("bpm-override").value);
+  if (v) sendControl({ bpm_override: v }); else say($("control-result"), "enter a BPM (30-300)", true);
+});
+$("bpm-clear").addEventListener("click", () => { $("bpm-override").value = ""; sendControl({ bpm_override: 0 }); });
+
+// -- tap to calibrate: median(tap - nearest predicted beat), and the tapped tempo -----------
+function tap() {
+  const now = Date.now();
+  const btn = $("tap");
+  btn.classList.add("hit"); setTimeout(() => btn.classList.remove("hit"), 80);
+  st.taps = st.taps.filter((t) => now - t < 8000).concat(now);
+  if (st.taps.length >= 2) {
+    const gaps = st.taps.slice(1).map((t, i) => t - st.taps[i]).sort((a, b) => a - b);
+    $("tap-bpm").textContent = (60000 / gaps[gaps.length >> 1]).toFixed(1);
+  }
+  if (st.nextBeat && st.period > 0) {
+    const server = (now - st.clockSkew) / 1000;           // tap time on the server's clock
+    const k = Math.round((server - st.nextBeat) / st.period);
+    const err = server - (st.nextBeat + k * st.period);   // s; positive = heard after predicted
+    if (Math.abs(err) < 0.3 * st.period) st.tapErrors = st.tapErrors.slice(-15).concat(err);
+    if (st.tapErrors.length >= 4) {
+      const s = [...st.tapErrors].sort((a, b) => a - b);
+      st.tapOffset = Math.round(s[s.length >> 1] * 1000);
+      $("tap-offset").textContent = `${st.tapOffset} ms`;
+      $("tap-apply").disabled = false;
+    }
+  }
+}
+$("tap").addEventListener("click", tap);
+document.addEventListener("keydown", (e) => {
+  if (e.code === "Space" && !/INPUT|SELECT|TEXTAREA|BUTTON/.test(document.activeElement.tagName)) { e.preventDefault(); tap(); }
+});
+$("tap-apply").addEventListener("click", () => {
+  const v = Math.max(-1000, Math.min(1000, st.tapOffset));
+  $("led-offset").value = v; $("offset-out").textContent = `${v} ms`;
+  sendControl({ led_offset_ms: v });
+});
+
+// -- rhythm mode ------------------------------------------------------------------------
+function drawPlan(plan) {
+  const box = $("plan");
+  box.innerHTML = "";
+  for (const s of plan.sections) {
+    const d = document.createElement("div");
+    d.className = `seg-${s.label}`;
+    d.style.width = `${(100 * (s.end - s.start)) / plan.duration}%`;
+    d.textContent = s.label; d.title = `${s.label} ${s.start.toFixed(0)}–${s.end.toFixed(0)} s → ${s.pattern || ""}`;
+    box.appendChild(d);
+  }
+}
+$("analyze").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const out = $("rhythm-result");
+  try {
+    const file = $("song-file").files[0];
+    let plan;
+    if (file) {
+      say(out, `analysing ${file.name}…`);
+      plan = await api("/api/analyze-song", { method: "POST", body: file,
+        headers: { "Content-Type": file.type || "application/octet-stream", "X-Filename": file.name.slice(0, 200) } });
+    } else {
+      const doc = { title: $("song-title").value, duration: Number($("song-duration").value) };
+      if ($("song-tempo").value) doc.tempo = Number($("song-tempo").value);
+      if ($("song-genre").value) doc.genre = $("song-genre").value;
+      plan = await postJSON("/api/analyze-song", doc);
+    }
+    st.plan = plan;
+    drawPlan(plan);
+    $("rhythm-start").disabled = false;
+    say(out, `${plan.method}: ${plan.tempo} BPM, ${plan.meter}/4, ${plan.sections.length} sections`);
+  } catch (err) { say(out, err.message, true); }
+});
+$("rhythm-start").addEventListener("click", async () => {
+  try {
+    const r = await postJSON("/api/start-rhythm-mode", { song_data: st.plan, duration: Number($("rhythm-duration").value) });
+    say($("rhythm-result"), `rhythm mode: ${r.mode} on ${r.source}`);
+    if (r.source !== st.source) { st.source = r.source; await loadSources(); connect(); }
+  } catch (err) { say($("rhythm-result"), err.message, true); }
+  rhythmStatus();
+});
+$("rhythm-stop").addEventListener("click", async () => {
+  try {
+    const r = await postJSON("/api/stop-rhythm-mode", {});
+    say($("rhythm-result"), `stopped: ${JSON.stringify(r.outcomes)}`);
+  } catch (err) { say($("rhythm-result"), err.message, true); }
+  rhythmStatus();
+});
+$("trigger-fire").addEventListener("click", async () => {
+  try {
+    const r = await postJSON("/api/beat-trigger", { section: $("trigger-section").value,
+      beat_num: Number($("trigger-beat").value), source: st.source });
+    say($("rhythm-result"), `trigger ${r.payload.error_type} → ${r.outcome} (${r.status})`);
+  } catch (err) { say($("rhythm-result"), err.message, true); }
+});
+async function rhythmStatus() {
+  try {
+    const r = await api("/api/rhythm-mode");
+    const n = Object.values(r.outcomes || {}).reduce((a, b) => a + b, 0);
+    $("rhythm-status").textContent = r.active ? `${r.mode} on ${r.source} · ${n} triggers` : "idle";
+  } catch (_) { /* keep the last */ }
+}
+setInterval(rhythmStatus, 2000);
+
+// -- start ------------------------------------------------------------------------------
+$("source-select").addEventListener("change", (e) => { st.source = e.target.value; connect(); });
+(async () => {
+  await loadSources();
+  connect();
+  setupLed();
+  rhythmStatus();
+  requestAnimationFrame(drawLed);
+})();

@@ -1,0 +1,377 @@
+"""The trigger consumer daemon: beats (and the section they fall in) -> error-generator POSTs.
+
+- Beats arrive through a consumer group (one XREADGROUP over every source's beat stream):
+  each entry is XACKed once all of its triggers reached a final outcome; a janitor claims
+  entries a crashed consumer left pending.
+- Sections are *state*, not work: every instance reads them fan-out (plain XREAD) so each
+  knows the section of every beat; a beat plays the pattern of the last section that
+  started at or before its stream time.
+- At-least-once in, exactly-once out as far as Redis can tell: before a POST the service
+  claims the trigger's idempotency key with ``SET NX`` (short TTL); after the receiver
+  answered the key is kept for ``dedup_ttl``; a trigger that never reached the receiver
+  frees its key. A redelivered entry whose keys are taken fires nothing (``duplicate``).
+- HTTP runs on a :class:`~consumers.trigger.delivery.DeliveryThread`: reading never blocks
+  on the receiver.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import redis
+
+from beatbus import keys
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Group, Reader, note_reconnect
+from beatbus.config import Settings
+from beatbus.log import get_logger
+from beatbus.metrics import BUS_LAG
+from beatbus.runtime import Service
+from producers.publisher import instance_id
+from schemas import BeatEvent, Event, SectionEvent, TriggerRequest, encode
+
+from .config import TriggerConfig, check_url, load_trigger_config
+from .delivery import DeliveryThread, Outcome, Result, Trigger, count_outcome
+from .patterns import PatternBook
+
+__all__ = ["TriggerService", "build_trigger_service", "idempotency_key", "trigger_payload"]
+
+log = get_logger("trigger")
+_SECTION_HISTORY = 64
+_instances = itertools.count()
+
+
+def idempotency_key(source: str, entry_id: str, n: int) -> str:
+    """``<source>:<beat-stream-entry-id>:<n>``: the ``Idempotency-Key`` header of one trigger."""
+    return f"{source}:{entry_id}:{n}"
+
+
+def trigger_payload(*, error_type: str, beat: int, section: str, tempo: float) -> bytes:
+    """The JSON body of ``POST /api/rhythm-trigger`` (a validated :class:`TriggerRequest`)."""
+    return encode(TriggerRequest(error_type=error_type, beat=beat, section=section,
+                                 tempo=round(min(max(tempo, 0.0), 400.0), 3)))
+
+
+@dataclass
+class _Source:
+    name: str
+    group: Group
+    section_starts: list[float] = field(default_factory=list)
+    section_labels: list[str] = field(default_factory=list)
+
+    def note_section(self, ev: SectionEvent) -> None:
+        """Record a section start (a revision of the same start replaces the label)."""
+        i = bisect.bisect_left(self.section_starts, ev.start)
+        if i < len(self.section_starts) and abs(self.section_starts[i] - ev.start) < 1e-6:
+            self.section_labels[i] = ev.label
+        else:
+            self.section_starts.insert(i, ev.start)
+            self.section_labels.insert(i, ev.label)
+        del self.section_starts[:-_SECTION_HISTORY], self.section_labels[:-_SECTION_HISTORY]
+
+    def section_at(self, t: float) -> str:
+        i = bisect.bisect_right(self.section_starts, t + 1e-6)
+        return self.section_labels[i - 1] if i else "unknown"
+
+
+@dataclass
+class _Open:
+    """A beat entry whose triggers are still in flight."""
+
+    stream: str
+    remaining: int
+
+
+class TriggerService(Service):
+    """Fire error-generator triggers on beats.
+
+    Parameters
+    ----------
+    bus : Bus
+    settings : Settings
+        ``block_ms``, ``max_deliveries``, ``claim_idle_ms``, ``heartbeat``, ``lease_ttl``.
+    config : TriggerConfig
+        Delivery knobs and the pattern maps.
+    sources : list of str, optional
+        Sources to serve; None follows every live source in the registry.
+    delivery : DeliveryThread, optional
+        Shared delivery (e.g. the API's); by default the service starts and stops its own.
+    section_fallback : callable, optional
+        ``BeatEvent -> section label`` for sources that publish no sections (rhythm mode
+        follows a song plan this way).
+    resume : bool
+        True (a daemon): an existing group continues where it stopped. False (rhythm mode):
+        the group starts at the newest beat.
+    """
+
+    name = "trigger"
+
+    def __init__(self, bus: Bus, *, settings: Settings, config: TriggerConfig, sources: list[str] | None = None,
+                 delivery: DeliveryThread | None = None, section_fallback=None, resume: bool = True):
+        super().__init__()
+        self.section_fallback = section_fallback
+        self.resume = resume
+        self.bus, self.settings, self.config = bus, settings, config
+        self.book: PatternBook = config.book()
+        self.fixed = [keys.check_source(s) for s in sources] if sources else None
+        self.consumer = f"{instance_id('trigger')}:{next(_instances)}"
+        self._own_delivery = delivery is None
+        self.delivery = delivery
+        self.sources: dict[str, _Source] = {}
+        self.sections = Reader(bus, [], block_ms=0)
+        self.outcomes: dict[str, int] = {}
+        self._open: dict[str, _Open] = {}            # beat entry id -> triggers in flight
+        self._settled: queue.SimpleQueue = queue.SimpleQueue()
+        self._unsettled: list[tuple[str, str, Trigger, Result]] = []
+        self._next_discovery = 0.0
+        self._next_janitor = 0.0
+        self._backoff = Backoff()
+        self._claim_ttl_ms = int(1000 * (config.max_age + (config.retries + 1) * (config.timeout + config.backoff_cap) + 5))
+
+    # -- sources ------------------------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        if self.fixed is not None:
+            return self.fixed
+        return self.bus.sources(max_age=max(3 * self.settings.heartbeat, self.settings.lease_ttl))
+
+    def _discover(self) -> None:
+        now = time.monotonic()
+        if now < self._next_discovery:
+            return
+        self._next_discovery = now + self.settings.heartbeat
+        for name in self._candidates():
+            if name not in self.sources:
+                self._adopt(name)
+
+    def _adopt(self, name: str) -> None:
+        beats = keys.stream(name, keys.StreamKind.BEATS)
+        sections = keys.stream(name, keys.StreamKind.SECTIONS)
+        # "$": a new group starts with the next beat; old beats would all be stale anyway.
+        group = Group(self.bus, beats, self.config.group, self.consumer, max_deliveries=self.settings.max_deliveries,
+                      claim_idle_ms=self.settings.claim_idle_ms, block_ms=self.settings.block_ms, start="$")
+        if not self.resume:
+            self.bus.redis.xgroup_setid(beats, self.config.group, "$")
+        src = _Source(name, group)
+        for entry_id, fields in reversed(self.bus.redis.xrevrange(sections, count=_SECTION_HISTORY)):
+            ev = self.bus.decode(sections, entry_id, fields, Event)
+            if isinstance(ev, SectionEvent):
+                src.note_section(ev)
+        self.sources[name] = src
+        self.sections.add(sections, "$")
+        log.info("serving source", extra={"source": name, "group": self.config.group})
+
+    def _recreate_groups(self) -> None:
+        """After the broker lost our streams (restart, FLUSHALL): create the groups again."""
+        for src in self.sources.values():
+            src.group = Group(self.bus, src.group.stream, self.config.group, self.consumer,
+                              max_deliveries=self.settings.max_deliveries,
+                              claim_idle_ms=self.settings.claim_idle_ms, block_ms=self.settings.block_ms,
+                              start="$")
+
+    # -- the loop -------------------------------------------------------------------------
+    def setup(self) -> None:
+        if self.delivery is None:
+            self.delivery = DeliveryThread(self.config, name=f"{self.name}-delivery").start()
+        self._discover()
+
+    def _read_beats(self) -> list[tuple[str, str, dict]]:
+        if not self.sources:
+            time.sleep(self.settings.block_ms / 1000)
+            return []
+        # One XREADGROUP over every source: a per-stream Group.read would block once per source.
+        streams = {src.group.stream: ">" for src in self.sources.values()}
+        reply = self.bus.redis.xreadgroup(self.config.group, self.consumer, streams, count=200,
+                                          block=self.settings.block_ms)
+        return [(s.decode() if isinstance(s, bytes) else s, i.decode() if isinstance(i, bytes) else i, f)
+                for s, entries in reply or [] for i, f in entries if f is not None]
+
+    def _janitor(self) -> list[tuple[str, str, dict]]:
+        now = time.monotonic()
+        if now < self._next_janitor:
+            return []
+        self._next_janitor = now + max(0.05, self.settings.claim_idle_ms / 2000)
+        claimed = []
+        for src in self.sources.values():
+            claimed += [e for e in src.group.claim_stale() if e[1] not in self._open]
+        return claimed
+
+    def step(self, stop: threading.Event) -> bool:
+        try:
+            self._discover()
+            entries = self._read_beats()
+            entries += self._janitor()
+            section_entries = self.sections.read(count=100, block_ms=0)
+            self._backoff.reset()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._recreate_groups()
+            return True
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "read beats")
+            self._backoff.wait(stop)
+            self._settle()
+            return True
+        for stream, entry_id, fields in section_entries:
+            ev = self.bus.decode(stream, entry_id, fields, Event)
+            src = self.sources.get(_source_of(stream))
+            if isinstance(ev, SectionEvent) and src is not None:
+                src.note_section(ev)
+        if entries:
+            try:
+                self._handle(entries)
+            except BROKER_ERRORS as exc:
+                # unacked entries stay pending: the janitor hands them out again
+                note_reconnect(exc, "claim triggers")
+        self._settle()
+        return True
+
+    def _handle(self, entries: list[tuple[str, str, dict]]) -> None:
+        now = time.time()
+        done: dict[str, list[str]] = {}       # stream -> entry ids to ack now
+        batch: list[tuple[str, str, list[Trigger]]] = []
+        for stream, entry_id, fields in entries:
+            src = self.sources.get(_source_of(stream))
+            ev = self.bus.decode(stream, entry_id, fields, Event)   # malformed: dead-lettered
+            if src is None or not isinstance(ev, BeatEvent):
+                done.setdefault(stream, []).append(entry_id)
+                continue
+            BUS_LAG.labels("beats").set(max(0.0, now - ev.emitted_at))
+            if src.section_starts or self.section_fallback is None:
+                section = src.section_at(ev.timestamp)
+            else:
+                section = self.section_fallback(ev)
+            firings = self.book.fire(ev, section, seed=f"{src.name}:{entry_id}")
+            triggers = [Trigger(key=idempotency_key(src.name, entry_id, f.n),
+                                body=trigger_payload(error_type=f.pattern, beat=ev.beat, section=section,
+                                                     tempo=ev.bpm),
+                                due=ev.emitted_at + f.delay) for f in firings]
+            if triggers:
+                batch.append((stream, entry_id, triggers))
+            else:
+                done.setdefault(stream, []).append(entry_id)
+        if batch:
+            pipe = self.bus.redis.pipeline(transaction=False)
+            for stream, entry_id, triggers in batch:
+                src_name = _source_of(stream)
+                for t in triggers:
+                    n = int(t.key.rsplit(":", 1)[1])
+                    pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True, px=self._claim_ttl_ms)
+            claimed = iter(pipe.execute())
+            for stream, entry_id, triggers in batch:
+                fresh = [t for t in triggers if next(claimed)]
+                for _ in range(len(triggers) - len(fresh)):
+                    self._count(Outcome.DUPLICATE)
+                    count_outcome(Outcome.DUPLICATE)
+                if not fresh:
+                    done.setdefault(stream, []).append(entry_id)
+                    continue
+                self._open[entry_id] = _Open(stream, len(fresh))
+                for t in fresh:
+                    self._submit(stream, entry_id, t)
+        self._ack(done)
+
+    def _submit(self, stream: str, entry_id: str, trigger: Trigger) -> None:
+        fut = self.delivery.submit(trigger)
+
+        def _done(f) -> None:
+            result = Result(Outcome.CANCELLED) if f.cancelled() else (
+                f.result() if f.exception() is None else Result(Outcome.FAILED, error=repr(f.exception())))
+            self._settled.put((stream, entry_id, trigger, result))
+
+        fut.add_done_callback(_done)
+
+    def _count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
+
+    def _settle(self) -> None:
+        """Record outcomes: keep or free each dedup key, ack entries whose triggers are all settled."""
+        while True:
+            try:
+                self._unsettled.append(self._settled.get_nowait())
+            except queue.Empty:
+                break
+        if not self._unsettled:
+            return
+        items, self._unsettled = self._unsettled, []
+        done: dict[str, list[str]] = {}
+        try:
+            pipe = self.bus.redis.pipeline(transaction=False)
+            for stream, entry_id, trigger, result in items:
+                n = int(trigger.key.rsplit(":", 1)[1])
+                k = keys.trigger_dedup(_source_of(stream), entry_id, n)
+                if result.outcome.reached_receiver:
+                    pipe.set(k, "done", ex=int(self.config.dedup_ttl))
+                else:
+                    pipe.delete(k)
+            pipe.execute()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "settle triggers")
+            self._unsettled = items + self._unsettled
+            return
+        for stream, entry_id, _trigger, result in items:
+            self._count(result.outcome)
+            entry = self._open.get(entry_id)
+            if entry is None:
+                continue
+            entry.remaining -= 1
+            if entry.remaining <= 0:
+                del self._open[entry_id]
+                if result.outcome is not Outcome.CANCELLED:
+                    done.setdefault(stream, []).append(entry_id)
+        try:
+            self._ack(done)
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "ack triggers")   # the entries are redelivered and deduplicated
+
+    def _ack(self, done: dict[str, list[str]]) -> None:
+        for stream, ids in done.items():
+            src = self.sources.get(_source_of(stream))
+            if src is not None and ids:
+                src.group.ack(*ids)
+
+    def drain(self) -> None:
+        if self.delivery is None:
+            return
+        deadline = time.monotonic() + min(3.0, self.config.max_age + self.config.timeout + 0.5)
+        while self._open and time.monotonic() < deadline:
+            self._settle()
+            time.sleep(0.01)
+        if self._own_delivery:
+            self.delivery.close(timeout=0.5)
+        self._settle()
+
+
+def _source_of(stream: str) -> str:
+    """``bb:{src}:beats`` -> ``src``."""
+    return stream.split("{", 1)[1].split("}", 1)[0]
+
+
+def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = None, sources: list[str] | None = None,
+                          config: TriggerConfig | None = None, config_file: str | None = None) -> TriggerService:
+    """A :class:`TriggerService` for ``beatbus run ... --trigger URL`` and friends.
+
+    Parameters
+    ----------
+    url : str, optional
+        Error-generator base URL; overrides ``config``/``ERROR_GENERATOR_URL``.
+    sources : list of str, optional
+        Sources to serve (None: every live source).
+    config : TriggerConfig, optional
+        Default: :func:`load_trigger_config` (TOML ``[trigger]`` table, env).
+
+    Raises
+    ------
+    ConfigError
+        No URL anywhere, or an invalid configuration.
+    """
+    cfg = config or load_trigger_config({"url": url}, config_file=config_file)
+    if url and cfg.url != url:
+        check_url(url)
+        cfg = msgspec.structs.replace(cfg, url=url)
+    cfg.endpoint  # noqa: B018  (raises ConfigError when no URL is configured)
+    return TriggerService(bus, settings=settings, config=cfg, sources=sources)

@@ -1,0 +1,131 @@
+"""The dashboard in a real headless Chromium (Debian's), against a running click -> beats pipeline."""
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from api.app import create_app
+from api.server import ApiServer
+from beatbus import keys
+from beatbus.bus import Bus
+from processors.beat import BeatProcessor
+from processors.service import BeatService
+from producers import ClickSource
+from producers.publisher import Publisher
+
+from conftest import free_port
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="Debian's chromium and chromium-driver are not installed (install.sh)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                "--window-size=1400,1100"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def pipeline(bus, settings, broker):
+    """produce click (120 BPM, real time) -> beat processor, running until the test ends."""
+    stop = threading.Event()
+    pub_bus, proc_bus = Bus.connect(broker.url, name="click"), Bus.connect(broker.url, name="proc")
+    services = [BeatService(proc_bus, settings=settings, make_processor=lambda: BeatProcessor(backend="dsp"),
+                            sources=["default"]),
+                Publisher(pub_bus, ClickSource(120, realtime=True, duration=120.0), settings=settings)]
+    threads = []
+    for svc in services:
+        t = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+        t.start()
+        threads.append(t)
+        assert svc.ready.wait(10)
+    yield
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert all(s.error is None for s in services), [s.error for s in services]
+    pub_bus.close(), proc_bus.close()
+
+
+def _text(driver, element_id: str) -> str:
+    return driver.find_element("id", element_id).text
+
+
+def test_dashboard_shows_live_bpm_and_beats(browser, pipeline, bus, broker, settings, tmp_path):
+    api_bus = Bus.connect(broker.url, name="api")
+    with ApiServer(create_app(api_bus, settings), port=free_port()) as srv:
+        browser.get(f"{srv.url}/?source=default")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            bpm = _text(browser, "bpm")
+            if bpm not in ("", "–") and abs(float(bpm) - 120) < 3:
+                break
+            time.sleep(0.2)
+        assert abs(float(_text(browser, "bpm")) - 120) < 3, _text(browser, "bpm")
+        assert _text(browser, "status").endswith("live")
+        # the beat indicator moves: the lit metronome dot and the beat count change beat by beat
+        seen, counts = set(), set()
+        deadline = time.monotonic() + 6
+        dots: list = []
+        while time.monotonic() < deadline and (len(seen) < max(2, len(dots)) or len(counts) < 4):
+            now_dots = browser.execute_script(    # one atomic read: the dots are rebuilt when the meter changes
+                "return [...document.querySelectorAll('#metronome .dot')].map(d => d.classList.contains('on'))")
+            if len(now_dots) != len(dots):
+                seen.clear()                       # a new meter: start counting positions again
+            dots = now_dots
+            seen.update(i for i, on in enumerate(dots) if on)
+            counts.add(_text(browser, "beat-count"))
+            time.sleep(0.05)
+        assert len(dots) >= 2 and seen == set(range(len(dots))), seen  # every position of the bar lit in turn
+        assert len(counts) >= 4
+        bar, beat_in_bar = _text(browser, "position").split(".")
+        assert int(bar) >= 1 and 1 <= int(beat_in_bar) <= len(dots)
+        led = sys.modules.get("consumers.led.outputs.web")
+        if led is None or not led.HUB.names():                      # no LED consumer here: beat flashes
+            assert "simulated" in _text(browser, "led-mode")
+        # controls: a slider change becomes a ControlEvent on the source's control stream
+        browser.execute_script("const s = document.getElementById('sensitivity'); s.value = 0.8;"
+                               "s.dispatchEvent(new Event('change'));")
+        control = keys.stream("default", "control")
+        deadline = time.monotonic() + 5
+        while not bus.redis.xlen(control) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b'"sensitivity":0.8' in bus.redis.xrange(control)[-1][1][b"d"]
+        # tap to calibrate: taps at the beat rate show the tapped tempo
+        for _ in range(6):
+            browser.find_element("id", "tap").click()
+            time.sleep(0.5)
+        assert 40 < float(_text(browser, "tap-bpm")) < 125          # ~0.5 s apart plus click overhead
+        # rhythm mode's analysis form draws the planned sections
+        browser.find_element("id", "song-tempo").send_keys("120")
+        browser.find_element("css selector", "#analyze button[type=submit]").click()
+        deadline = time.monotonic() + 5
+        while "metadata-heuristic" not in _text(browser, "rhythm-result") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "metadata-heuristic: 120" in _text(browser, "rhythm-result")
+        assert len(browser.find_elements("css selector", "#plan div")) == 8
+        shot = tmp_path / "dashboard.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 20_000
+        shutil.copy(shot, Path("/tmp") / "beatbus-dashboard.png")    # for a human to look at
+        logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not logs, logs
+    api_bus.close()
