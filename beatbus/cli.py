@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connec
 
 # Stage modules that add their own commands: each has ``register(commands)`` where
 # ``commands`` maps "top" and "consume" to argparse sub-parser collections.
-EXTENSIONS = ("consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
+EXTENSIONS = ("producers.synth.cli", "consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
               "processors.intensity.cli", "processors.structure.cli", "hls.cli", "deploy.cli")
 
 log = get_logger("cli")
@@ -174,9 +174,14 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     beats.extend(proc.flush())
     times = np.array([b.time for b in beats])
     tempo = float(60.0 / np.median(np.diff(times))) if len(times) > 2 else 0.0
-    return {"tempo": round(tempo, 2), "beats": [
+    result = {"tempo": round(tempo, 2), "beats": [
         {"time": round(b.time, 4), "beat_in_bar": b.beat_in_bar, "is_downbeat": b.is_downbeat,
          "bpm": round(b.bpm, 2), "confidence": round(b.confidence, 3)} for b in beats]}
+    if getattr(args, "sections", False):
+        from processors.structure import analyze_sections
+
+        result["sections"] = analyze_sections(args.path, beats=result["beats"])
+    return result
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -197,6 +202,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             mark = "*" if b["is_downbeat"] else " "
             print(f"{b['time']:8.2f}s  beat {b['beat_in_bar']}{mark} {b['bpm']:6.1f} BPM  conf {b['confidence']:.2f}")
         print(f"tempo {result['tempo']:.1f} BPM, {len(result['beats'])} beats")
+        for sec in result.get("sections", []):
+            print(f"{sec['start']:8.2f}s - {sec['end']:8.2f}s  {sec['label']:7s}  conf {sec['confidence']:.2f}")
     return 0
 
 
@@ -290,12 +297,16 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     setup_logging("warning")
     rest = list(args.rest)
-    if not rest or rest[0] != "beats":
-        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE]")
+    targets = {"beats": "processors.beat.evaluate", "sections": "processors.structure.evaluate"}
+    if not rest or rest[0] not in targets:
+        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE] | "
+                          "beatbus eval sections DIR [--mode online|offline] [--json FILE]")
+    import importlib
+
     try:
-        from processors.beat.evaluate import main as eval_main
+        eval_main = importlib.import_module(targets[rest[0]]).main
     except ImportError as exc:
-        raise ConfigError(f"beat evaluation is unavailable: {exc}") from None
+        raise ConfigError(f"{rest[0]} evaluation is unavailable: {exc}") from None
     return int(eval_main(rest[1:]) or 0)
 
 
@@ -327,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("path")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--csv", metavar="FILE", help="write beats as CSV ('-' for stdout)")
+    a.add_argument("--sections", action="store_true",
+                   help="also find song sections (intro/verse/chorus/bridge/outro), offline")
     _backend_opts(a)
     a.set_defaults(func=cmd_analyze)
 

@@ -13,7 +13,8 @@ import msgspec
 
 __all__ = [
     "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
-    "TriggerRequest", "GenerationRequest", "GenerationResult", "ControlEvent",
+    "TriggerRequest", "GenerationRequest", "GenerationResult", "ControlEvent", "TransitionEvent",
+    "TransitionKind", "IntensityEntry",
     "SectionLabel", "EVENT_TYPES", "AudioEntry", "Event",
 ]
 
@@ -84,6 +85,31 @@ class IntensityEvent(_Event, tag="intensity", kw_only=True):
     highs: Unit
 
 
+TransitionKind = Literal["build-up", "drop", "breakdown", "tempo-change"]
+
+
+class TransitionEvent(_Event, tag="transition", kw_only=True):
+    """An energy transition or tempo change, on ``bb:{source}:intensity``.
+
+    ``timestamp`` is when it happened (a build-up: when it started); ``detected_time`` the stream
+    time of the audio that decided it (their difference is the detection delay). A build-up may
+    carry ``predicted_time``, when the drop is expected.
+    """
+    source: Source
+    kind: TransitionKind
+    timestamp: Seconds
+    system_time: Unix
+    detected_time: Seconds
+    emitted_at: Unix
+    confidence: Unit
+    predicted_time: Seconds | None = None
+    predicted_system_time: Unix | None = None
+    bpm_from: Bpm | None = None
+    bpm_to: Bpm | None = None
+    loudness_from: float | None = None
+    loudness_to: float | None = None
+
+
 class SectionEvent(_Event, tag="section", kw_only=True):
     source: Source
     start: Seconds
@@ -145,7 +171,8 @@ class ControlEvent(_Event, tag="control", kw_only=True):
 
 
 AudioEntry = Union[AudioFrame, StreamEnd]
+IntensityEntry = Union[IntensityEvent, TransitionEvent, StreamEnd]
 Event = Union[AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-              TriggerRequest, GenerationRequest, GenerationResult, ControlEvent]
+              TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent]
 EVENT_TYPES = (AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-               TriggerRequest, GenerationRequest, GenerationResult, ControlEvent)
+               TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent)

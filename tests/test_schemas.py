@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from beatbus.errors import SchemaError
-from schemas import (AudioFrame, BeatEvent, ControlEvent, Event, GenerationRequest, GenerationResult, IntensityEvent,
+from schemas import (AudioFrame, BeatEvent, ControlEvent, Event, TransitionEvent, GenerationRequest, GenerationResult, IntensityEvent,
                      SectionEvent, StreamEnd, TriggerRequest, decode, encode, float_to_pcm, from_fields,
                      pcm_to_float, to_fields)
 from schemas.events import EVENT_TYPES
@@ -27,6 +27,8 @@ SAMPLES = [
     GenerationRequest(id="job-1", prompt="upbeat", duration=30.0, tempo=120.0, requested_at=NOW),
     GenerationResult(id="job-1", status="finished", progress=100, audio_path="/x.wav", metadata={"bpm": 120}),
     ControlEvent(source="mic", led_offset_ms=-20.0, effects_enabled=True, issued_at=NOW),
+    TransitionEvent(source="mic", kind="drop", timestamp=30.0, system_time=NOW, detected_time=30.2,
+                    emitted_at=NOW + 0.2, confidence=0.8, loudness_from=-20.0, loudness_to=-9.0),
 ]
 
 

@@ -1,0 +1,86 @@
+"""``beatbus structure run|analyze|eval``: the structure daemon, offline sections, evaluation.
+
+``beatbus eval sections DIR`` and ``beatbus analyze PATH --sections`` are the core CLI's
+spellings of ``structure eval`` / ``structure analyze`` (they call :func:`.evaluate.main` and
+:func:`.offline.analyze_sections`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register", "cmd_run", "cmd_analyze", "cmd_eval"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from beatbus.cli import cli_settings, connect
+    from beatbus.runtime import run_services
+
+    from .service import StructureService
+
+    settings = cli_settings(args)
+    with connect(settings, embedded_ok=False) as bus:
+        svc = StructureService(bus, settings=settings, sources=args.sources or None)
+        return run_services([svc], metrics_addr=settings.metrics_addr)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import numpy as np
+    import orjson
+
+    from beatbus.errors import ConfigError
+    from beatbus.log import setup_logging
+
+    from .offline import analyze_structure
+
+    setup_logging("warning")
+    beats = None
+    if args.beats:
+        try:
+            beats = np.loadtxt(args.beats, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--beats {args.beats}: cannot read beat times ({exc})") from None
+    st = analyze_structure(args.path, beats)
+    secs = [{k: s[k] for k in ("start", "end", "label", "confidence")} for s in st.sections]
+    if args.json:
+        sys.stdout.write(orjson.dumps({"duration": round(st.duration, 3), "sections": secs}).decode() + "\n")
+        return 0
+    for s in st.sections:
+        print(f"{s['start']:8.2f}  {s['end']:8.2f}  {s['label']:8s} group {s['group']:2d}  conf {s['confidence']:.2f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from beatbus.errors import ConfigError
+    from beatbus.log import setup_logging
+
+    from .evaluate import run
+
+    setup_logging("warning")
+    try:
+        return run(args)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def register(commands: dict) -> None:
+    """Add ``beatbus structure ...`` to the top-level commands."""
+    from beatbus.cli import add_common_options
+
+    from . import evaluate
+
+    p = commands["top"].add_parser("structure", help="song sections: intro/verse/chorus/bridge/outro")
+    sub = p.add_subparsers(dest="structure", required=True)
+    r = sub.add_parser("run", help="structure daemon: bb:{src}:audio (+beats) -> bb:{src}:sections "
+                                   "(owns sources by lease)")
+    r.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
+    add_common_options(r)
+    r.set_defaults(func=cmd_run)
+    a = sub.add_parser("analyze", help="sections of a file, offline")
+    a.add_argument("path")
+    a.add_argument("--beats", help="beat times file (time[<TAB>beat_in_bar] per line); default: own grid")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=cmd_analyze)
+    e = sub.add_parser("eval", help="section evaluation (same as `beatbus eval sections`)")
+    evaluate.add_arguments(e)
+    e.set_defaults(func=cmd_eval)

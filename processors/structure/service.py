@@ -1,0 +1,65 @@
+"""The structure daemon: audio (+ beats) -> SectionEvents on ``bb:{source}:sections``.
+
+Role ``structure``: one lease per source, checkpointed like the beat processor. It follows the
+source's beats stream and uses those beats while they keep coming; otherwise its own
+onset-based grid. Each decision of :class:`~processors.structure.online.OnlineStructure` becomes
+one SectionEvent (``tentative``, ``confirmed`` or ``revised``); at the end of the stream the
+song is relabelled as a whole and a StreamEnd follows.
+"""
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import Counter
+
+from beatbus import keys
+from beatbus.metrics import STAGE_LATENCY
+from processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
+from schemas import BeatEvent, SectionEvent, StreamEnd
+
+from .online import OnlineStructure, SectionUpdate
+
+__all__ = ["StructureService", "SECTION_UPDATES"]
+
+ROLE = "structure"
+SECTION_UPDATES = Counter("beatbus_section_updates_total", "SectionEvents published, by status", ["status"])
+
+
+class StructureService(AudioStreamService):
+    """Publish each owned source's sections as they are decided."""
+
+    role = ROLE
+    out_kind = keys.StreamKind.SECTIONS
+    side_kinds = {keys.StreamKind.BEATS: BeatEntry}
+
+    def make_state(self, source: str) -> OnlineStructure:
+        return OnlineStructure(sr=self.settings.sr)
+
+    def _events(self, src: OwnedSource, updates: list[SectionUpdate], now: float) -> list[SectionEvent]:
+        out = []
+        for u in updates:
+            start = max(src.stream_time(u.start), 0.0)
+            end = None if u.end is None else max(src.stream_time(u.end), start)
+            SECTION_UPDATES.labels(u.status).inc()
+            out.append(SectionEvent(source=src.name, start=start, end=end, system_time=src.wall(start, now),
+                                    emitted_at=now, label=u.label, confidence=float(np.clip(u.confidence, 0, 1)),
+                                    status=u.status, group=max(int(u.group), 0)))
+            if u.status == "confirmed":
+                STAGE_LATENCY.labels(ROLE).observe(max(0.0, now - src.wall(src.stream_time(u.decided_at), now)))
+        return out
+
+    def on_audio(self, src: OwnedSource, samples: np.ndarray, frame, now: float) -> list:
+        return self._events(src, src.state.process(samples), now)
+
+    def on_side(self, src: OwnedSource, kind: str, event, now: float) -> list:
+        if not isinstance(event, BeatEvent):
+            return []
+        t = event.timestamp - src.origin
+        if t < 0:
+            return []           # a beat from before this state's audio began
+        return self._events(src, src.state.add_beat(t, event.beat_in_bar, event.meter), now)
+
+    def on_end(self, src: OwnedSource, end: StreamEnd, now: float) -> list:
+        out = self._events(src, src.state.finish(), now)
+        src.state = self.make_state(src.name)
+        src.expected = None
+        return [*out, StreamEnd(source=src.name, timestamp=end.timestamp, reason=end.reason, emitted_at=now)]
