@@ -10,7 +10,7 @@ import re
 from .errors import ConfigError
 
 __all__ = ["StreamKind", "check_source", "stream", "dead_letter", "lease",
-           "producer_claim", "checkpoint", "trigger_dedup", "SOURCES", "PREFIX"]
+           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "SOURCES", "PREFIX"]
 
 PREFIX = "bb"
 SOURCES = f"{PREFIX}:sources"          # sorted set: source -> last heartbeat (unix s)
@@ -62,3 +62,8 @@ def checkpoint(source: str, role: str) -> str:
 def trigger_dedup(source: str, entry_id: str, n: int) -> str:
     """Marks trigger ``n`` of beat entry ``entry_id`` as claimed/delivered (idempotency)."""
     return f"{PREFIX}:{{{check_source(source)}}}:trigger:{entry_id}:{n}"
+
+
+def generation_inflight(source: str) -> str:
+    """Lease holding the id of the source's running generation job (one in flight per source)."""
+    return lease(source, "gen-inflight")

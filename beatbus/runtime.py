@@ -35,8 +35,9 @@ def sd_notify(state: str) -> bool:
         path = "\0" + path[1:]  # abstract namespace
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.setblocking(False)  # a notify socket nobody reads must never stall shutdown
             s.connect(path)
-            s.sendall(state.encode())
+            s.send(state.encode())
         return True
     except OSError as exc:
         log.debug("sd_notify failed", extra={"error": str(exc)})

@@ -1,0 +1,251 @@
+"""HTTP routes of the generation stage (a FastAPI ``APIRouter`` mounted by ``beatbus api``).
+
+===========================================  ==============================================================
+``POST /api/upload``                          multipart ``file``: decoded to check it is audio, size and
+                                              duration limits, stored under a generated id; queues its
+                                              CLAP embedding. 201 ``{audio_id, duration, sr, embedding}``
+``GET  /api/embedding/{audio_id}``            200 the 512-d vector; 202 while its job runs
+``POST /api/generate/{audio_id}``             JSON params (kind musicgen|lstm, ...): continue or follow
+                                              (``melody``) the upload. 202 ``{generation_id, ...}``
+``POST /api/generate``                        JSON params: a prompt, and/or ``source`` for live conditioning
+``GET  /api/status/{generation_id}``          status (queued|started|finished|failed), progress 0-100, error
+``GET  /api/download/{generation_id}``        the WAV (or MIDI; ``?format=mid|wav|json``)
+``GET  /api/similar/{audio_id}``              nearest uploads by CLAP cosine similarity (``?k=5``)
+===========================================  ==============================================================
+
+Errors are ``{"detail": "<one line naming the cause>"}`` with 404 (unknown id), 413 (too
+large or long), 415 (not audio), 422 (parameter out of range), 409 (not ready), 503 (broker
+or model unavailable), 507 (disk full). Every parameter is checked before a job is queued.
+Ids are generated server-side; a client's file name is kept as display text only.
+
+``build_router(..., read_dependencies=[...], write_dependencies=[...])`` lets the API app
+attach authentication and rate limits per route class (reads vs. uploads/generation).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import msgspec
+from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from beatbus.bus import Bus
+from beatbus.errors import BeatbusError, BrokerError
+
+from .audio import decode_audio
+from .clap import EmbeddingIndex
+from .conditioning import Conditioning, snapshot
+from .config import GenerateConfig
+from .errors import GenerationError, InvalidRequest, NotFound, TooLarge, UnsupportedAudio, http_status
+from .jobqueue import GenerationQueue, embedding_job_id
+from .metrics import UPLOADS
+from .service import capture_conditioning
+from .spec import GenerateParams, build_job, parse_params
+from .storage import Store
+
+__all__ = ["build_router", "GENERATE_SCHEMA"]
+
+# Inlined (GenerateParams nests no structs), so the OpenAPI document needs no extra components.
+GENERATE_SCHEMA = msgspec.json.schema(GenerateParams)["$defs"]["GenerateParams"]
+_MULTIPART_SLACK = 64 * 1024          # headers and boundaries around the file part
+_JSON_BODY_LIMIT = 64 * 1024
+_MEDIA = {"wav": ("audio.wav", "audio/wav"), "mid": ("music.mid", "audio/midi"), "json": ("meta.json", None)}
+
+
+def _http(fn):
+    """Turn beatbus errors into HTTP errors with a one-line detail."""
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except GenerationError as exc:
+            raise HTTPException(http_status(exc), str(exc)) from None
+        except BrokerError as exc:
+            raise HTTPException(503, f"broker unavailable: {exc}") from None
+        except BeatbusError as exc:
+            raise HTTPException(422, str(exc)) from None
+    return wrapper
+
+
+def _public(status: dict[str, Any]) -> dict[str, Any]:
+    """Status without server paths, plus the download link once finished."""
+    out = dict(status)
+    result = out.pop("result", None)
+    if isinstance(result, dict):
+        out["result"] = result.get("metadata", result)
+    if out.get("status") == "finished":
+        out["download"] = f"/api/download/{out['id']}"
+    return out
+
+
+def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None,
+                 read_dependencies: Sequence[Any] = (), write_dependencies: Sequence[Any] = ()) -> APIRouter:
+    """The generation routes, bound to a broker connection and a configuration.
+
+    Parameters
+    ----------
+    bus : Bus
+        Connected bus (rq uses its Redis client; stream conditioning reads its streams).
+    config : GenerateConfig
+        Limits, queue name, state directory.
+    read_dependencies, write_dependencies
+        FastAPI dependencies for read routes (status, download, embedding, similar) and
+        write routes (upload, generate), e.g. authentication with scopes.
+    """
+    store = store or Store(config.state_path)
+    queue = GenerationQueue(bus.redis, config, store=store)
+    index = EmbeddingIndex(store)
+    router = APIRouter(tags=["generation"])
+    read, write = list(read_dependencies), list(write_dependencies)
+
+    def _job_response(spec) -> JSONResponse:
+        job = queue.submit(spec)
+        return JSONResponse(status_code=202, content={
+            "generation_id": spec.id, "status": "queued", "kind": spec.request.backend,
+            "prompt": spec.request.prompt, "duration": spec.request.duration, "timeout": job.timeout,
+            "status_url": f"/api/status/{spec.id}", "download_url": f"/api/download/{spec.id}"})
+
+    @router.post("/api/upload", status_code=201, dependencies=write,
+                 max_body_size=config.max_upload_bytes + _MULTIPART_SLACK, openapi_extra={"requestBody": {
+        "required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
+    @_http
+    async def upload(request: Request):
+        """Upload audio (WAV, FLAC, OGG, MP3, AIFF ...) as multipart field ``file``."""
+        limit = config.max_upload_bytes + _MULTIPART_SLACK
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            UPLOADS.labels("too_large").inc()
+            raise TooLarge(f"upload of {declared} bytes exceeds the limit of {config.max_upload_bytes} bytes")
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UnsupportedAudio("send the audio as multipart/form-data in a field named 'file'")
+        try:
+            # The route's max_body_size stops a larger body while it streams in (413).
+            form = await MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8).parse()
+        except MultiPartException as exc:
+            raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise InvalidRequest("file: the multipart body has no file field named 'file'")
+        try:
+            data = await part.read()
+            if len(data) > config.max_upload_bytes:
+                raise TooLarge(f"upload of {len(data)} bytes exceeds the limit of {config.max_upload_bytes} bytes")
+            try:
+                x, sr = await run_in_threadpool(decode_audio, data, max_seconds=config.max_upload_seconds,
+                                                min_seconds=config.min_upload_seconds)
+            except GenerationError as exc:
+                UPLOADS.labels("too_long" if isinstance(exc, TooLarge) else "not_audio").inc()
+                raise
+            audio_id = await run_in_threadpool(store.save_upload, x, sr, origin="upload", name=part.filename,
+                                               raw=data)
+        finally:
+            await form.close()
+        UPLOADS.labels("stored").inc()
+        body = {"audio_id": audio_id, "duration": round(len(x) / sr, 3), "sr": sr,
+                "name": store.upload_meta(audio_id)["name"], "embedding": None}
+        if config.embed_uploads:
+            job = await run_in_threadpool(queue.submit_embedding, audio_id, duration=len(x) / sr)
+            body["embedding"] = {"job_id": job.id, "status": "queued", "url": f"/api/embedding/{audio_id}"}
+        return JSONResponse(status_code=201, content=body)
+
+    @router.get("/api/embedding/{audio_id}", dependencies=read)
+    @_http
+    async def embedding(audio_id: str):
+        """The upload's CLAP embedding (202 while it is being computed)."""
+        vector = await run_in_threadpool(store.load_embedding, audio_id)
+        if vector is not None:
+            meta = store.upload_meta(audio_id).get("embedding", {})
+            return {"audio_id": audio_id, "dim": int(vector.shape[-1]), "model": meta.get("model"),
+                    "embedding": [round(float(v), 7) for v in vector]}
+        try:
+            st = await run_in_threadpool(queue.status, embedding_job_id(audio_id))
+        except NotFound:
+            raise HTTPException(409, f"audio {audio_id} has no embedding and none is queued") from None
+        if st["status"] == "failed":
+            raise HTTPException(409, f"embedding of {audio_id} failed: {st.get('error')}")
+        return JSONResponse(status_code=202, content={"audio_id": audio_id, "status": st["status"],
+                                                      "progress": st["progress"]})
+
+    generate_body = {"requestBody": {"content": {"application/json": {"schema": GENERATE_SCHEMA}}}}
+
+    @router.post("/api/generate/{audio_id}", status_code=202, dependencies=write, openapi_extra=generate_body,
+                 max_body_size=_JSON_BODY_LIMIT)
+    @_http
+    async def generate_from_upload(audio_id: str, body: dict | None = Body(None)):
+        """Generate from an upload: MusicGen continues it (or follows its melody with ``melody``)."""
+        params = parse_params(body)
+        store.upload_meta(audio_id)                      # 404 before anything is queued
+        if params.kind != "musicgen":
+            raise InvalidRequest("kind: lstm composes MIDI from tokens and takes no audio; use POST /api/generate")
+        spec = build_job(params, audio_id=audio_id, reason="api",
+                         conditioning=await run_in_threadpool(_stream_conditioning, params))
+        return await run_in_threadpool(_job_response, spec)
+
+    def _stream_conditioning(params: GenerateParams) -> Conditioning | None:
+        return snapshot(bus, params.source) if params.source else None
+
+    @router.post("/api/generate", status_code=202, dependencies=write, openapi_extra=generate_body,
+                 max_body_size=_JSON_BODY_LIMIT)
+    @_http
+    async def generate(body: dict | None = Body(None)):
+        """Generate from a prompt and/or a live source's conditioning (``source``)."""
+        params = parse_params(body)
+
+        def prepare():
+            cond = _stream_conditioning(params)
+            audio_id = None
+            if cond is not None and params.kind == "musicgen":
+                audio_id = capture_conditioning(bus, store, params.source, config.capture_seconds, cond)
+            if params.melody and audio_id is None:
+                raise InvalidRequest("melody: needs a live source with audio (source) or an upload "
+                                     "(POST /api/generate/{audio_id})")
+            return build_job(params, conditioning=cond, audio_id=audio_id, reason="api",
+                             base_prompt="" if params.prompt else config.prompt)
+
+        spec = await run_in_threadpool(prepare)
+        return await run_in_threadpool(_job_response, spec)
+
+    @router.get("/api/status/{generation_id}", dependencies=read)
+    @_http
+    async def status(generation_id: str):
+        """Status and progress (0-100) of a generation; the error when it failed."""
+        Store.check_id(generation_id, "generation id")
+        return _public(await run_in_threadpool(queue.status, generation_id))
+
+    @router.get("/api/download/{generation_id}", dependencies=read)
+    @_http
+    async def download(generation_id: str, format: str | None = Query(None, pattern="^(wav|mid|json)$")):  # noqa: A002
+        """The result file: WAV for musicgen, MIDI for lstm (``format`` picks another)."""
+        Store.check_id(generation_id, "generation id")
+        st = await run_in_threadpool(queue.status, generation_id)
+        if st["status"] != "finished":
+            raise HTTPException(409, f"generation {generation_id} is {st['status']}"
+                                + (f": {st['error']}" if st.get("error") else ""))
+        d = store.result_dir(generation_id)
+        if format is None:
+            path = store.result_file(generation_id)
+            media = "audio/wav" if path.suffix == ".wav" else "audio/midi"
+        else:
+            name, media = _MEDIA[format]
+            path = d / name
+            if not path.exists():
+                raise NotFound(f"generation {generation_id} has no {format} output")
+        if media is None:
+            return JSONResponse(store.result_meta(generation_id))
+        return FileResponse(path, media_type=media, filename=f"{generation_id}{path.suffix}")
+
+    @router.get("/api/similar/{audio_id}", dependencies=read)
+    @_http
+    async def similar(audio_id: str, k: int = Query(5, ge=1, le=100)):
+        """Uploads most similar to this one (cosine similarity of CLAP embeddings)."""
+        if await run_in_threadpool(store.load_embedding, audio_id) is None:
+            raise HTTPException(409, f"audio {audio_id} has no embedding yet; see /api/embedding/{audio_id}")
+        hits = await run_in_threadpool(index.similar, audio_id, k)
+        return {"audio_id": audio_id, "results": [{"audio_id": i, "score": round(s, 6)} for i, s in hits]}
+
+    return router

@@ -1,0 +1,180 @@
+"""``beatbus consume generate``: stream events -> generation jobs on the rq queue.
+
+::
+
+    bb:{src}:beats ─┐
+    bb:{src}:sections ─┼─(fan-out XREAD)─> GenerationPolicy ─> Trigger ─> capture audio ─> rq queue
+    bb:{src}:intensity ─┘                                              (one job in flight per source)
+
+- Events are *state*, read fan-out from ``$``: a restart must not replay old choruses.
+- Each source's policy is owned by one instance at a time (a :class:`~beatbus.bus.Lease`,
+  role ``generate``), so N instances queue each trigger once.
+- At most one stream-triggered job per source is queued or running: the in-flight lease
+  (:meth:`~.jobqueue.GenerationQueue.claim_source`) is held by the job id and freed when the
+  job ends; a trigger that finds it held is skipped and counted
+  (``beatbus_generation_skipped_total{reason="busy"}``).
+- Conditioning: tempo, meter, intensity and section from the events; the last
+  ``capture_seconds`` of audio from ``bb:{src}:audio`` (stored as an upload with a
+  generated id, its key estimated from its chroma) for continuation or melody.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+from beatbus import keys
+from beatbus.bus import Backoff, Bus, Lease, Reader, guarded
+from beatbus.config import Settings
+from beatbus.log import get_logger
+from beatbus.runtime import Service
+from producers.publisher import instance_id
+from schemas import BeatEvent, Event, IntensityEvent, SectionEvent
+
+from .conditioning import Conditioning, capture_audio, estimate_key
+from .config import GenerateConfig
+from .errors import GenerationError
+from .jobqueue import GenerationQueue
+from .metrics import SKIPPED
+from .policy import GenerationPolicy, Trigger
+from .spec import GenerateParams, build_job, new_id
+from .storage import Store
+
+__all__ = ["GenerationService", "capture_conditioning"]
+
+ROLE = "generate"   # lease role: one policy instance per source
+
+log = get_logger("generate.service")
+_instances = itertools.count()
+_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.SECTIONS, keys.StreamKind.INTENSITY)
+
+
+class GenerationService(Service):
+    """Queue generation jobs from the live stream according to the configured policy.
+
+    Parameters
+    ----------
+    sources : list of str, optional
+        Sources to serve; None follows every live source in the registry.
+    """
+
+    name = "generate"
+
+    def __init__(self, bus: Bus, *, settings: Settings, config: GenerateConfig, sources: list[str] | None = None,
+                 queue: GenerationQueue | None = None, store: Store | None = None):
+        super().__init__()
+        self.bus, self.settings, self.config = bus, settings, config
+        self.fixed = [keys.check_source(s) for s in sources] if sources else None
+        self.store = store or Store(config.state_path)
+        self.queue = queue or GenerationQueue(bus.redis, config, store=self.store)
+        self.policy = GenerationPolicy(mode=config.policy, labels=config.section_labels, every_bars=config.every_bars)
+        self.owner = f"{instance_id(ROLE)}:{next(_instances)}"
+        self.leases: dict[str, Lease] = {}
+        self.reader = Reader(bus, [], block_ms=settings.block_ms)
+        self.queued: list[tuple[str, str]] = []          # (source, job id), for tests and logs
+        self._next_scan = 0.0
+        self._backoff = Backoff()
+
+    # -- sources and ownership ------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        if self.fixed is not None:
+            return self.fixed
+        return self.bus.sources(max_age=max(3 * self.settings.heartbeat, self.settings.lease_ttl))
+
+    def _manage(self) -> None:
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + min(self.settings.heartbeat, self.settings.lease_ttl / 3)
+        for name in self._candidates():
+            if name not in self.leases:
+                for kind in _KINDS:
+                    self.reader.add(keys.stream(name, kind))
+                self.leases[name] = Lease(self.bus, keys.lease(name, ROLE), self.owner,
+                                          self.settings.lease_ttl)
+        for lease in self.leases.values():
+            if not lease.renew():
+                lease.acquire()
+
+    def owns(self, source: str) -> bool:
+        lease = self.leases.get(source)
+        return lease is not None and lease.holder() == self.owner
+
+    # -- the loop ---------------------------------------------------------------------
+    def setup(self) -> None:
+        guarded(self._manage, backoff=self._backoff, stop=None, what="generate sources", default=None)
+
+    def step(self, stop: threading.Event) -> bool:
+        def read():
+            self._manage()
+            return self.reader.read(count=200)
+
+        # XREAD groups a batch by stream (ids do not order entries across streams), so the whole
+        # batch updates the state first and its triggers fire after, with the newest conditioning.
+        triggers = []
+        for stream, entry_id, fields in guarded(read, backoff=self._backoff, stop=stop, what="read events"):
+            ev = self.bus.decode(stream, entry_id, fields, Event)
+            trigger = None
+            if isinstance(ev, BeatEvent):
+                trigger = self.policy.on_beat(ev)
+            elif isinstance(ev, SectionEvent):
+                trigger = self.policy.on_section(ev)
+            elif isinstance(ev, IntensityEvent):
+                self.policy.on_intensity(ev)
+            if trigger is not None:
+                triggers.append(trigger)
+        for trigger in triggers:
+            guarded(lambda t=trigger: self.fire(t), backoff=self._backoff, stop=stop, what="queue generation",
+                    default=None)
+        return True
+
+    def fire(self, trigger: Trigger) -> str | None:
+        """Queue a job for ``trigger`` unless another instance owns the source or a job is in flight."""
+        if not self.owns(trigger.source):
+            SKIPPED.labels("not_owner").inc()
+            return None
+        cond = self.policy.conditioning(trigger.source)
+        job_id = new_id("g")
+        lease = self.queue.claim_source(self.bus, trigger.source, job_id, duration=self.config.duration)
+        if lease is None:
+            SKIPPED.labels("busy").inc()
+            log.info("generation skipped: a job is in flight", extra={"source": trigger.source,
+                                                                      "reason": trigger.reason})
+            return None
+        try:
+            audio_id = None
+            if self.config.kind == "musicgen":
+                audio_id = capture_conditioning(self.bus, self.store, trigger.source, self.config.capture_seconds,
+                                                cond)
+            params = GenerateParams(kind=self.config.kind, duration=self.config.duration if
+                                    self.config.kind == "musicgen" else None,
+                                    melody=self.config.melody and audio_id is not None)
+            spec = build_job(params, conditioning=cond, audio_id=audio_id, reason=trigger.reason, job_id=job_id,
+                             base_prompt=self.config.prompt)
+            self.queue.submit(spec)
+        except GenerationError as exc:
+            lease.release()
+            SKIPPED.labels("invalid").inc()
+            log.warning("generation not queued", extra={"source": trigger.source, "error": str(exc)})
+            return None
+        except BaseException:
+            lease.release()
+            raise
+        self.queued.append((trigger.source, job_id))
+        log.info("generation queued", extra={"source": trigger.source, "reason": trigger.reason,
+                                             "detail": trigger.detail, "job": job_id, "prompt": spec.request.prompt})
+        return job_id
+
+
+def capture_conditioning(bus: Bus, store: Store, source: str, seconds: float, cond: Conditioning) -> str | None:
+    """Store the source's last ``seconds`` of audio as an upload; set ``cond.key`` from it.
+
+    Returns the new audio id, or None with under a second of audio (text-only conditioning).
+    """
+    if seconds <= 0:
+        return None
+    x, sr = capture_audio(bus, source, seconds)
+    if sr == 0 or len(x) < sr:
+        return None
+    cond.key, cond.key_confidence = estimate_key(x, sr)
+    return store.save_upload(x, sr, origin=f"capture:{source}")
