@@ -21,7 +21,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "DESCRIPTIONS", "redact_url"]
+__all__ = ["Settings", "load_settings", "read_toml", "stage_table", "DESCRIPTIONS", "redact_url"]
 
 M = msgspec.Meta
 
@@ -83,18 +83,42 @@ def redact_url(url: str | None) -> str:
     return urlunsplit(parts)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a TOML file, or raise ConfigError naming the file and the problem."""
     try:
         with open(path, "rb") as f:
-            doc = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def stage_table(path: str | os.PathLike, name: str) -> dict[str, Any]:
+    """A stage's own table (``[led]``, ``[trigger]``, ``[generate]``...) of the config file; {} if absent."""
+    table = read_toml(path).get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: '{name}' must be a table")
+    return table
+
+
+def state_dir(env: dict[str, str] | None = None) -> Path:
+    """Where daemons keep state (API keys, uploads...): ``BEATBUS_STATE_DIR``, else systemd's
+    ``STATE_DIRECTORY``, else ``$XDG_STATE_HOME/beatbus`` (``~/.local/state/beatbus``)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("BEATBUS_STATE_DIR"):
+        return Path(env["BEATBUS_STATE_DIR"])
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "beatbus"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    doc = read_toml(path)
     if "beatbus" in doc:
         return doc["beatbus"]
     # Flat file: the core's keys are the top-level scalars; tables such as [led] or
-    # [trigger] belong to their stages' own loaders.
+    # [trigger] belong to their stages' own loaders (stage_table).
     return {k: v for k, v in doc.items() if not isinstance(v, dict)}
 
 

@@ -142,9 +142,9 @@ def test_cli_prints_one_line_errors_and_lists_effects(tmp_path):
     r = beatbus_cmd("consume", "led", "--output", "ddp://127.0.0.1", "--effect", "sparkle")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert r.stderr.startswith("beatbus: error: unknown effect 'sparkle'")
-    flat = tmp_path / "mixed.toml"
-    flat.write_text('log_level = "debug"\n[led]\neffect = "chase"\n')
+    flat = tmp_path / "mixed.toml"   # flat beatbus keys beside an [led] table: both are read
+    flat.write_text('log_level = "debug"\n[led]\neffect = "sparkle"\n')
     r = beatbus_cmd("consume", "led", "--output", "ddp://127.0.0.1", "--config", str(flat))
-    assert r.returncode == 2 and "put beatbus settings (log_level) under [beatbus]" in r.stderr
+    assert r.returncode == 2 and "unknown effect 'sparkle'" in r.stderr
     r = beatbus_cmd("consume", "led", "--list-effects")
     assert r.returncode == 0 and "beat_flash:" in r.stdout and "beat_sensitivity = 0.8" in r.stdout

@@ -19,12 +19,13 @@ Model ids are Hugging Face names or local directories; weights are never downloa
 from __future__ import annotations
 
 import os
-import tomllib
+
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from beatbus.config import stage_table
 from beatbus.errors import ConfigError
 
 __all__ = ["GenerateConfig", "load_generate_config", "DESCRIPTIONS", "default_state_dir", "job_timeout",
@@ -152,20 +153,6 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _toml_table(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table = doc.get("generate", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"config file {path}: 'generate' must be a table")
-    return table
-
-
 def load_generate_config(flags: dict[str, Any] | None = None, *, config_file: str | os.PathLike | None = None,
                          env: dict[str, str] | None = None) -> GenerateConfig:
     """Merge defaults, the TOML ``[generate]`` table, env and flags; validate loudly.
@@ -179,7 +166,7 @@ def load_generate_config(flags: dict[str, Any] | None = None, *, config_file: st
     merged: dict[str, Any] = {}
     path = config_file or env.get("BEATBUS_CONFIG")
     if path:
-        merged.update(_toml_table(Path(path)))
+        merged.update(stage_table(path, "generate"))
     merged.update(_from_env(env))
     merged.update({k: v for k, v in (flags or {}).items()
                    if v is not None and k in GenerateConfig.__struct_fields__})

@@ -5,9 +5,8 @@ import argparse
 import os
 import sys
 import threading
-import tomllib
 
-from beatbus.config import load_settings
+
 from beatbus.errors import ConfigError
 from beatbus.log import setup_logging
 
@@ -26,29 +25,10 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 
 def _settings(args: argparse.Namespace):
-    """Settings like ``cli_settings``, but a file with an ``[led]`` table keeps beatbus keys in ``[beatbus]``."""
+    """beatbus settings, and the config file whose ``[led]`` table describes the devices."""
     from beatbus.cli import cli_settings
 
-    path = args.config or os.environ.get("BEATBUS_CONFIG")
-    doc = {}
-    if path:
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    if "led" not in doc or "beatbus" in doc:
-        return cli_settings(args), path if "led" in doc else None
-    flat = sorted(k for k in doc if k != "led")
-    if flat:
-        raise ConfigError(f"config file {path}: with an [led] table, put beatbus settings ({', '.join(flat)}) "
-                          f"under [beatbus]")
-    env = {k: v for k, v in os.environ.items() if k != "BEATBUS_CONFIG"}
-    settings = load_settings({k: v for k, v in vars(args).items() if k != "config"}, env=env)
-    setup_logging(settings.log_level, settings.log_format)
-    return settings, path
+    return cli_settings(args), args.config or os.environ.get("BEATBUS_CONFIG")
 
 
 def _list_effects() -> int:

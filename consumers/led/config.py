@@ -35,7 +35,7 @@ Every problem is a one-line :class:`~beatbus.errors.ConfigError` naming the devi
 from __future__ import annotations
 
 import socket
-import tomllib
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from beatbus.config import stage_table
 from beatbus.errors import ConfigError
 
 from .effects import get_effect
@@ -164,14 +165,7 @@ def _convert(doc: Any, kind: type, where: str):
 
 def load_led_toml(path: str | Path) -> LedConfig:
     """The ``[led]`` table of a TOML file (an empty config when it has none)."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return _convert(doc.get("led", {}), LedConfig, f"config file {path} [led]")
+    return _convert(stage_table(path, "led"), LedConfig, f"config file {path} [led]")
 
 
 @dataclass

@@ -24,13 +24,13 @@ Example TOML (core keys go under ``[beatbus]`` when a file has other tables)::
 from __future__ import annotations
 
 import os
-import tomllib
-from pathlib import Path
+
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
 
+from beatbus.config import stage_table
 from beatbus.errors import ConfigError
 
 from .patterns import DEFAULT_PATTERNS, DEFAULT_SECTIONS, PatternBook, Rule
@@ -110,20 +110,6 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _toml_table(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table = doc.get("trigger", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"config file {path}: 'trigger' must be a table")
-    return table
-
-
 def load_trigger_config(flags: dict[str, Any] | None = None, *, config_file: str | os.PathLike | None = None,
                         env: dict[str, str] | None = None) -> TriggerConfig:
     """Merge defaults, the TOML ``[trigger]`` table, env and flags; validate loudly.
@@ -140,7 +126,7 @@ def load_trigger_config(flags: dict[str, Any] | None = None, *, config_file: str
     merged: dict[str, Any] = {}
     path = config_file or env.get("BEATBUS_CONFIG")
     if path:
-        merged.update(_toml_table(Path(path)))
+        merged.update(stage_table(path, "trigger"))
     merged.update(_from_env(env))
     merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in TriggerConfig.__struct_fields__})
     merged["sections"] = {**DEFAULT_SECTIONS, **(merged.get("sections") or {})}
