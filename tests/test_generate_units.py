@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from beatbus.errors import ConfigError
-from consumers.generate.audio import decode_audio, integrated_loudness, k_weighting, normalize_loudness, wav_bytes
+from consumers.generate.audio import decode_audio, integrated_loudness, normalize_loudness, wav_bytes
 from consumers.generate.conditioning import Conditioning, build_prompt, energy_word, estimate_key
 from consumers.generate.config import job_timeout, load_generate_config
 from consumers.generate.errors import InvalidRequest, NotFound, TooLarge, UnsupportedAudio, http_status
@@ -138,13 +138,6 @@ def test_bs1770_full_scale_sine_is_minus_3_lufs(sr):
     x = np.sin(2 * np.pi * 997 * np.arange(5 * sr) / sr)
     assert integrated_loudness(x, sr) == pytest.approx(-3.01, abs=0.02)
     assert integrated_loudness(0.1 * x, sr) == pytest.approx(-23.01, abs=0.02)
-
-
-def test_k_weighting_matches_the_published_48k_coefficients():
-    (b1, a1), (b2, a2) = k_weighting(48000)
-    assert np.allclose(b1, [1.53512485958697, -2.69169618940638, 1.19839281085285], atol=1e-9)
-    assert np.allclose(a1, [1.0, -1.69065929318241, 0.73248077421585], atol=1e-9)
-    assert np.allclose(a2, [1.0, -1.99004745483398, 0.99007225036621], atol=1e-9)
 
 
 def test_loudness_normalisation_hits_the_target_under_the_peak_ceiling():

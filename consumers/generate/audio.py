@@ -17,9 +17,11 @@ import soundfile as sf
 import soxr
 from scipy.signal import lfilter
 
+from processors.intensity.kweight import k_weighting
+
 from .errors import TooLarge, UnsupportedAudio
 
-__all__ = ["decode_audio", "to_mono", "resample", "k_weighting", "integrated_loudness", "normalize_loudness", "wav_bytes",
+__all__ = ["decode_audio", "to_mono", "resample", "integrated_loudness", "normalize_loudness", "wav_bytes",
            "AUDIO_FORMATS"]
 
 AUDIO_FORMATS = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "W64", "RF64", "CAF")
@@ -69,26 +71,6 @@ def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float = 0.0) -
     if not np.all(np.isfinite(x)):
         raise UnsupportedAudio("audio contains NaN or infinite samples")
     return x, sr
-
-
-def k_weighting(sr: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """BS.1770 K-weighting (shelf, high-pass) as two biquads ``(b, a)`` for any sample rate.
-
-    The analogue prototypes behind the standard's 48 kHz coefficients, re-discretised per
-    rate (the form libebur128 uses); at 48 kHz they reproduce the published coefficients.
-    """
-    k = math.tan(math.pi * 1681.974450955533 / sr)
-    q = 0.7071752369554196
-    vh = 10 ** (3.999843853973347 / 20)
-    vb = vh ** 0.4996667741545416
-    a0 = 1 + k / q + k * k
-    shelf = (np.array([(vh + vb * k / q + k * k), 2 * (k * k - vh), (vh - vb * k / q + k * k)]) / a0,
-             np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]))
-    k = math.tan(math.pi * 38.13547087602444 / sr)
-    q = 0.5003270373238773
-    a0 = 1 + k / q + k * k
-    high_pass = (np.array([1.0, -2.0, 1.0]), np.array([1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]))
-    return shelf, high_pass
 
 
 def integrated_loudness(x: np.ndarray, sr: int) -> float:
