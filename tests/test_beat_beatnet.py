@@ -99,13 +99,26 @@ def test_batched_step_matches_separate_streams(net) -> None:
     np.testing.assert_allclose(batched.sum(axis=-1), 1.0, atol=1e-5)
 
 
-def test_numpy_and_torch_networks_agree(net) -> None:
+def test_streaming_runtime_and_torch_module_agree(net) -> None:
     x = beatnet_features(0.1 * np.random.default_rng(2).standard_normal(SR).astype(np.float32))
     with torch.inference_mode():
         ref = net(torch.from_numpy(x[None]))[0][0].numpy()
-    npnet = bda.NumpyBDA(net)
-    got, _ = npnet(x, npnet.initial_state())
+    snet = bda.StreamBDA(net)
+    got, _ = snet(x, snet.initial_state())
     np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_streaming_runtime_batched_step_matches_one_stream_at_a_time(net) -> None:
+    """Streams of different lengths side by side in one batch = each stream alone."""
+    rng = np.random.default_rng(3)
+    feats = [beatnet_features(0.1 * rng.standard_normal(int(SR * s)).astype(np.float32)) for s in (1.0, 0.6, 0.8)]
+    acts = [bda.BeatNetActivation(net=net, onset_weight=0.0) for _ in feats]
+    batched = bda.BeatNetActivation._infer_many(acts, feats)
+    snet = bda.StreamBDA(net)
+    for f, b, a in zip(feats, batched, acts):
+        alone, state = snet(f, snet.initial_state())
+        np.testing.assert_allclose(b, alone, atol=1e-6)
+        np.testing.assert_allclose(a.state, state, atol=1e-6)
 
 
 def test_bad_device_and_model_raise() -> None:

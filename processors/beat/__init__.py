@@ -9,10 +9,13 @@ BeatProcessor
     ``process(chunk) -> list[Beat]``, ``flush()``, ``reset()``, ``latency``.
 BarTracker
     The online bar-pointer HMM behind every backend (activations in, beats out).
+BeatBatch
+    Many streams, one batch: ``add(key)``, ``remove(key)``, ``process({key: chunk}) -> {key: [Beat]}``.
 track_file
     Stream a file through a ``BeatProcessor`` in 441-sample chunks.
 """
+from .batch import BeatBatch
 from .processor import BeatProcessor, load_audio, track_file
 from .tracker import BarTracker, Beat
 
-__all__ = ["Beat", "BeatProcessor", "BarTracker", "track_file", "load_audio"]
+__all__ = ["Beat", "BeatProcessor", "BeatBatch", "BarTracker", "track_file", "load_audio"]

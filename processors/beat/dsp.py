@@ -5,12 +5,15 @@ Spectral flux = sum over log-spaced bands of the positive first difference of ``
 a beat probability: the running mean is subtracted (removes the steady floor of noise and sustained
 sounds) and the result is divided by a slowly decaying running peak. The downbeat share of each
 onset grows with its low-frequency (< 250 Hz) part, because bass and kick mark bar starts more often
-than not; the share stays small so the downbeat evidence is weak.
+than not; the share stays small so the downbeat evidence is weak. The onset's loudness accent then moves the
+share (:class:`~processors.beat.downbeat.DownbeatCue`): the accented click of a metronome starts its
+bar.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .downbeat import DownbeatCue
 from .features import StreamingSpectrogram
 
 __all__ = ["OnsetNormaliser", "DspActivation"]
@@ -74,6 +77,8 @@ class DspActivation:
 
     SILENCE_DB = -60.0
     LOW_HZ = 250.0
+    # the bass share varies little between onsets, so the accent always has its say
+    CUE = {"gamma": 1.0, "k_level": 0.0, "k_accent": 1.5}
 
     def __init__(self, *, sr: int = 22050, fps: float = 50.0, frame_size: int | None = None, silence_db: float = SILENCE_DB) -> None:
         hop = sr / fps
@@ -96,6 +101,7 @@ class DspActivation:
         self._low = centre < self.LOW_HZ
         self._norm = OnsetNormaliser(fps=fps)
         self._low_norm = OnsetNormaliser(fps=fps)
+        self._cue = DownbeatCue(fps=fps, **self.CUE)
         self.reset()
 
     @property
@@ -108,6 +114,7 @@ class DspActivation:
         self.frontend.reset()
         self._norm.reset()
         self._low_norm.reset()
+        self._cue.reset()
 
     def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Feed samples; return activations, silence gate, onset strength and the periodic signal
@@ -130,16 +137,27 @@ class DspActivation:
         """End of stream: the remaining (zero-padded) frames."""
         return self._frames(self.frontend.flush())
 
-    def _frames(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rms = self.frontend.last_rms
-        gate = 20 * np.log10(np.maximum(rms, 1e-10)) > self.silence_db
+    @property
+    def batch_key(self) -> tuple:
+        """Activations with equal keys share a front end configuration: one batch."""
+        fe = self.frontend
+        return ("dsp", fe.sr, fe.frame_size, fe.hop_length)
+
+    @staticmethod
+    def _infer_many(acts: list["DspActivation"], feats: list[np.ndarray]) -> list[None]:
+        """No model to run: the activation is computed from the features alone."""
+        return [None] * len(acts)
+
+    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rms = self.frontend.last_rms if rms is None else rms
+        level = 20 * np.log10(np.maximum(rms, 1e-10))
+        gate = level > self.silence_db
         diff = feats[:, self._nb :]
         onset = self._norm(diff.mean(axis=1))
         low = self._low_norm(diff[:, self._low].mean(axis=1)) if self._low.any() else np.zeros_like(onset)
-        a = 0.9 * onset  # leave some non-beat probability even on the strongest onset
+        a = np.where(gate, 0.9 * onset, 0.0)  # leave some non-beat probability even on the strongest onset
         # downbeat share 0.3..0.6: no bass says little against a downbeat, bass a little for it
-        w = 0.3 + 0.3 * low
+        w = self._cue(a, 0.3 + 0.3 * low, level)
         act = np.stack([a * (1 - w), a * w], axis=1)
-        act[~gate] = 0.0
         onset = np.where(gate, onset, 0.0)
         return act, gate, onset, act.sum(axis=1)

@@ -188,24 +188,55 @@ class StreamingSpectrogram:
         -------
         np.ndarray [shape=(m, n_features), dtype=float32]
         """
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._n_samples += samples.size
-        self._buf = np.concatenate([self._buf, samples])
-        return self._emit(limit=None)
+        return self.finish(self.bands(self.take(samples)))
 
     def flush(self) -> np.ndarray:
         """Zero-pad the end of the stream and return the remaining frames (``ceil(n/hop)`` in all)."""
+        return self.finish(self.bands(self.take_flush()))
+
+    # The three stages of process(), separate so that many streams can share one FFT call:
+    # take (per stream: buffering) -> bands (stateless: FFT + filterbank) -> finish (per stream: diff).
+    def take(self, samples: np.ndarray) -> np.ndarray:
+        """Buffer samples; return the newly complete raw frames ``[shape=(m, frame_size)]`` and set
+        :attr:`last_rms`."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._n_samples += samples.size
+        self._buf = np.concatenate([self._buf, samples])
+        return self._take(limit=None)
+
+    def take_flush(self) -> np.ndarray:
+        """Zero-pad the end of the stream; the remaining raw frames (see :meth:`take`)."""
         total = -(-self._n_samples // self.hop_length)
         if total <= self._n_frames:
             self.last_rms = np.zeros(0, dtype=np.float32)
-            return np.zeros((0, self.n_features), dtype=np.float32)
+            return np.zeros((0, self.frame_size), dtype=np.float32)
         need_end = (total - 1) * self.hop_length + self.frame_size  # padded index
         have_end = self._buf_start + self._buf.size
         if need_end > have_end:
             self._buf = np.concatenate([self._buf, np.zeros(need_end - have_end, dtype=np.float32)])
-        return self._emit(limit=total)
+        return self._take(limit=total)
 
-    def _emit(self, *, limit: int | None) -> np.ndarray:
+    def bands(self, frames: np.ndarray) -> np.ndarray:
+        """Log-filtered magnitude spectrum ``[shape=(m, n_bands), dtype=float32]`` of raw frames
+        (any number of frames, from any streams with this configuration)."""
+        if frames.shape[0] == 0:
+            return np.zeros((0, self.n_bands), dtype=np.float32)
+        spec = np.abs(np.fft.rfft(frames * self._window, n=self.frame_size, axis=1))[:, : self._fb.shape[0]]
+        return np.log10(1.0 + spec.astype(np.float32) @ self._fb)
+
+    def finish(self, bands: np.ndarray) -> np.ndarray:
+        """This stream's features from its :meth:`bands`: stacked with the positive difference."""
+        if bands.shape[0] == 0:
+            return np.zeros((0, self.n_features), dtype=np.float32)
+        out = bands
+        if self.diff:
+            prev = bands[:1] if self._prev is None else self._prev[None, :]  # first frame: zero diff
+            d = np.diff(np.concatenate([prev, bands]), axis=0)
+            out = np.hstack([bands, np.maximum(d, 0.0)])
+        self._prev = bands[-1].copy()
+        return out.astype(np.float32, copy=False)
+
+    def _take(self, *, limit: int | None) -> np.ndarray:
         have_end = self._buf_start + self._buf.size
         # frame k is complete when padded index k*hop + frame_size - 1 exists
         n_avail = (have_end - self.frame_size) // self.hop_length + 1 if have_end >= self.frame_size else 0
@@ -214,28 +245,20 @@ class StreamingSpectrogram:
         n_new = n_avail - self._n_frames
         if n_new <= 0:
             self.last_rms = np.zeros(0, dtype=np.float32)
-            return np.zeros((0, self.n_features), dtype=np.float32)
+            return np.zeros((0, self.frame_size), dtype=np.float32)
         off = self._n_frames * self.hop_length - self._buf_start
         seg = self._buf[off : off + (n_new - 1) * self.hop_length + self.frame_size]
         frames = np.lib.stride_tricks.sliding_window_view(seg, self.frame_size)[:: self.hop_length]
         # frame RMS (unwindowed), used downstream to gate silence
         self.last_rms = np.sqrt(np.einsum("ij,ij->i", frames, frames) / self.frame_size).astype(np.float32)
-        spec = np.abs(np.fft.rfft(frames * self._window, n=self.frame_size, axis=1))[:, : self._fb.shape[0]]
-        bands = np.log10(1.0 + spec.astype(np.float32) @ self._fb)
-        out = bands
-        if self.diff:
-            prev = bands[:1] if self._prev is None else self._prev[None, :]  # first frame: zero diff
-            d = np.diff(np.concatenate([prev, bands]), axis=0)
-            out = np.hstack([bands, np.maximum(d, 0.0)])
-        self._prev = bands[-1].copy()
         self._n_frames += n_new
-        # keep only what the next frame needs
+        # keep only what the next frame needs (frames stays valid: the buffer is replaced, not changed)
         keep_from = self._n_frames * self.hop_length
         drop = keep_from - self._buf_start
         if drop > 0:
             self._buf = self._buf[drop:]
             self._buf_start = keep_from
-        return out.astype(np.float32, copy=False)
+        return frames
 
 
 def beatnet_features(y: np.ndarray, *, sr: int = SR) -> np.ndarray:

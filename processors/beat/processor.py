@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from os import PathLike
+from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +50,10 @@ class BeatProcessor:
     BACKENDS = ("dsp", "beatnet", "small")
     # per-backend tracker defaults (explicit tracker_kwargs win), tuned on shared/data/beats:
     # the sharper network activations want madmom's steadier tempo and a wider non-beat share
-    TRACKER_DEFAULTS: dict[str, dict] = {"dsp": {}, "beatnet": {"transition_lambda": 100.0, "observation_lambda": 8}}
+    TRACKER_DEFAULTS: dict[str, dict] = {
+        "dsp": {"time_offset": 0.006},
+        "beatnet": {"transition_lambda": 100.0, "observation_lambda": 8, "time_offset": 0.015},
+    }
 
     def __init__(
         self,
@@ -121,10 +125,52 @@ class BeatProcessor:
         list of Beat
             New beats in time order; each beat is returned exactly once over the stream.
         """
-        x = self._check(samples)
-        self._n_samples += x.size
-        act, gate, onset, periodic = self._act.process(x)
-        return self.tracker.process(act, gate=gate, onset=onset, periodic=periodic) if act.shape[0] else []
+        return BeatProcessor.process_many([self], [samples])[0]
+
+    @property
+    def batch_key(self) -> tuple:
+        """Processors with equal keys can be advanced together by :meth:`process_many`."""
+        return (self.backend, self._act.batch_key, self.tracker.batch_key)
+
+    @staticmethod
+    def process_many(procs: Sequence["BeatProcessor"], chunks: Sequence[np.ndarray]) -> list[list[Beat]]:
+        """Feed one chunk to each of many processors (equal :attr:`batch_key`) in one batch: one
+        FFT call for all new frames, one network step per frame for all streams, one tracker step
+        per frame for all streams.
+
+        Parameters
+        ----------
+        procs : sequence of BeatProcessor
+            Each appears once.
+        chunks : sequence of np.ndarray
+            One chunk per processor (see :meth:`process`); lengths may differ.
+
+        Returns
+        -------
+        list of list of Beat
+            Per processor, the new beats.
+        """
+        if len(procs) != len(chunks):
+            raise ValueError(f"{len(procs)} processors but {len(chunks)} chunks")
+        if len({p.batch_key for p in procs}) > 1:
+            raise ValueError("processors in one batch must share backend, model and tracker settings")
+        xs = [p._check(x) for p, x in zip(procs, chunks)]
+        raw, rms = [], []
+        for p, x in zip(procs, xs):
+            p._n_samples += x.size
+            raw.append(p._act.frontend.take(x))
+            rms.append(p._act.frontend.last_rms)
+        counts = [r.shape[0] for r in raw]
+        if not sum(counts):
+            return [[] for _ in procs]
+        bands = procs[0]._act.frontend.bands(np.concatenate(raw))  # one FFT call for every stream
+        edges = np.cumsum([0, *counts])
+        feats = [p._act.frontend.finish(bands[a:b]) for p, a, b in zip(procs, edges[:-1], edges[1:])]
+        probs = type(procs[0]._act)._infer_many([p._act for p in procs], feats)
+        inputs = [p._act._frames(f, r, pr) for p, f, r, pr in zip(procs, feats, rms, probs)]
+        return BarTracker.process_many(
+            [p.tracker for p in procs], [(act, gate, onset, periodic) for act, gate, onset, periodic in inputs]
+        )
 
     def flush(self) -> list[Beat]:
         """End of stream: process the zero-padded tail and return the last beats."""

@@ -9,27 +9,35 @@ observation model is madmom's ``RNNDownBeatTrackingObservationModel``: the first
 of each beat are *beat* states (the first beat of the bar: *downbeat* states) and see the beat
 (downbeat) activation, all other states see ``(1 - beat - downbeat) / (obs_lambda - 1)``.
 
-Inference is the forward algorithm (filtering), one frame at a time, vectorised over states with
-index arrays: a gather for the within-beat advance and one ``(K, n_tempi) @ (n_tempi, n_tempi)``
-product for the beat boundaries. A beat is emitted once, when the most probable state sits
+Inference is the forward algorithm (filtering), one frame at a time, vectorised over states and
+over streams: the posteriors of many streams are the rows of one ``(streams, states)`` float32
+matrix. A frame costs a shift of the matrix by one state (the within-beat advance), one
+``(streams * K, n_tempi) @ (n_tempi, n_tempi)`` product for the beat boundaries and a gather /
+scatter over the ~9 % of states next to a beat (every other state sees the non-beat likelihood,
+which the normalisation absorbs). A beat is emitted once, when the most probable state sits
 ``lookahead`` frames after a beat boundary that has not been emitted yet, and only when the
-tracker is confident (posterior phase concentration times activation salience) and the frame is
-not gated as silence.
+tracker is confident (posterior phase concentration times activation salience) and the beat
+is not on silence.
 
 Module contents
 ---------------
 Beat
     The event emitted for every tracked beat (stream times in seconds).
 BarTracker
-    The online tracker; ``process(activations, gate=...) -> list[Beat]``.
+    The online tracker; ``process(activations, gate=...) -> list[Beat]``, and
+    ``BarTracker.process_many(trackers, inputs)`` to advance many streams in one batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 
 __all__ = ["Beat", "BarTracker"]
+
+_DTYPE = np.float32  # the posterior is renormalised every frame: single precision is plenty
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,114 @@ class Beat:
     confidence: float
     next_beat_time: float
     decided_at: float
+
+
+class _Space:
+    """The immutable part of a tracker: states, transitions, observation classes (shared)."""
+
+    def __init__(
+        self,
+        fps: float,
+        intervals: tuple[int, ...],
+        meters: tuple[int, ...],
+        transition_lambda: float,
+        observation_lambda: int,
+        beat_frames: int,
+        tempo_prior: tuple[float, float] | None,
+    ) -> None:
+        iv = np.asarray(intervals)
+        n_t = len(iv)
+        self.n_tempi = n_t
+        self.meters = meters
+        meter_of, tempo_of, beat_of, pos_of = [], [], [], []
+        first = []  # per meter: (m, n_t) index of the first state of each beat
+        offset = 0
+        for mi, m in enumerate(meters):
+            f = np.zeros((m, n_t), dtype=np.int64)
+            for ti, t in enumerate(iv):  # construction only: one block per (meter, tempo)
+                q = np.arange(m * t)
+                meter_of.append(np.full(m * t, mi))
+                tempo_of.append(np.full(m * t, ti))
+                beat_of.append(q // t)
+                pos_of.append(q % t)
+                f[:, ti] = offset + np.arange(m) * t
+                offset += m * t
+            first.append(f)
+        self.n_states = offset
+        self.meter = np.concatenate(meter_of)
+        self.tempo = np.concatenate(tempo_of)
+        self.beat = np.concatenate(beat_of)
+        self.pos = np.concatenate(pos_of)
+        self.interval = iv[self.tempo]
+        meter_beats = np.asarray(meters)[self.meter]
+        # Within a beat, state s receives from s - 1: a shift of the whole vector by one. The first
+        # state of every beat is then overwritten by the mass leaving the last state of the
+        # previous beat, mixed over tempi.
+        dst, src, down_rows = [], [], []
+        for mi, m in enumerate(meters):
+            for b in range(m):
+                dst.append(first[mi][b])
+                src.append(first[mi][(b - 1) % m] + iv - 1)  # last state of the previous beat
+                if b == 0:
+                    down_rows.append(len(dst) - 1)
+        self.n_rows = len(dst)  # K = sum of the meters
+        self.dst = np.stack(dst).reshape(-1)  # (K * n_t,)
+        self.src = np.stack(src).reshape(-1)
+        self.down_rows = np.array(down_rows)
+        # tempo transition at beat boundaries (madmom exponential_transition)
+        ratio = iv[None, :] / iv[:, None]
+        trans = np.exp(-transition_lambda * np.abs(ratio - 1.0))
+        if tempo_prior is not None:
+            centre, sigma = tempo_prior
+            prior_t = np.exp(-0.5 * ((np.log2(60.0 * fps / iv) - np.log2(centre)) / sigma) ** 2)
+            trans = trans * prior_t[None, :]
+        else:
+            prior_t = np.ones(n_t)
+        trans[trans < 1e-12] = 0.0  # sparse in effect; keeps the matrix well-conditioned
+        self.trans = (trans / trans.sum(axis=1, keepdims=True)).astype(_DTYPE)
+        # initial distribution: prior over tempo, uniform over positions within a tempo
+        w = prior_t[self.tempo] / self.interval
+        self.init = (w / w.sum()).astype(_DTYPE)
+        # Observation class per state: 0 non-beat, 1 beat, 2 downbeat, 3/4 next to a beat/downbeat.
+        # The beat region is the first 1/observation_lambda of the beat, at most beat_frames frames
+        # (a wider region lets the phase slide inside it and biases beats early); its neighbours (one
+        # frame before and after) see the geometric mean of beat and non-beat evidence, so a beat that
+        # falls between two frames is not pushed to either side.
+        region = np.clip(np.floor(self.interval / observation_lambda), 1, beat_frames).astype(np.int64)
+        beat_region = self.pos < region
+        near = (self.pos == region) | (self.pos == self.interval - 1)
+        first_beat = self.beat == 0
+        before_down = (self.pos == self.interval - 1) & (self.beat == meter_beats - 1)
+        cls = np.zeros(self.n_states, dtype=np.int64)
+        cls[near] = 3
+        cls[near & ((first_beat & (self.pos == region)) | before_down)] = 4
+        cls[beat_region] = 1
+        cls[beat_region & first_beat] = 2
+        # only the states next to a beat see anything but the non-beat likelihood
+        self.beatish = np.flatnonzero(cls)
+        self.beatish_cls = cls[self.beatish]
+        self.group = self.meter * n_t + self.tempo  # (meter, tempo) group per state
+        self.bpm_of_tempo = 60.0 * fps / iv
+        # uniform-posterior phase mass within +/-tol frames, to normalise the concentration
+        self.phase_tol = 1
+        self.phase_mass0 = float(np.sum(self.init * np.minimum(1.0, (2 * self.phase_tol + 1) / self.interval)))
+
+    def predict(self, alpha: np.ndarray, meter_change_prob: float) -> None:
+        """Advance ``alpha [shape=(streams, n_states)]`` one frame in place (no observation)."""
+        s = alpha.shape[0]
+        k, n_t = self.n_rows, self.n_tempi
+        inc = (alpha[:, self.src].reshape(s * k, n_t) @ self.trans).reshape(s, k, n_t)
+        if meter_change_prob > 0:
+            d = inc[:, self.down_rows]
+            p = meter_change_prob
+            inc[:, self.down_rows] = (1 - p) * d + p * (d.sum(axis=1, keepdims=True) - d) / (len(self.meters) - 1)
+        alpha[:, 1:] = alpha[:, :-1]  # numpy buffers the overlapping copy
+        alpha[:, self.dst] = inc.reshape(s, k * n_t)
+
+
+@lru_cache(maxsize=8)
+def _space(*args) -> _Space:
+    return _Space(*args)
 
 
 class BarTracker:
@@ -108,6 +224,13 @@ class BarTracker:
     rhythm_low, rhythm_high : float
         Autocorrelation of the activation at the tracked beat period (and twice it) mapped to a
         rhythm confidence of 0 and 1: white noise reaches about 0.2-0.3, steady music 0.4-0.8.
+    silence_hold : float
+        Seconds of continuous silence (``gate`` False) after which frames stop counting as
+        evidence. A shorter silence - the gap between two clicks, a rest - is evidence of no
+        onset; a stream starts as if after a long pause, so leading silence is ignored.
+    time_offset : float
+        Seconds added to every beat time: the activation's own bias (a network that fires a
+        little before the onset), measured on annotated audio.
     """
 
     MIN_BPM = 55.0
@@ -121,6 +244,8 @@ class BarTracker:
     LOOKAHEAD = 2
     MIN_CONFIDENCE = 0.05  # low: the rhythm factor already zeroes noise and steady tones
     SILENCE_DECAY = 0.02
+    SILENCE_HOLD = 1.5  # s: longer than the slowest beat, so the gaps of a slow click track are evidence
+    SUBFRAME_MAX = 1.5  # frames a beat may move towards its activation peak
     HISTORY_SECONDS = 8.0  # activation history for the periodicity measure
     ONSET_ACTIVITY = 0.03  # mean onset strength below which the rhythm measure is scaled down
     RHYTHM_LOW = 0.2  # autocorrelation at the beat period that counts as no rhythm (white-noise flux: <= 0.2) ...
@@ -145,6 +270,8 @@ class BarTracker:
         tempo_prior: tuple[float, float] | None = None,
         rhythm_low: float = RHYTHM_LOW,
         rhythm_high: float = RHYTHM_HIGH,
+        silence_hold: float = SILENCE_HOLD,
+        time_offset: float = 0.0,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps={fps!r} must be positive")
@@ -167,120 +294,66 @@ class BarTracker:
             raise ValueError(f"min_confidence={min_confidence!r} must be in [0, 1]")
         if not -1 <= rhythm_low < rhythm_high <= 1:
             raise ValueError(f"rhythm_low={rhythm_low!r}, rhythm_high={rhythm_high!r}: need -1 <= low < high <= 1")
-        self.rhythm_low = float(rhythm_low)
-        self.rhythm_high = float(rhythm_high)
         if not 0 <= silence_decay <= 1:
             raise ValueError(f"silence_decay={silence_decay!r} must be in [0, 1]")
+        if not 0 < act_floor < 0.5:
+            raise ValueError(f"act_floor={act_floor!r} must be in (0, 0.5)")
+        if not silence_hold >= 0:
+            raise ValueError(f"silence_hold={silence_hold!r} must be >= 0 seconds")
+        if not abs(time_offset) <= 0.05:
+            raise ValueError(f"time_offset={time_offset!r} must be within +/-0.05 s")
+        if tempo_prior is not None and not (tempo_prior[0] > 0 and tempo_prior[1] > 0):
+            raise ValueError(f"tempo_prior={tempo_prior!r} must be (centre_bpm > 0, sigma_octaves > 0)")
+        lo = int(np.round(60.0 * fps / max_bpm))
+        hi = int(np.round(60.0 * fps / min_bpm))
+        if lo < 2:
+            raise ValueError(f"max_bpm={max_bpm!r} is too fast for fps={fps!r}")
         self.fps = float(fps)
         self.meters = meters
         self.transition_lambda = float(transition_lambda)
         self.observation_lambda = int(observation_lambda)
         self.beat_frames = int(beat_frames)
-        if not 0 < act_floor < 0.5:
-            raise ValueError(f"act_floor={act_floor!r} must be in (0, 0.5)")
         self.act_floor = float(act_floor)
         self.meter_change_prob = float(meter_change_prob) if len(meters) > 1 else 0.0
         self.lookahead = int(lookahead)
         self.min_confidence = float(min_confidence)
         self.frame_delay = float(frame_delay)
         self.silence_decay = float(silence_decay)
-        lo = int(np.round(60.0 * fps / max_bpm))
-        hi = int(np.round(60.0 * fps / min_bpm))
-        if lo < 2:
-            raise ValueError(f"max_bpm={max_bpm!r} is too fast for fps={fps!r}")
+        self.rhythm_low = float(rhythm_low)
+        self.rhythm_high = float(rhythm_high)
+        self.time_offset = float(time_offset)
+        self._hold_frames = int(round(silence_hold * fps))
         self.intervals = np.arange(lo, hi + 1)
-        self._build(tempo_prior)
+        prior = None if tempo_prior is None else (float(tempo_prior[0]), float(tempo_prior[1]))
+        self._space_args = (self.fps, tuple(int(t) for t in self.intervals), meters, self.transition_lambda,
+                            self.observation_lambda, self.beat_frames, prior)
+        self._sp = _space(*self._space_args)
+        self.n_states = self._sp.n_states
+        self._rows = np.empty((1, self.n_states), dtype=_DTYPE)  # this stream's posterior, a (1, n) row
+        self._row = 0  # index of that row in the matrix it lives in (see share_rows)
         self.reset()
 
-    # ------------------------------------------------------------------ construction
-    def _build(self, tempo_prior: tuple[float, float] | None) -> None:
-        iv = self.intervals
-        n_t = len(iv)
-        meter_of, tempo_of, beat_of, pos_of = [], [], [], []
-        first = []  # per meter: (m, n_t) index of the first state of each beat
-        offset = 0
-        for mi, m in enumerate(self.meters):
-            f = np.zeros((m, n_t), dtype=np.int64)
-            for ti, t in enumerate(iv):  # construction only: one block per (meter, tempo)
-                q = np.arange(m * t)
-                meter_of.append(np.full(m * t, mi))
-                tempo_of.append(np.full(m * t, ti))
-                beat_of.append(q // t)
-                pos_of.append(q % t)
-                f[:, ti] = offset + np.arange(m) * t
-                offset += m * t
-            first.append(f)
-        self.n_states = offset
-        self._meter = np.concatenate(meter_of)
-        self._tempo = np.concatenate(tempo_of)
-        self._beat = np.concatenate(beat_of)
-        self._pos = np.concatenate(pos_of)
-        self._interval = iv[self._tempo]
-        self._meter_beats = np.asarray(self.meters)[self._meter]
-        # within-beat advance: state s receives from s - 1 (first states are overwritten below)
-        self._prev = np.arange(self.n_states) - 1
-        self._prev[0] = 0
-        dst, src, down_rows = [], [], []
-        for mi, m in enumerate(self.meters):
-            for b in range(m):
-                dst.append(first[mi][b])
-                # the last state of the previous beat = first state of this beat + T - 1 - T*...
-                prev_b = (b - 1) % m
-                src.append(first[mi][prev_b] + iv - 1)
-                if b == 0:
-                    down_rows.append(len(dst) - 1)
-        self._dst = np.stack(dst)  # (K, n_t)
-        self._src = np.stack(src)  # (K, n_t)
-        self._down_rows = np.array(down_rows)
-        # tempo transition at beat boundaries (madmom exponential_transition)
-        ratio = iv[None, :] / iv[:, None]
-        trans = np.exp(-self.transition_lambda * np.abs(ratio - 1.0))
-        log_bpm = np.log2(60.0 * self.fps / iv)
-        if tempo_prior is not None:
-            centre, sigma = tempo_prior
-            if not centre > 0 or not sigma > 0:
-                raise ValueError(f"tempo_prior={tempo_prior!r} must be (centre_bpm > 0, sigma_octaves > 0)")
-            prior_t = np.exp(-0.5 * ((log_bpm - np.log2(centre)) / sigma) ** 2)
-            trans = trans * prior_t[None, :]
-        else:
-            prior_t = np.ones(n_t)
-        trans[trans < 1e-12] = 0.0  # sparse in effect; keeps the matrix well-conditioned
-        self._trans = trans / trans.sum(axis=1, keepdims=True)
-        # initial distribution: prior over tempo, uniform over positions within a tempo
-        w = prior_t[self._tempo] / self._interval
-        self._init = w / w.sum()
-        # observation class per state: 0 non-beat, 1 beat, 2 downbeat, 3/4 next to a beat/downbeat.
-        # The beat region is the first 1/observation_lambda of the beat, at most beat_frames frames
-        # (a wider region lets the phase slide inside it and biases beats early); its neighbours (one frame
-        # before and after) see the geometric mean of beat and non-beat evidence, so a beat that
-        # falls between two frames is not pushed to either side.
-        region = np.clip(np.floor(self._interval / self.observation_lambda), 1, self.beat_frames).astype(np.int64)
-        beat_region = self._pos < region
-        near = (self._pos == region) | (self._pos == self._interval - 1)
-        first_beat = self._beat == 0
-        before_down = (self._pos == self._interval - 1) & (self._beat == self._meter_beats - 1)
-        cls = np.zeros(self.n_states, dtype=np.int64)
-        cls[near] = 3
-        cls[near & ((first_beat & (self._pos == region)) | before_down)] = 4
-        cls[beat_region] = 1
-        cls[beat_region & first_beat] = 2
-        self._cls = cls
-        self._group = self._meter * n_t + self._tempo  # (meter, tempo) group per state
-        self._bpm_of_tempo = 60.0 * self.fps / iv
-        # uniform-posterior phase mass within +/-tol frames, to normalise the concentration
-        self._phase_tol = 1
-        self._phase_mass0 = float(np.sum(self._init * np.minimum(1.0, (2 * self._phase_tol + 1) / self._interval)))
+    @property
+    def batch_key(self) -> tuple:
+        """Trackers with equal keys share a state space and can be advanced in one batch."""
+        return (self._space_args, self.meter_change_prob, self.silence_decay)
 
     def reset(self) -> None:
         """Forget the stream: uniform posterior, no beats emitted."""
-        self._alpha = self._init.copy()
+        self._rows[0] = self._sp.init
         self._frame = 0  # index of the next frame to process
         self._last_beat = -(10**9)  # frame of the last emitted beat
         self._act_hist = np.zeros(int(self.HISTORY_SECONDS * self.fps))  # recent activation sums (ring buffer)
         self._onset_hist = np.zeros_like(self._act_hist)  # recent onset strength (activity)
         self._per_hist = np.zeros_like(self._act_hist)  # recent signal whose periodicity is measured
+        self._audible = np.zeros(self._act_hist.size, dtype=bool)  # recent frames above the silence gate
+        self._silent_run = 10**9  # consecutive silent frames so far (a stream starts as if after a long pause)
         self._rhythm = 0.0
         self._confidence = 0.0
+
+    @property
+    def _alpha(self) -> np.ndarray:
+        return self._rows[0]
 
     @property
     def confidence(self) -> float:
@@ -308,8 +381,8 @@ class BarTracker:
         activations : np.ndarray [shape=(n, 2)]
             ``[beat, downbeat]`` probabilities per frame (beat excludes downbeat), frame rate ``fps``.
         gate : np.ndarray [shape=(n,), dtype=bool] or None
-            False where the frame carries no evidence (silence): the observation is skipped, the
-            posterior drifts to uniform and nothing is emitted.
+            False on silent frames. A silence longer than ``silence_hold`` carries no evidence: the
+            posterior drifts to uniform; no beat is ever emitted on a silent frame.
         onset : np.ndarray [shape=(n,)] or None
             Spectral-flux onset strength (0..1); its recent mean is the onset activity that
             scales the rhythm confidence (a network can hallucinate periodic activations on a
@@ -323,6 +396,79 @@ class BarTracker:
         list of Beat
             Beats decided at these frames, in time order, each emitted once.
         """
+        return BarTracker.process_many([self], [(activations, gate, onset, periodic)])[0]
+
+    @staticmethod
+    def process_many(trackers: Sequence["BarTracker"], inputs: Sequence[tuple]) -> list[list[Beat]]:
+        """Advance many trackers (one stream each) in one batch.
+
+        Parameters
+        ----------
+        trackers : sequence of BarTracker
+            Trackers with equal :attr:`batch_key`; each appears once.
+        inputs : sequence of tuple
+            Per tracker ``(activations, gate, onset, periodic)`` as for :meth:`process`
+            (``gate``, ``onset`` and ``periodic`` may be None); the frame counts may differ.
+
+        Returns
+        -------
+        list of list of Beat
+            Per tracker, the beats decided at these frames.
+        """
+        if len(trackers) != len(inputs):
+            raise ValueError(f"{len(trackers)} trackers but {len(inputs)} inputs")
+        if len({t.batch_key for t in trackers}) > 1:
+            raise ValueError("trackers in one batch must share their state space and parameters")
+        if len({id(t) for t in trackers}) != len(trackers):
+            raise ValueError("a tracker may appear only once per batch")
+        prepared = [t._prepare(*inp) for t, inp in zip(trackers, inputs)]
+        out: list[list[Beat]] = [[] for _ in trackers]
+        if not trackers:
+            return out
+        sp = trackers[0]._sp
+        n_max = max(p[0].shape[0] for p in prepared)
+        for i in range(n_max):  # frame loop only; everything per state and per stream is vectorised
+            idx = [j for j, p in enumerate(prepared) if p[0].shape[0] > i]
+            group = [trackers[j] for j in idx]
+            observed = np.empty(len(idx), dtype=bool)
+            for r, j in enumerate(idx):
+                t, audible = trackers[j], bool(prepared[j][1][i])
+                # a short silence (between clicks, a rest) is evidence of no onset; only a long one carries none
+                t._silent_run = 0 if audible else t._silent_run + 1
+                observed[r] = t._silent_run <= t._hold_frames
+            alpha = _stack(group)
+            sp.predict(alpha, group[0].meter_change_prob)
+            if observed.any():
+                ratio = np.stack([prepared[j][0][i] for j in idx])  # (rows, 5) likelihoods per class
+                ratio = (ratio[:, 1:] / ratio[:, :1]).astype(_DTYPE)  # relative to non-beat
+                rows = np.flatnonzero(observed) if not observed.all() else slice(None)
+                sub = alpha[rows] if not observed.all() else alpha
+                sub[:, sp.beatish] *= ratio[rows][:, sp.beatish_cls - 1]
+                if not observed.all():
+                    alpha[rows] = sub
+            if not observed.all():
+                # silence: no evidence; drift towards uniform so a long pause forgets the phase
+                quiet = np.flatnonzero(~observed)
+                d = group[0].silence_decay
+                alpha[quiet] = (1 - d) * alpha[quiet] + d * sp.init
+            total = alpha.sum(axis=1, keepdims=True)
+            bad = ~(np.isfinite(total[:, 0]) & (total[:, 0] > 0))
+            if bad.any():
+                alpha[bad] = sp.init  # numerical dead end: restart the search
+                total[bad] = 1.0
+            alpha /= total
+            best = alpha.argmax(axis=1)
+            _unstack(group, alpha)
+            for r, j in enumerate(idx):
+                act, audible, act_sum, onset, periodic = (p[i] for p in prepared[j])
+                beat = trackers[j]._after_step(int(best[r]), bool(observed[r]), bool(audible), float(act_sum), float(onset), float(periodic))
+                if beat is not None:
+                    out[j].append(beat)
+        return out
+
+    def _prepare(self, activations, gate, onset, periodic) -> tuple[np.ndarray, ...]:
+        """Validate one stream's inputs; per frame: likelihood per observation class, gate,
+        activation sum, onset, periodic signal."""
         act = np.asarray(activations, dtype=np.float64)
         if act.ndim != 2 or act.shape[1] != 2:
             raise ValueError(f"activations shape={act.shape} must be (n_frames, 2)")
@@ -341,12 +487,7 @@ class BarTracker:
         down = np.clip(act[:, 1], eps, 1.0)
         non = np.clip(1.0 - act[:, 0] - act[:, 1], eps, 1.0) / (self.observation_lambda - 1)
         lik = np.stack([non, beat, down, np.sqrt(beat * non), np.sqrt(down * non)], axis=1)  # (n, 5)
-        out: list[Beat] = []
-        for i in range(n):  # frame loop only; everything per state is vectorised
-            beat_ev = self._step(lik[i] if gate[i] else None, float(act[i, 0] + act[i, 1]), float(onset[i]), float(periodic[i]))
-            if beat_ev is not None:
-                out.append(beat_ev)
-        return out
+        return lik, gate, act[:, 0] + act[:, 1], onset, periodic
 
     @staticmethod
     def _aux(x: np.ndarray | None, act: np.ndarray, name: str) -> np.ndarray:
@@ -357,54 +498,45 @@ class BarTracker:
             raise ValueError(f"{name} length={x.shape[0]} must match activations frames={act.shape[0]}")
         return x
 
-    def _step(self, lik: np.ndarray | None, act_sum: float, onset: float, periodic: float) -> Beat | None:
-        a = self._alpha
-        new = a[self._prev]
-        inc = a[self._src] @ self._trans  # (K, n_t) mass entering each beat's first state
-        if self.meter_change_prob > 0:
-            d = inc[self._down_rows]
-            p = self.meter_change_prob
-            inc[self._down_rows] = (1 - p) * d + p * (d.sum(axis=0, keepdims=True) - d) / (len(self.meters) - 1)
-        new[self._dst] = inc
+    def _after_step(self, state: int, observed: bool, audible: bool, act_sum: float, onset: float, periodic: float) -> Beat | None:
+        """Bookkeeping after the forward step of one frame; the beat decided at it, if any."""
         n = self._frame
         self._frame += 1
-        if lik is None:
-            # silence: no evidence; drift towards uniform so a long pause forgets the phase
-            new = (1 - self.silence_decay) * new + self.silence_decay * self._init
-            self._alpha = new / new.sum()
+        h = n % self._act_hist.size
+        self._act_hist[h] = act_sum if observed else 0.0
+        self._onset_hist[h] = onset if observed else 0.0
+        self._per_hist[h] = periodic if observed else 0.0
+        self._audible[h] = audible
+        if not observed:
             self._confidence *= 0.9
             return None
-        self._act_hist[n % self._act_hist.size] = act_sum
-        self._onset_hist[n % self._onset_hist.size] = onset
-        self._per_hist[n % self._per_hist.size] = periodic
-        new *= lik[self._cls]
-        s = new.sum()
-        if not np.isfinite(s) or s <= 0:
-            new = self._init.copy()  # numerical dead end: restart the search
-        else:
-            new /= s
-        self._alpha = new
-        state = int(np.argmax(new))
-        p = int(self._pos[state])
-        t = int(self._interval[state])
+        sp = self._sp
+        p = int(sp.pos[state])
+        t = int(sp.interval[state])
         c = n - p  # frame of the beat the most probable state is in
         if not (self.lookahead <= p <= self.lookahead + 2) or c - self._last_beat < 0.5 * t:
             return None
-        conf = self._beat_confidence(new, p, c, n)
+        size = self._audible.size
+        if not (self._audible[(c - 1) % size] or self._audible[c % size] or self._audible[min(c + 1, n) % size]):
+            return None  # never a beat on silence
+        alpha = self._alpha
+        conf = self._beat_confidence(alpha, p, t, n)
         self._confidence = conf
         if conf < self.min_confidence:
             return None
         self._last_beat = c
-        # tempo: posterior-weighted around the best tempo of the best meter (sub-state resolution)
-        mi = int(self._meter[state])
-        ti = int(self._tempo[state])
-        n_t = len(self.intervals)
-        g = np.bincount(self._group, weights=new, minlength=len(self.meters) * n_t)[mi * n_t : (mi + 1) * n_t]
+        # tempo: posterior-weighted around the best tempo of the best meter (sub-frame resolution)
+        mi = int(sp.meter[state])
+        ti = int(sp.tempo[state])
+        n_t = sp.n_tempi
+        g = np.bincount(sp.group, weights=alpha, minlength=len(self.meters) * n_t)[mi * n_t : (mi + 1) * n_t]
         lo, hi = max(0, ti - 2), min(n_t, ti + 3)
         w = g[lo:hi]
-        bpm = float(np.sum(w * self._bpm_of_tempo[lo:hi]) / w.sum()) if w.sum() > 0 else float(self._bpm_of_tempo[ti])
-        bib = int(self._beat[state]) + 1
-        time = (c + self._subframe(c, n)) / self.fps
+        # average the beat period (the tempo grid is uniform in period, not in BPM)
+        period = float(np.sum(w * self.intervals[lo:hi]) / w.sum()) if w.sum() > 0 else float(self.intervals[ti])
+        bpm = 60.0 * self.fps / period
+        bib = int(sp.beat[state]) + 1
+        time = (c + self._subframe(c, n)) / self.fps + self.time_offset
         return Beat(
             time=time,
             is_downbeat=bib == 1,
@@ -416,34 +548,41 @@ class BarTracker:
             decided_at=n / self.fps + self.frame_delay,
         )
 
-    def _beat_confidence(self, alpha: np.ndarray, p: int, c: int, n: int) -> float:
+    def _beat_confidence(self, alpha: np.ndarray, p: int, t: int, n: int) -> float:
         """Posterior phase concentration x rhythmicity of the recent activation, both in 0..1."""
-        tol = self._phase_tol
-        d1 = np.abs(self._pos - p)
-        d2 = self._interval - self._pos + p  # states about to start their next beat
-        mass = float(alpha[(d1 <= tol) | (d2 <= tol)].sum())
-        conc = max(0.0, (mass - self._phase_mass0) / (1.0 - self._phase_mass0))
-        self._rhythm = self._periodicity(int(self._interval[int(np.argmax(alpha))]), n)
+        sp = self._sp
+        tol = sp.phase_tol
+        d1 = np.abs(sp.pos - p)
+        d2 = sp.interval - sp.pos + p  # states about to start their next beat
+        mass = float(alpha[(d1 <= tol) | (d2 <= tol)].sum(dtype=np.float64))
+        conc = max(0.0, (mass - sp.phase_mass0) / (1.0 - sp.phase_mass0))
+        self._rhythm = self._periodicity(t, n)
         rhythm = float(np.clip((self._rhythm - self.rhythm_low) / (self.rhythm_high - self.rhythm_low), 0.0, 1.0))
         return float(np.sqrt(conc * rhythm))
 
     def _subframe(self, c: int, n: int) -> float:
-        """Sub-frame offset of the activation peak at frame ``c`` (parabolic fit, in frames)."""
-        if c - 1 < 0 or c + 1 > n or n - (c - 1) >= self._act_hist.size:
-            return 0.0
+        """Sub-frame offset of the activation peak nearest to frame ``c`` (in frames, -1.5..1.5).
+
+        The peak is the largest activation among frames ``c - 1 .. c + 1`` (a network may fire a
+        frame early or late on a sharp onset), refined by a parabola through it and its neighbours.
+        """
         size = self._act_hist.size
-        a0, a1, a2 = (float(self._act_hist[k % size]) for k in (c - 1, c, c + 1))
-        den = a0 - 2 * a1 + a2
-        if a1 < max(a0, a2) or den >= 0:
+        if c - 2 < 0 or c + 2 > n or n - (c - 2) >= size:
             return 0.0
-        return float(np.clip(0.5 * (a0 - a2) / den, -0.5, 0.5))
+        a = [float(self._act_hist[k % size]) for k in range(c - 2, c + 3)]
+        j = int(np.argmax(a[1:4])) + 1
+        a0, a1, a2 = a[j - 1], a[j], a[j + 1]
+        den = a0 - 2 * a1 + a2
+        frac = float(np.clip(0.5 * (a0 - a2) / den, -0.5, 0.5)) if den < 0 else 0.0
+        return float(np.clip(j - 2 + frac, -self.SUBFRAME_MAX, self.SUBFRAME_MAX))
 
     def _periodicity(self, t: int, n: int) -> float:
         """Rhythmicity 0..1 of the recent activation at the beat period (about 0 for noise).
 
-        The normalised autocorrelation of the periodic signal (default ``beat + downbeat``) at lags ``t`` and ``2 t`` (each the
-        best of +/-1 frame), averaged, times an onset-activity factor: a network can produce
-        periodic activations on a steady tone, but a steady tone has no spectral-flux onsets.
+        The normalised autocorrelation of the periodic signal (default ``beat + downbeat``) at lags
+        ``t`` and ``2 t`` (each the best of +/-1 frame), averaged, times an onset-activity factor: a
+        network can produce periodic activations on a steady tone, but a steady tone has no
+        spectral-flux onsets.
         """
         size = self._act_hist.size
         filled = min(n + 1, size)
@@ -462,5 +601,34 @@ class BarTracker:
             return 0.0
         r = 0.0
         for k in (1, 2):  # two lags, not per state
-            r += max(float(x[l:] @ x[:-l]) for l in (k * t - 1, k * t, k * t + 1)) / e / 2
+            r += max(float(x[lag:] @ x[:-lag]) for lag in (k * t - 1, k * t, k * t + 1)) / e / 2
         return r * min(1.0, activity)
+
+
+def _stack(trackers: Sequence[BarTracker]) -> np.ndarray:
+    """The posteriors of ``trackers`` as one ``(n, n_states)`` matrix (their shared rows when they
+    already live in one, else a copy)."""
+    if len(trackers) == 1:
+        return trackers[0]._rows
+    base = trackers[0]._rows.base
+    if base is not None and base.shape[0] == len(trackers) and all(
+        t._rows.base is base and t._row == i for i, t in enumerate(trackers)
+    ):
+        return base
+    return np.concatenate([t._rows for t in trackers])
+
+
+def _unstack(trackers: Sequence[BarTracker], alpha: np.ndarray) -> None:
+    """Write the rows of ``alpha`` back where ``_stack`` found them (no-op for shared rows)."""
+    for i, t in enumerate(trackers):
+        if t._rows.base is not alpha and t._rows is not alpha:
+            t._rows[0] = alpha[i]
+
+
+def share_rows(trackers: Sequence[BarTracker]) -> None:
+    """Move the posteriors of ``trackers`` into rows of one matrix so that batches of exactly
+    these trackers, in this order, run without copies."""
+    rows = np.concatenate([t._rows for t in trackers]) if trackers else None
+    for i, t in enumerate(trackers):
+        t._rows = rows[i : i + 1]
+        t._row = i

@@ -1,0 +1,205 @@
+"""``small``: our own compact beat/downbeat activation network (issue 3 item 4).
+
+A causal model over the same 272-value feature frames as BeatNet
+(:mod:`processors.beat.features`), about 15 k parameters instead of BeatNet's 0.4 M::
+
+    standardise (per-feature mean / std of the training set) -> linear 272 -> 32 -> ReLU
+    -> GRU 32 (one layer, unidirectional) -> linear 32 -> 3 -> softmax [beat, downbeat, non-beat]
+
+It is trained here (:mod:`processors.beat.train`: synthetic songs with exact labels, plus
+distillation from BeatNet's model 1) and is the float reference of the FPGA model in ``hls/``.
+Streaming state (the GRU's ``h``) is kept per source; on the CPU the per-frame step runs in
+numpy (a torch call per 20 ms frame costs more than the arithmetic).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .bda import BeatNetActivation, resolve_device
+
+try:  # torch is an optional dependency (the ``ml`` extra)
+    import torch
+    from torch import nn
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("backend 'small' needs torch: pip install 'beatbus[ml]'") from exc
+
+__all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "small_activations"]
+
+DEFAULT_CHECKPOINT = Path(__file__).with_name("data") / "small.pt"
+
+
+class SmallNet(nn.Module):
+    """Standardise -> linear + ReLU -> GRU -> linear -> softmax, with explicit GRU state.
+
+    Parameters
+    ----------
+    dim_in : int
+        Feature values per frame (272).
+    proj : int
+        Width of the input projection.
+    hidden : int
+        GRU width.
+    """
+
+    def __init__(self, *, dim_in: int = 272, proj: int = 32, hidden: int = 32) -> None:
+        super().__init__()
+        self.dim_in, self.proj_size, self.hidden = dim_in, proj, hidden
+        self.register_buffer("mean", torch.zeros(dim_in))
+        self.register_buffer("std", torch.ones(dim_in))
+        self.proj = nn.Linear(dim_in, proj)
+        self.gru = nn.GRU(proj, hidden, num_layers=1, batch_first=True)
+        self.linear = nn.Linear(hidden, 3)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (stored in checkpoints)."""
+        return {"dim_in": self.dim_in, "proj": self.proj_size, "hidden": self.hidden}
+
+    def initial_state(self, n_streams: int = 1) -> torch.Tensor:
+        """Zero GRU state ``[shape=(1, n_streams, hidden)]``."""
+        return torch.zeros(1, n_streams, self.hidden, device=self.linear.weight.device)
+
+    def logits(self, feats: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-softmax outputs ``[shape=(n_streams, n_frames, 3)]`` and the new state."""
+        x = torch.relu(self.proj((feats - self.mean) / self.std))
+        if state is None:
+            state = self.initial_state(feats.shape[0])
+        x, state = self.gru(x, state)
+        return self.linear(x), state
+
+    def forward(self, feats: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax ``[beat, downbeat, non-beat]`` for ``feats [shape=(n_streams, n_frames, 272)]``."""
+        z, state = self.logits(feats, state)
+        return torch.softmax(z, dim=-1), state
+
+    @torch.inference_mode()
+    def step(self, feats: np.ndarray, state: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor]:
+        """Advance many streams by one frame in one batched call (GPU batching).
+
+        Parameters
+        ----------
+        feats : array [shape=(n_streams, 272)]
+        state : torch.Tensor [shape=(1, n_streams, hidden)] or None
+
+        Returns
+        -------
+        probs : np.ndarray [shape=(n_streams, 3)]
+        state : torch.Tensor
+        """
+        x = torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.linear.weight.device)
+        if x.ndim != 2 or x.shape[1] != self.dim_in:
+            raise ValueError(f"feats shape={tuple(x.shape)} must be (n_streams, {self.dim_in})")
+        probs, state = self(x[:, None, :], state)
+        return probs[:, 0].cpu().numpy(), state
+
+
+class NumpySmall:
+    """:class:`SmallNet` evaluated with numpy for one stream (same call shape as ``NumpyBDA``)."""
+
+    def __init__(self, net: SmallNet) -> None:
+        sd = {k: v.detach().cpu().double().numpy() for k, v in net.state_dict().items()}
+        # fold the standardisation into the projection: (x - m) / s @ W.T + b
+        w = sd["proj.weight"] / sd["std"][None, :]
+        self.w0 = np.ascontiguousarray(w.T)  # (272, proj)
+        self.b0 = sd["proj.bias"] - w @ sd["mean"]
+        self.hidden = net.hidden
+        self.w_ih = np.ascontiguousarray(sd["gru.weight_ih_l0"].T)  # (proj, 3H): r, z, n
+        self.w_hh = np.ascontiguousarray(sd["gru.weight_hh_l0"].T)
+        self.b_ih = sd["gru.bias_ih_l0"]
+        self.b_hh = sd["gru.bias_hh_l0"]
+        self.w_out = np.ascontiguousarray(sd["linear.weight"].T)
+        self.b_out = sd["linear.bias"]
+
+    def initial_state(self) -> np.ndarray:
+        """Zero GRU state ``[shape=(hidden,)]``."""
+        return np.zeros(self.hidden)
+
+    def __call__(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``[shape=(n, 3)]`` for ``feats [shape=(n, 272)]``, and the new state."""
+        x = np.asarray(feats, dtype=np.float64)
+        gx = np.maximum(x @ self.w0 + self.b0, 0.0) @ self.w_ih + self.b_ih  # (n, 3H)
+        hid = self.hidden
+        h = np.array(state, dtype=np.float64)
+        out = np.empty((x.shape[0], hid))
+        for i in range(x.shape[0]):  # the recurrence is sequential in time
+            gh = h @ self.w_hh + self.b_hh
+            rz = 1.0 / (1.0 + np.exp(-(gx[i, : 2 * hid] + gh[: 2 * hid])))
+            n = np.tanh(gx[i, 2 * hid :] + rz[:hid] * gh[2 * hid :])
+            h = (1.0 - rz[hid:]) * n + rz[hid:] * h
+            out[i] = h
+        z = out @ self.w_out + self.b_out
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True), h
+
+
+def load_small(path: str | Path | None = None, *, device: str = "cpu") -> SmallNet:
+    """Load a :class:`SmallNet` checkpoint (default: the one shipped in ``processors/beat/data``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the checkpoint does not exist (train one with ``beatbus train beat-small``).
+    """
+    p = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not p.is_file():
+        raise FileNotFoundError(f"no small-model checkpoint at {str(p)!r}: run 'beatbus train beat-small --out {p}'")
+    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    net = SmallNet(**ckpt["config"])
+    net.load_state_dict(ckpt["state_dict"], strict=True)
+    return net.to(resolve_device(device)).eval()
+
+
+class SmallActivation(BeatNetActivation):
+    """Streaming ``small`` activation for one stream: features -> :class:`SmallNet` -> ``[beat, downbeat]``.
+
+    Same outputs and post-processing (silence gate, spectral-flux mix, downbeat cue) as
+    :class:`~processors.beat.bda.BeatNetActivation`, whose interface it shares.
+
+    Parameters
+    ----------
+    checkpoint : path or None
+        Model file; None = the shipped ``processors/beat/data/small.pt``.
+    device : {"cpu", "cuda"}
+    silence_db : float
+    net : SmallNet or None
+        Share one loaded network between many processors.
+    onset_weight : float
+        0..1 share of the normalised spectral flux mixed in (see ``BeatNetActivation``).
+    """
+
+    def __init__(
+        self,
+        *,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        silence_db: float = BeatNetActivation.SILENCE_DB,
+        net: SmallNet | None = None,
+        onset_weight: float = BeatNetActivation.ONSET_WEIGHT,
+    ) -> None:
+        from .downbeat import DownbeatCue
+        from .dsp import OnsetNormaliser
+        from .features import HOP_LENGTH, SR, StreamingSpectrogram
+
+        if not 0.0 <= onset_weight <= 1.0:
+            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
+        self.onset_weight = float(onset_weight)
+        self.frontend = StreamingSpectrogram(sr=SR)
+        self.net = net if net is not None else load_small(checkpoint, device=device)
+        self._np = NumpySmall(self.net) if self.net.linear.weight.device.type == "cpu" else None
+        self.silence_db = float(silence_db)
+        self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
+        self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
+        self.reset()
+
+
+def small_activations(y: np.ndarray, *, net: SmallNet | None = None) -> np.ndarray:
+    """Whole-signal ``[beat, downbeat]`` probabilities ``[shape=(ceil(n / 441), 2)]`` of 22050 Hz audio."""
+    from .features import beatnet_features
+
+    net = net if net is not None else load_small()
+    feats = torch.from_numpy(beatnet_features(y)).to(net.linear.weight.device)[None]
+    with torch.inference_mode():
+        probs, _ = net(feats)
+    return probs[0, :, :2].cpu().numpy().astype(np.float32)
