@@ -9,7 +9,7 @@ EXTRAS="${BEATBUS_EXTRAS:-all}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 APT_PKGS=(python3-venv python3-dev build-essential portaudio19-dev libsndfile1 ffmpeg
-          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver)
+          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver openssl)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,7 +4,8 @@
 :mod:`.app` (routes), :mod:`.models` (request/response bodies), :mod:`.song_plan` (the
 metadata heuristic and audio analysis), :mod:`.rhythm` (rhythm mode), :mod:`.sources`
 (live source state), :mod:`.control` (ControlEvent), :mod:`.hub` (stream -> WebSocket
-fan-out), :mod:`.limits` (body size limits), :mod:`.deps` (the auth/rate-limit hook),
-:mod:`.server` (uvicorn in a thread) and ``static/`` (the dashboard).
+fan-out), :mod:`.deps` (the route guard: keys, scopes, rate limits), :mod:`.auth` (API keys, hashed),
+:mod:`.ratelimit` (token buckets), :mod:`.server` (uvicorn in a thread; refuses a non-loopback
+bind without keys) and ``static/`` (the dashboard).
 """
 __all__: list[str] = []

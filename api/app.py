@@ -1,6 +1,8 @@
 """The FastAPI application: routes, WebSocket feed, /metrics and the dashboard.
 
-Routes (OpenAPI at ``/docs``; every guarded route names its scope, see :mod:`api.deps`):
+Routes (OpenAPI at ``/docs``; every guarded route names its scope, see :mod:`api.deps`: with API
+keys configured a route needs ``Authorization: Bearer <key>`` with that scope, a WebSocket the
+key as subprotocol ``bearer.<key>`` next to ``beatbus.v1``; without keys loopback clients only):
 
 =======  ===============================  =========  ==========================================
 method   path                             scope      what
@@ -52,7 +54,7 @@ from beatbus.log import get_logger
 from consumers.trigger import DeliveryThread, Outcome, PatternBook, Trigger, TriggerConfig, trigger_payload
 
 from .control import publish_control
-from .deps import require
+from .deps import Guard, WsDenied, require, ws_subprotocol
 from .hub import EventHub
 from .models import (BeatTriggerRequest, BeatTriggerResponse, ControlRequest, ControlResponse, ErrorBody, Health,
                      RhythmModeRequest, RhythmModeStatus, SongMetadata, SongPlan, SourceList, SourceState)
@@ -96,10 +98,10 @@ def _field_errors(errors) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _deny(websocket: WebSocket, status: int, detail: str) -> None:
+async def _deny(websocket: WebSocket, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     """Refuse a WebSocket handshake with an HTTP status and a JSON reason (close 1008 if unsupported)."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=status))
+        await websocket.send_denial_response(JSONResponse({"detail": detail}, status_code=status, headers=headers))
     else:
         await websocket.close(code=1008, reason=detail[:120])
 
@@ -134,7 +136,8 @@ async def _pump(websocket: WebSocket, next_message) -> None:
 
 
 def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = None,
-               limits: ApiLimits | None = None, routers: Sequence[APIRouter] = ()) -> FastAPI:
+               limits: ApiLimits | None = None, routers: Sequence[APIRouter] = (), guard: Guard | None = None,
+               cors_origins: Sequence[str] = ()) -> FastAPI:
     """Build the API.
 
     Parameters
@@ -149,6 +152,12 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
     routers : sequence of APIRouter
         Other stages' routes (e.g. generation's ``build_router``), included as they are;
         they guard themselves with :func:`api.deps.require`.
+    guard : Guard, optional
+        API keys and rate limits (:mod:`api.deps`); None: no keys (loopback clients only) and
+        no rate limits.
+    cors_origins : sequence of str
+        Origins allowed to call the API from a browser; empty (default): no CORS headers, so
+        only the dashboard's own origin can.
     """
     limits = limits or ApiLimits()
     book: PatternBook = trigger.book() if trigger else PatternBook()
@@ -172,6 +181,18 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     app = FastAPI(title="beatbus", version=__version__, lifespan=lifespan, max_body_size=limits.body_bytes,
                   description="Real-time rhythm events: sources, triggers, rhythm mode, live dashboard.")
+
+    app.state.guard = guard or Guard()
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"])
+
+    @app.exception_handler(WsDenied)
+    async def _ws_denied(websocket: WebSocket, exc: WsDenied):
+        await _deny(websocket, exc.status, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
@@ -359,7 +380,7 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
             keys.check_source(source)
         except BeatbusError as exc:
             return await _deny(websocket, 422, f"path.source: {exc}")
-        await websocket.accept()
+        await websocket.accept(subprotocol=ws_subprotocol(websocket))
         hub: EventHub = state["hub"]
         q = hub.subscribe(source)
         try:
@@ -385,7 +406,7 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
         hub = _led_hub()
         if hub is None or device not in hub.names():
             return await _deny(websocket, 404, f"no LED preview device {device[:64]!r} in this process")
-        await websocket.accept()
+        await websocket.accept(subprotocol=ws_subprotocol(websocket))
         await websocket.send_text(orjson.dumps({"type": "hello", "device": device, "format": "rgb8",
                                                 **hub.meta.get(device, {})}).decode())
         frames = hub.frames(device)
@@ -396,6 +417,23 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     for router in routers:
         app.include_router(router)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        """The generated document plus the bearer scheme on every guarded route (for /docs' Authorize)."""
+        if app.openapi_schema is None:
+            doc = default_openapi()
+            doc.setdefault("components", {})["securitySchemes"] = {"apiKey": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key from `beatbus api keys create` (not needed when none exist)"}}
+            for path, ops in doc.get("paths", {}).items():
+                for op in ops.values():
+                    if path != "/health" and isinstance(op, dict):
+                        op["security"] = [{"apiKey": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     # -- metrics and dashboard -------------------------------------------------------------
     @app.get("/metrics", include_in_schema=False)

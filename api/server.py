@@ -15,7 +15,7 @@ from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.runtime import sd_notify
 
-__all__ = ["ApiServer", "serve", "bind", "is_loopback"]
+__all__ = ["ApiServer", "serve", "bind", "is_loopback", "check_exposure"]
 
 log = get_logger("api.server")
 
@@ -56,10 +56,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_exposure(guard, host: str) -> bool:
+    """May an app with this :class:`~api.deps.Guard` listen on ``host``? Without API keys only on
+    loopback (ConfigError otherwise). Returns True when keys are configured, False in open mode.
+    """
+    keyed = bool(guard is not None and guard.has_keys())
+    if not keyed and not is_loopback(host):
+        raise ConfigError(f"refusing to serve the API on {host} without API keys: create one with "
+                          "`beatbus api keys create --scope read` (or bind 127.0.0.1)")
+    return keyed
+
+
 def _config(app, host: str, port: int, log_level: str) -> uvicorn.Config:
-    if not is_loopback(host):
-        # No authentication yet: say so loudly (the [security] work refuses this without keys).
-        log.warning("API bound to a non-loopback address without authentication", extra={"host": host})
+    check_exposure(getattr(app.state, "guard", None), host)
     # log_config=None: uvicorn's records go through beatbus's logging (text or JSON lines)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, log_config=None,
                           ws_max_size=64 * 1024, timeout_graceful_shutdown=3, lifespan="on")

@@ -80,6 +80,11 @@ def redact_url(url: str | None) -> str:
             host += f":{parts.port}"
         user = parts.username or ""
         parts = parts._replace(netloc=f"{user}:***@{host}")
+    if "password" in parts.query.lower():      # redis-py also takes ?password=...
+        from urllib.parse import parse_qsl, urlencode
+
+        query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query)]
+        parts = parts._replace(query=urlencode(query, safe="*/"))
     return urlunsplit(parts)
 
 

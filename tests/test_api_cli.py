@@ -33,6 +33,7 @@ def test_beatbus_api_serves_health_and_dashboard_and_stops_on_sigterm(broker, tm
         rc, _out, err = _stop(proc)
     assert rc == 0 and "Traceback" not in err, err
     assert f"http://127.0.0.1:{port}/" in err and "triggers -> http://127.0.0.1:9" in err
+    assert "no API keys" in err and "open to this machine only (127.0.0.1)" in err
 
 
 def test_beatbus_api_needs_a_broker():

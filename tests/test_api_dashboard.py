@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from api.app import create_app
+from api.auth import KeyStore
+from api.deps import Guard
 from api.server import ApiServer
 from beatbus import keys
 from beatbus.bus import Bus
@@ -71,12 +73,26 @@ def _text(driver, element_id: str) -> str:
 
 def test_dashboard_shows_live_bpm_and_beats(browser, pipeline, bus, broker, settings, tmp_path):
     api_bus = Bus.connect(broker.url, name="api")
-    with ApiServer(create_app(api_bus, settings), port=free_port()) as srv:
+    store = KeyStore(tmp_path / "api-keys.json")
+    _, token = store.create(["read", "control", "trigger"], name="dashboard")
+    with ApiServer(create_app(api_bus, settings, guard=Guard(store=store)), port=free_port()) as srv:
+        # the key is entered once, into the form the dashboard shows after a 401 ...
         browser.get(f"{srv.url}/?source=default")
+        deadline = time.monotonic() + 10
+        while not browser.find_element("id", "key-form").is_displayed() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        browser.find_element("id", "key-input").send_keys(token)
+        browser.find_element("css selector", "#key-form button[type=submit]").click()
+        time.sleep(0.5)
+        browser.get_log("browser")                    # the 401s before the key was entered
+        # ... and kept in this tab's sessionStorage (not localStorage), across reloads
+        browser.refresh()
+        assert browser.execute_script("return sessionStorage.getItem('beatbus.apiKey')") == token
+        assert browser.execute_script("return localStorage.length") == 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             bpm = _text(browser, "bpm")
-            if bpm not in ("", "–") and abs(float(bpm) - 120) < 3:
+            if bpm not in ("", "–") and abs(float(bpm) - 120) < 3 and _text(browser, "status").endswith("live"):
                 break
             time.sleep(0.2)
         assert abs(float(_text(browser, "bpm")) - 120) < 3, _text(browser, "bpm")

@@ -18,11 +18,36 @@ const st = {
   led: { mode: "simulated", pixels: 60, frame: null, flash: 0, down: false, ws: null },
 };
 
+// -- API key: entered once, kept in sessionStorage (this tab only, gone when it closes) -------
+// A link may carry it as #key=... (never sent to the server); it is moved to storage at once.
+const KEY_ITEM = "beatbus.apiKey";
+(function keyFromFragment() {
+  const m = location.hash.match(/(?:^#|&)key=([^&]+)/);
+  if (!m) return;
+  sessionStorage.setItem(KEY_ITEM, decodeURIComponent(m[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+})();
+const apiKey = () => sessionStorage.getItem(KEY_ITEM) || "";
+function askForKey(message) {
+  const form = $("key-form");
+  form.hidden = false;
+  say($("key-msg"), message, true);
+}
+function socket(url) {
+  // Browsers cannot set headers on a WebSocket: the key travels as a subprotocol.
+  const key = apiKey();
+  return key ? new WebSocket(url, ["beatbus.v1", `bearer.${key}`]) : new WebSocket(url);
+}
+
 // -- helpers -------------------------------------------------------------------------------
 async function api(path, opts = {}) {
-  const r = await fetch(path, opts);
+  const key = apiKey();
+  const headers = { ...(opts.headers || {}) };
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const r = await fetch(path, { ...opts, headers });
   let body = null;
   try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (r.status === 401) askForKey(key ? "that API key was refused: enter another" : "this API needs a key");
   if (!r.ok) throw new Error((body && body.detail) || `${r.status} ${r.statusText}`);
   return body;
 }
@@ -46,7 +71,7 @@ function connect() {
   if (st.ws) { st.ws.onclose = null; st.ws.close(); }
   clearTimeout(st.retry);
   setStatus("connecting", `connecting to ${st.source}…`);
-  const ws = new WebSocket(`${wsBase}/ws/${encodeURIComponent(st.source)}`);
+  const ws = socket(`${wsBase}/ws/${encodeURIComponent(st.source)}`);
   st.ws = ws;
   ws.onopen = () => setStatus("live", `${st.source} · waiting for beats`);
   ws.onmessage = (e) => { try { handle(JSON.parse(e.data)); } catch (err) { console.warn(err); } };
@@ -157,7 +182,7 @@ async function setupLed() {
     } catch (_) { /* no LED preview */ }
   }
   if (!url) { $("led-mode").textContent = "simulated from beats (no LED web preview running)"; return; }
-  const ws = new WebSocket(url);
+  const ws = socket(url);
   ws.binaryType = "arraybuffer";
   st.led.ws = ws;
   ws.onmessage = (e) => {
@@ -324,3 +349,13 @@ $("source-select").addEventListener("change", (e) => { st.source = e.target.valu
   rhythmStatus();
   requestAnimationFrame(drawLed);
 })();
+
+// -- the key form ---------------------------------------------------------------------------
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const key = $("key-input").value.trim();
+  if (!key) return;
+  sessionStorage.setItem(KEY_ITEM, key);
+  location.reload();
+});
+$("key-forget").addEventListener("click", () => { sessionStorage.removeItem(KEY_ITEM); location.reload(); });

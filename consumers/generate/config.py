@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from beatbus.config import stage_table
+from beatbus.config import stage_table, state_dir
 from beatbus.errors import ConfigError
 
 __all__ = ["GenerateConfig", "load_generate_config", "DESCRIPTIONS", "default_state_dir", "job_timeout",
@@ -122,14 +122,8 @@ DESCRIPTIONS: dict[str, str] = {
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
-    """``BEATBUS_STATE_DIR``, else systemd's ``STATE_DIRECTORY``, else ``$XDG_STATE_HOME/beatbus``."""
-    env = os.environ if env is None else env
-    if env.get("BEATBUS_STATE_DIR"):
-        return Path(env["BEATBUS_STATE_DIR"])
-    if env.get("STATE_DIRECTORY"):
-        return Path(env["STATE_DIRECTORY"].split(":")[0])
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "beatbus"
+    """The shared state directory (:func:`beatbus.config.state_dir`)."""
+    return state_dir(env)
 
 
 def job_timeout(config: GenerateConfig, duration: float) -> int:
