@@ -9,7 +9,7 @@ EXTRAS="${BEATBUS_EXTRAS:-all}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 APT_PKGS=(python3-venv python3-dev build-essential portaudio19-dev libsndfile1 ffmpeg
-          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver openssl)
+          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver openssl systemd prometheus)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,10 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# Debian's redis-server starts a system service on install; beatbus only needs the binary.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
-fi
+# Debian's redis-server and prometheus packages start system services on install; beatbus
+# only needs their binaries (tests start private instances).
+for svc in redis-server prometheus; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

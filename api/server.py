@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import ipaddress
 import logging
 import signal
@@ -94,6 +95,12 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             sd_notify("READY=1")
+
+    async def on_tick(self, counter: int) -> bool:
+        # uvicorn ticks every 0.1 s while its loop is alive: a hung loop stops the pings
+        if counter % 50 == 0 and os.environ.get("WATCHDOG_USEC"):
+            sd_notify("WATCHDOG=1")
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets=None) -> None:
         sd_notify("STOPPING=1")

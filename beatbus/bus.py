@@ -117,7 +117,9 @@ class Bus:
     def dead_letter(self, stream: str, entry_id: str, fields: dict, reason: str, *,
                     detail: str = "", deliveries: int = 0) -> None:
         """Move an entry to ``<stream>:dead`` with why, and count it."""
-        doc = {k: v for k, v in fields.items() if _s(k) not in ("origin", "origin_id", "reason")}
+        # keep the entry's own fields (byte names: a writer may have used non-UTF-8 names) minus ours
+        ours = {b"origin", b"origin_id", b"reason", b"detail", b"deliveries", b"at"}
+        doc = {k: v for k, v in fields.items() if (k if isinstance(k, bytes) else str(k).encode()) not in ours}
         doc.update({"origin": stream, "origin_id": entry_id, "reason": reason,
                     "detail": detail[:500], "deliveries": deliveries, "at": time.time()})
         self.redis.xadd(keys.dead_letter(stream), doc, maxlen=DEAD_LETTER_MAXLEN, approximate=True)

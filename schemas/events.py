@@ -48,7 +48,7 @@ class StreamEnd(_Event, tag="stream_end", kw_only=True):
     """The source ended (end of file, producer stopped); consumers may finish."""
     source: Source
     timestamp: Seconds
-    reason: str = "eof"
+    reason: Annotated[str, M(max_length=32)] = "eof"
     emitted_at: Unix = 0.0
 
 
@@ -67,7 +67,7 @@ class BeatEvent(_Event, tag="beat", kw_only=True):
     next_beat_time: Seconds
     next_beat_system_time: Unix
     emitted_at: Unix
-    backend: str = ""
+    backend: Annotated[str, M(max_length=32)] = ""
 
 
 class IntensityEvent(_Event, tag="intensity", kw_only=True):
