@@ -13,6 +13,7 @@ numpy (a torch call per 20 ms frame costs more than the arithmetic).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ try:  # torch is an optional dependency (the ``ml`` extra)
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("backend 'small' needs torch: pip install 'beatbus[ml]'") from exc
 
-__all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "small_activations"]
+__all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "shared_small", "small_activations"]
 
 DEFAULT_CHECKPOINT = Path(__file__).with_name("data") / "small.pt"
 
@@ -116,22 +117,32 @@ class NumpySmall:
         """Zero GRU state ``[shape=(hidden,)]``."""
         return np.zeros(self.hidden)
 
-    def __call__(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``[shape=(n, 3)]`` for ``feats [shape=(n, 272)]``, and the new state."""
+    def embed(self, feats: np.ndarray) -> np.ndarray:
+        """Input part of the GRU gates, ``(n, 272) -> (n, 3 * hidden)``; rows are independent."""
         x = np.asarray(feats, dtype=np.float64)
-        gx = np.maximum(x @ self.w0 + self.b0, 0.0) @ self.w_ih + self.b_ih  # (n, 3H)
+        return np.maximum(x @ self.w0 + self.b0, 0.0) @ self.w_ih + self.b_ih
+
+    def step(self, gx: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Advance ``s`` streams one frame: ``gx [shape=(s, 3H)]`` from :meth:`embed`, ``state
+        [shape=(s, H)]`` updated in place; returns probabilities ``[shape=(s, 3)]``."""
         hid = self.hidden
-        h = np.array(state, dtype=np.float64)
-        out = np.empty((x.shape[0], hid))
-        for i in range(x.shape[0]):  # the recurrence is sequential in time
-            gh = h @ self.w_hh + self.b_hh
-            rz = 1.0 / (1.0 + np.exp(-(gx[i, : 2 * hid] + gh[: 2 * hid])))
-            n = np.tanh(gx[i, 2 * hid :] + rz[:hid] * gh[2 * hid :])
-            h = (1.0 - rz[hid:]) * n + rz[hid:] * h
-            out[i] = h
-        z = out @ self.w_out + self.b_out
+        gh = state @ self.w_hh + self.b_hh
+        rz = 1.0 / (1.0 + np.exp(-(gx[:, : 2 * hid] + gh[:, : 2 * hid])))
+        n = np.tanh(gx[:, 2 * hid :] + rz[:, :hid] * gh[:, 2 * hid :])
+        state[:] = (1.0 - rz[:, hid:]) * n + rz[:, hid:] * state
+        z = state @ self.w_out + self.b_out
         e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True), h
+        return e / e.sum(axis=1, keepdims=True)
+
+    def __call__(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``[shape=(n, 3)]`` for one stream's ``feats [shape=(n, 272)]``, and the
+        new state (the given one is not modified)."""
+        gx = self.embed(feats)
+        h = np.array(state, dtype=np.float64).reshape(1, -1)
+        out = np.empty((gx.shape[0], 3))
+        for i in range(gx.shape[0]):  # the recurrence is sequential in time
+            out[i] = self.step(gx[i : i + 1], h)[0]
+        return out, h[0]
 
 
 def load_small(path: str | Path | None = None, *, device: str = "cpu") -> SmallNet:
@@ -149,6 +160,12 @@ def load_small(path: str | Path | None = None, *, device: str = "cpu") -> SmallN
     net = SmallNet(**ckpt["config"])
     net.load_state_dict(ckpt["state_dict"], strict=True)
     return net.to(resolve_device(device)).eval()
+
+
+@lru_cache(maxsize=8)
+def shared_small(checkpoint: str | None = None, device: str = "cpu") -> SmallNet:
+    """One loaded network per (checkpoint, device), shared by every stream (so they batch together)."""
+    return load_small(checkpoint, device=device)
 
 
 class SmallActivation(BeatNetActivation):
@@ -186,12 +203,51 @@ class SmallActivation(BeatNetActivation):
             raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
         self.onset_weight = float(onset_weight)
         self.frontend = StreamingSpectrogram(sr=SR)
-        self.net = net if net is not None else load_small(checkpoint, device=device)
+        self.net = net if net is not None else shared_small(None if checkpoint is None else str(checkpoint), device)
         self._np = NumpySmall(self.net) if self.net.linear.weight.device.type == "cpu" else None
         self.silence_db = float(silence_db)
         self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
         self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
         self.reset()
+
+    @property
+    def batch_key(self) -> tuple:
+        """Activations with equal keys share a network and a front end: one batch."""
+        return ("small", id(self.net), self.frontend.frame_size, self.frontend.hop_length)
+
+    @staticmethod
+    def _infer_many(acts: list["SmallActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+        """Network probabilities ``[shape=(n_i, 3)]`` for many streams (equal :attr:`batch_key`),
+        one batched GRU step per frame; advances each stream's state."""
+        counts = [f.shape[0] for f in feats]
+        out = [np.empty((n, 3)) for n in counts]
+        npnet = acts[0]._np
+        if npnet is None:  # GPU: one batched torch step per frame
+            for i in range(max(counts, default=0)):
+                idx = [j for j, n in enumerate(counts) if n > i]
+                state = torch.cat([acts[j].state for j in idx], dim=1)
+                probs, state = acts[0].net.step(np.stack([feats[j][i] for j in idx]), state)
+                for r, j in enumerate(idx):
+                    acts[j].state = state[:, r : r + 1]
+                    out[j][i] = probs[r]
+            return out
+        if not sum(counts):
+            return out
+        gx = npnet.embed(np.concatenate(feats))
+        starts = np.cumsum([0, *counts[:-1]])
+        for i in range(max(counts)):  # frames in time order; streams side by side
+            idx = [j for j, n in enumerate(counts) if n > i]
+            state = np.stack([acts[j].state for j in idx])
+            probs = npnet.step(gx[starts[idx] + i], state)
+            for r, j in enumerate(idx):
+                acts[j].state = state[r]
+                out[j][i] = probs[r]
+        return out
+
+    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        if probs is None and feats.shape[0]:
+            probs = type(self)._infer_many([self], [feats])[0]
+        return super()._frames(feats, rms, probs)
 
 
 def small_activations(y: np.ndarray, *, net: SmallNet | None = None) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""The ``hls`` backend: the compiled C simulation of the shipped QKeras model tracks a click track."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("hls4ml")
+pytest.importorskip("qkeras")
+pytest.importorskip("torch")
+
+from beatbus.errors import DependencyError  # noqa: E402
+from hls.backend import HlsActivation, ensure_library  # noqa: E402
+from hls.model import DEFAULT_WEIGHTS  # noqa: E402
+from processors.beat.processor import BeatProcessor  # noqa: E402
+from producers import ClickSource  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hls") / "beat_small"
+    ensure_library(out)  # convert + compile the shipped weights (~10-40 s of g++)
+    return out
+
+
+def hls_processor(project) -> BeatProcessor:
+    """``BeatProcessor`` with the ``hls`` activation (until processor.py lists the backend)."""
+    from processors.beat.tracker import BarTracker
+
+    proc = BeatProcessor(backend="dsp")
+    proc.backend = "hls"
+    proc._act = HlsActivation(project=project)
+    proc.tracker = BarTracker(fps=50.0, **dict(BeatProcessor.TRACKER_DEFAULTS["beatnet"], frame_delay=proc._act.latency))
+    return proc
+
+
+def test_shipped_qkeras_weights_exist() -> None:
+    for suffix in (".json", ".weights.h5"):
+        assert DEFAULT_WEIGHTS.with_name(DEFAULT_WEIGHTS.name + suffix).is_file()
+
+
+def test_hls_backend_tracks_a_click_track(project) -> None:
+    proc = hls_processor(project)
+    beats = []
+    for chunk in ClickSource(120, realtime=False, duration=16.0, meter=4):
+        beats.extend(proc.process(chunk.samples))
+    beats.extend(proc.flush())
+    late = np.array([b.time for b in beats if b.time > 6.0])
+    assert len(late) >= 15
+    assert np.median([b.bpm for b in beats if b.time > 6.0]) == pytest.approx(120, abs=2)
+    err = np.abs(late / 0.5 - np.round(late / 0.5)) * 0.5
+    assert np.percentile(err, 90) < 0.04
+
+
+def test_streams_are_independent(project) -> None:
+    a, b = HlsActivation(project=project), HlsActivation(project=project)
+    noise = np.random.default_rng(0).normal(0, 0.1, 22050).astype(np.float32)
+    a.process(noise)  # stream a has heard 1 s of noise, b nothing
+    x = np.random.default_rng(1).normal(0, 0.1, 4410).astype(np.float32)
+    pa, pb, pc = a.process(x)[3], b.process(x)[3], HlsActivation(project=project).process(x)[3]
+    np.testing.assert_array_equal(pb, pc)
+    assert not np.array_equal(pa, pb)
+
+
+def test_fpga_option_is_a_clear_error(project) -> None:
+    with pytest.raises(DependencyError, match="PYNQ / XRT"):
+        HlsActivation(project=project, fpga=True)
