@@ -10,7 +10,7 @@ import re
 from .errors import ConfigError
 
 __all__ = ["StreamKind", "check_source", "stream", "dead_letter", "lease",
-           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "SOURCES", "PREFIX"]
+           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX"]
 
 PREFIX = "bb"
 SOURCES = f"{PREFIX}:sources"          # sorted set: source -> last heartbeat (unix s)
@@ -67,3 +67,8 @@ def trigger_dedup(source: str, entry_id: str, n: int) -> str:
 def generation_inflight(source: str) -> str:
     """Lease holding the id of the source's running generation job (one in flight per source)."""
     return lease(source, "gen-inflight")
+
+
+def generation_owner(job_id: str) -> str:
+    """API key id that submitted generation ``job_id`` (only that key may read the result)."""
+    return f"{PREFIX}:gen:owner:{job_id}"

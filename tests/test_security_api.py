@@ -287,3 +287,18 @@ def test_no_token_in_logs_or_metrics(server, tokens, caplog):
     assert "beatbus_api_auth_failures_total" in metrics
     for token in tokens.values():
         assert token not in text and token.rsplit("_", 1)[-1][:16] not in text
+
+
+def test_a_key_sees_only_its_own_generation_jobs(server, tokens, store):
+    """`read` covers downloads of *your own* jobs: another key gets 404, as if the job did not exist."""
+    _, other = store.create(["read", "generate"], name="other-user")
+    with client(server, tokens["all"]) as c:
+        r = c.post("/api/generate", json={"kind": "lstm", "tempo": 100, "bars": 4})
+        assert r.status_code == 202, r.text
+        job = r.json()["generation_id"]
+        assert c.get(f"/api/status/{job}").status_code == 200
+    with client(server, other) as c:
+        assert c.get(f"/api/status/{job}").status_code == 404
+        assert c.get(f"/api/download/{job}").status_code == 404
+    with client(server, tokens["read"]) as c:
+        assert c.get(f"/api/status/{job}").status_code == 404

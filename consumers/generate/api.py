@@ -32,6 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.errors import BeatbusError, BrokerError
 
@@ -101,7 +102,10 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     router = APIRouter(tags=["generation"])
     read, write = list(read_dependencies), list(write_dependencies)
 
-    def _job_response(spec) -> JSONResponse:
+    def _job_response(spec, request: Request) -> JSONResponse:
+        owner = getattr(request.state, "api_key", None)
+        if owner:  # "downloads of your own jobs": remember which key asked
+            bus.redis.set(keys.generation_owner(spec.id), owner, ex=config.result_ttl + config.failure_ttl)
         job = queue.submit(spec)
         return JSONResponse(status_code=202, content={
             "generation_id": spec.id, "status": "queued", "kind": spec.request.backend,
@@ -176,7 +180,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     @router.post("/api/generate/{audio_id}", status_code=202, dependencies=write, openapi_extra=generate_body,
                  max_body_size=_JSON_BODY_LIMIT)
     @_http
-    async def generate_from_upload(audio_id: str, body: dict | None = Body(None)):
+    async def generate_from_upload(audio_id: str, request: Request, body: dict | None = Body(None)):
         """Generate from an upload: MusicGen continues it (or follows its melody with ``melody``)."""
         params = parse_params(body)
         store.upload_meta(audio_id)                      # 404 before anything is queued
@@ -184,7 +188,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
             raise InvalidRequest("kind: lstm composes MIDI from tokens and takes no audio; use POST /api/generate")
         spec = build_job(params, audio_id=audio_id, reason="api",
                          conditioning=await run_in_threadpool(_stream_conditioning, params))
-        return await run_in_threadpool(_job_response, spec)
+        return await run_in_threadpool(_job_response, spec, request)
 
     def _stream_conditioning(params: GenerateParams) -> Conditioning | None:
         return snapshot(bus, params.source) if params.source else None
@@ -192,7 +196,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     @router.post("/api/generate", status_code=202, dependencies=write, openapi_extra=generate_body,
                  max_body_size=_JSON_BODY_LIMIT)
     @_http
-    async def generate(body: dict | None = Body(None)):
+    async def generate(request: Request, body: dict | None = Body(None)):
         """Generate from a prompt and/or a live source's conditioning (``source``)."""
         params = parse_params(body)
 
@@ -208,20 +212,32 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
                              base_prompt="" if params.prompt else config.prompt)
 
         spec = await run_in_threadpool(prepare)
-        return await run_in_threadpool(_job_response, spec)
+        return await run_in_threadpool(_job_response, spec, request)
+
+    def _check_owner(generation_id: str, request: Request) -> None:
+        """With API keys, a job is visible only to the key that submitted it (404 otherwise)."""
+        key = getattr(request.state, "api_key", None)
+        if key is None:
+            return  # open mode: loopback only, one user
+        owner = bus.redis.get(keys.generation_owner(generation_id))
+        if owner is None or owner.decode() != key:
+            raise NotFound(f"no generation {generation_id}")
 
     @router.get("/api/status/{generation_id}", dependencies=read)
     @_http
-    async def status(generation_id: str):
+    async def status(generation_id: str, request: Request):
         """Status and progress (0-100) of a generation; the error when it failed."""
         Store.check_id(generation_id, "generation id")
+        await run_in_threadpool(_check_owner, generation_id, request)
         return _public(await run_in_threadpool(queue.status, generation_id))
 
     @router.get("/api/download/{generation_id}", dependencies=read)
     @_http
-    async def download(generation_id: str, format: str | None = Query(None, pattern="^(wav|mid|json)$")):  # noqa: A002
+    async def download(generation_id: str, request: Request,
+                       format: str | None = Query(None, pattern="^(wav|mid|json)$")):  # noqa: A002
         """The result file: WAV for musicgen, MIDI for lstm (``format`` picks another)."""
         Store.check_id(generation_id, "generation id")
+        await run_in_threadpool(_check_owner, generation_id, request)
         st = await run_in_threadpool(queue.status, generation_id)
         if st["status"] != "finished":
             raise HTTPException(409, f"generation {generation_id} is {st['status']}"
