@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connec
 
 # Stage modules that add their own commands: each has ``register(commands)`` where
 # ``commands`` maps "top" and "consume" to argparse sub-parser collections.
-EXTENSIONS = ("producers.synth.cli", "consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
+EXTENSIONS = ("producers.synth.cli", "processors.beat.cli", "consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
               "processors.intensity.cli", "processors.structure.cli", "hls.cli", "deploy.cli")
 
 log = get_logger("cli")

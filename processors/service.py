@@ -2,13 +2,16 @@
 
 One instance may own many sources. Ownership is a lease per source (role ``beat``):
 renewed every ``heartbeat`` seconds, taken over by another instance when it lapses;
-the new owner resumes from the checkpointed stream id. The DSP/ML stages themselves
-live in ``processors.beat`` and never see Redis.
+the new owner resumes from the checkpointed stream id. The sources' processors live in one
+:class:`~processors.beat.BeatBatch`: each read advances every source with new audio together
+(one FFT call, one network step and one tracker step per frame for all of them). The DSP/ML
+stages themselves live in ``processors.beat`` and never see Redis.
 """
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,7 @@ from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BEATS, BPM, BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP, STAGE_LATENCY
 from beatbus.runtime import Service
+from processors.beat import BeatBatch
 from producers.publisher import instance_id
 from schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
 
@@ -61,6 +65,7 @@ class _Source:
     processor: object
     intensity: BeatIntensity
     expected: int | None = None      # next sample index we expect
+    origin: int = 0                  # sample index of the processor's stream time 0
     t0_wall: float | None = None     # wall time (s) of sample 0
     beat: int = 0
     bar: int = 0
@@ -77,7 +82,8 @@ class BeatService(Service):
     sources : list of str, optional
         Fixed sources to own; None discovers every live source in the registry.
     make_processor : callable
-        ``make_processor() -> processors.beat.BeatProcessor`` (one per source).
+        ``make_processor() -> processors.beat.BeatProcessor`` (one per source; processors with the
+        same backend and settings are advanced in one batch).
     """
 
     name = "processor"
@@ -90,6 +96,7 @@ class BeatService(Service):
         self.exit_when_ended = exit_when_ended
         self.owner = instance_id(ROLE)
         self.owned: dict[str, _Source] = {}
+        self.batch = BeatBatch(make_processor)
         self.reader = Reader(bus, [], block_ms=settings.block_ms)
         self._next_lease = 0.0
         self._backoff = Backoff()
@@ -125,7 +132,7 @@ class BeatService(Service):
         ckpt = self.bus.get_checkpoint(name, ROLE)
         # Resume where the previous owner stopped, else go live from now.
         start = ckpt or self.bus.last_id(stream)
-        src = _Source(name=name, lease=lease, processor=self.make_processor(),
+        src = _Source(name=name, lease=lease, processor=self.batch.add(name),
                       intensity=BeatIntensity(sr=self.settings.sr), last_id=start)
         self.owned[name] = src
         self.reader.add(stream, start)
@@ -134,6 +141,7 @@ class BeatService(Service):
 
     def _drop(self, name: str) -> None:
         self.owned.pop(name, None)
+        self.batch.remove(name)
         self.reader.remove(keys.stream(name, keys.StreamKind.AUDIO))
         SOURCE_UP.labels(name, ROLE).set(0)
 
@@ -159,13 +167,13 @@ class BeatService(Service):
                 by_source.setdefault(name, []).append(event)
             else:
                 by_source.setdefault(name, [])
+        out = self._process(by_source)
         pipe = self.bus.redis.pipeline(transaction=False)
-        for name, events in by_source.items():
+        for name, events in out.items():
             src = self.owned[name]
             out_stream = keys.stream(name, keys.StreamKind.BEATS)
-            for event in events:
-                for out in self._handle(src, event):
-                    self.bus.publish(out_stream, out, maxlen=self.settings.maxlen_events, pipeline=pipe)
+            for ev in events:
+                self.bus.publish(out_stream, ev, maxlen=self.settings.maxlen_events, pipeline=pipe)
             self.bus.set_checkpoint(name, ROLE, src.last_id, pipeline=pipe)
         try:
             if by_source:
@@ -176,13 +184,42 @@ class BeatService(Service):
             return False
         return True
 
-    def _handle(self, src: _Source, event) -> list:
-        now = time.time()
+    def _process(self, by_source: dict[str, list]) -> dict[str, list]:
+        """Events in, output events per source out, in order. Audio is processed in rounds: round
+        ``r`` feeds the ``r``-th chunk of every source to the batch in one call."""
+        pending = {name: deque(events) for name, events in by_source.items()}
+        out: dict[str, list] = {name: [] for name in by_source}
+        while pending:
+            chunks = {}
+            now = time.time()
+            for name in list(pending):
+                queue, src = pending[name], self.owned[name]
+                while queue:  # control events up to this source's next audio chunk
+                    samples = self._admit(src, queue.popleft(), out[name], now)
+                    if samples is not None:
+                        chunks[name] = samples
+                        break
+                if not queue:
+                    del pending[name]
+            if chunks:
+                results = self.batch.process(chunks)
+                now = time.time()  # emission time of these beats
+                for name, beats in results.items():
+                    out[name].extend(self._beat_events(self.owned[name], beats, now))
+        return out
+
+    def _admit(self, src: _Source, event, out: list, now: float) -> np.ndarray | None:
+        """Bookkeeping for one event: the samples to feed the processor (None for none); the
+        end-of-stream output goes to ``out``."""
         if isinstance(event, StreamEnd):
-            beats = src.processor.flush()
+            beats = self.batch.flush(src.name)
+            out.extend(self._beat_events(src, beats, now))
+            out.append(StreamEnd(source=src.name, timestamp=event.timestamp, reason=event.reason, emitted_at=now))
             src.ended = True
-            return [*self._beat_events(src, beats, now), StreamEnd(
-                source=src.name, timestamp=event.timestamp, reason=event.reason, emitted_at=now)]
+            # a new stream on this source starts from scratch
+            self.batch.reset(src.name)
+            src.expected = None
+            return None
         assert isinstance(event, AudioFrame)
         src.ended = False
         samples = pcm_to_float(event)
@@ -190,39 +227,42 @@ class BeatService(Service):
             # Producers publish at the configured rate; another rate is a misconfigured producer.
             self.bus.dead_letter(keys.stream(src.name, keys.StreamKind.AUDIO), src.last_id, {},
                                  "unsupported_rate", detail=f"sr={event.sr}, expected {self.settings.sr}")
-            return []
+            return None
         if src.expected is None:
-            src.expected = event.sample_index
+            src.expected = src.origin = event.sample_index  # the processor's time 0
         gap = event.sample_index - src.expected
         if gap < 0:                       # duplicate or replayed frame: already processed
-            return []
+            return None
         if gap > 0:
             FRAMES_DROPPED.labels("gap").inc(max(1, gap // max(1, event.n_samples)))
             if gap > MAX_GAP_S * event.sr:
-                src.processor.reset()
+                self.batch.reset(src.name)
+                src.origin = event.sample_index
             else:
-                src.processor.process(np.zeros(gap, dtype=np.float32))
+                samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])  # silence in the gap
         src.expected = event.sample_index + event.n_samples
         src.t0_wall = event.wall_ns / 1e9 - event.sample_index / event.sr
         BUS_LAG.labels("audio").set(max(0.0, now - (event.wall_ns / 1e9 + event.n_samples / event.sr)))
         src.intensity.push(samples)
-        return self._beat_events(src, src.processor.process(samples), now)
+        return samples
 
     def _beat_events(self, src: _Source, beats, now: float) -> list[BeatEvent]:
         out = []
         t0 = src.t0_wall or now
+        base = src.origin / self.settings.sr  # stream time of the processor's time 0
         for b in beats:
             # a new bar starts whenever the position in the bar wraps around
             if src.beat > 0 and b.beat_in_bar <= src.extra.get("prev_in_bar", 0):
                 src.bar += 1
             src.extra["prev_in_bar"] = b.beat_in_bar
+            time_s, next_s = base + b.time, max(base + b.next_beat_time, 0.0)
             ev = BeatEvent(
-                source=src.name, timestamp=b.time, system_time=t0 + b.time,
+                source=src.name, timestamp=time_s, system_time=t0 + time_s,
                 is_downbeat=b.is_downbeat, bpm=float(np.clip(b.bpm, 0, 400)),
                 intensity=src.intensity.at_beat(60.0 / max(b.bpm, 1.0)),
                 confidence=float(np.clip(b.confidence, 0, 1)), beat=src.beat,
                 beat_in_bar=int(b.beat_in_bar), bar=src.bar, meter=int(b.meter),
-                next_beat_time=max(b.next_beat_time, 0.0), next_beat_system_time=t0 + max(b.next_beat_time, 0.0),
+                next_beat_time=next_s, next_beat_system_time=t0 + next_s,
                 emitted_at=now, backend=self.settings.backend)
             src.beat += 1
             out.append(ev)

@@ -117,8 +117,9 @@ def test_streaming_runtime_batched_step_matches_one_stream_at_a_time(net) -> Non
     snet = bda.StreamBDA(net)
     for f, b, a in zip(feats, batched, acts):
         alone, state = snet(f, snet.initial_state())
-        np.testing.assert_allclose(b, alone, atol=1e-6)
-        np.testing.assert_allclose(a.state, state, atol=1e-6)
+        # float32 kernels for different batch sizes round differently in the last bits
+        np.testing.assert_allclose(b, alone, atol=1e-5)
+        np.testing.assert_allclose(a.state, state, rtol=1e-4, atol=1e-5)
 
 
 def test_bad_device_and_model_raise() -> None:

@@ -9,8 +9,10 @@ probabilities over ``[beat, downbeat, non-beat]``::
 
 Only the weight files are read (``BeatNet/models/model_{1,2,3}_weights.pt``, located with
 ``importlib.util.find_spec``): importing ``BeatNet.BeatNet`` pulls in madmom and pyaudio, which do
-not import here. The LSTM state ``(h, c)`` is kept per stream; :meth:`BDA.step` advances many
-streams at once with one batched call.
+not import here. The LSTM state ``(h, c)`` is kept per stream. On the CPU, :class:`StreamBDA`
+runs the network as plain tensor operations and advances any set of streams one frame per call
+(:meth:`BeatNetActivation._infer_many`); on CUDA, :meth:`BDA.step` does the same with the module.
+One loaded network per (model, device) is shared by all streams (:func:`shared_net`).
 """
 from __future__ import annotations
 
@@ -160,6 +162,20 @@ class BDA(nn.Module):
         return [(h[:, i : i + 1], c[:, i : i + 1]) for i in range(h.shape[1])]
 
 
+class _single_thread:
+    """Run torch single-threaded inside: per-frame ops are too small to gain from intra-op threads,
+    and on busy cores the extra threads spin (measured 9x more CPU per frame on a loaded 2-core box)."""
+
+    def __enter__(self) -> None:
+        self._n = torch.get_num_threads()
+        if self._n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc) -> None:
+        if self._n != 1:
+            torch.set_num_threads(self._n)
+
+
 class StreamBDA:
     """The BDA network as plain tensor operations for streaming on the CPU, one stream or many.
 
@@ -196,8 +212,9 @@ class StreamBDA:
         """Conv, ReLU, max-pool and first linear layer: ``(n, 272) -> (n, 150)``; rows are
         independent (frames of any streams)."""
         x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))[:, None, :]
-        x = F.max_pool1d(F.relu(F.conv1d(x, self.conv_w, self.conv_b)), 2)
-        return torch.addmm(self.b0, x.flatten(1), self.w0)
+        with _single_thread():
+            x = F.max_pool1d(F.relu(F.conv1d(x, self.conv_w, self.conv_b)), 2)
+            return torch.addmm(self.b0, x.flatten(1), self.w0)
 
     @torch.inference_mode()
     def step(self, z: torch.Tensor, state: np.ndarray) -> np.ndarray:
@@ -218,14 +235,15 @@ class StreamBDA:
         hid = self.hidden
         st = torch.from_numpy(state)  # shares memory: the updates below land in ``state``
         x = z
-        for k in range(self.num_layers):
-            g = torch.addmm(self.b[k], torch.cat([x, st[:, 0, k]], dim=1), self.w[k])  # i, f, g, o
-            sig = torch.sigmoid(g)
-            c = sig[:, hid : 2 * hid] * st[:, 1, k] + sig[:, :hid] * torch.tanh(g[:, 2 * hid : 3 * hid])
-            x = sig[:, 3 * hid :] * torch.tanh(c)
-            st[:, 1, k] = c
-            st[:, 0, k] = x
-        return torch.softmax(torch.addmm(self.b_out, x, self.w_out), dim=1).numpy()
+        with _single_thread():
+            for k in range(self.num_layers):
+                g = torch.addmm(self.b[k], torch.cat([x, st[:, 0, k]], dim=1), self.w[k])  # i, f, g, o
+                sig = torch.sigmoid(g)
+                c = sig[:, hid : 2 * hid] * st[:, 1, k] + sig[:, :hid] * torch.tanh(g[:, 2 * hid : 3 * hid])
+                x = sig[:, 3 * hid :] * torch.tanh(c)
+                st[:, 1, k] = c
+                st[:, 0, k] = x
+            return torch.softmax(torch.addmm(self.b_out, x, self.w_out), dim=1).numpy()
 
     def __call__(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities ``[shape=(n, 3)]`` for one stream's ``feats [shape=(n, 272)]``, and the new
@@ -333,7 +351,8 @@ class BeatNetActivation:
         act = probs[:, :2].astype(np.float64)
         level = 20 * np.log10(np.maximum(rms, 1e-10))
         gate = level > self.silence_db
-        onset = np.where(gate, self._norm(feats[:, self.frontend.n_bands :].mean(axis=1)), 0.0)
+        nb = self.frontend.n_bands
+        onset = np.where(gate, self._norm(feats[:, nb:].sum(axis=1) / nb), 0.0)  # mean positive flux per band
         periodic = act.sum(axis=1)  # the raw network output: noise makes it flat, not periodic
         if self.onset_weight > 0:
             total = act.sum(axis=1)

@@ -12,9 +12,9 @@ N streams of real music (``../shared/data/beats``, or click tracks when it is ab
   frame in the issue) cannot run side by side.
 
 Per tick, the wall time divided by the number of streams is the per-frame cost per stream; the
-table gives its p50 / p99, the real-time factor (compute time / audio time, per stream) and the
-streams one core keeps in real time (``1 / RTF``). Times are wall-clock on a shared machine: compare
-rows of one run, not runs.
+table gives its p50 / p99, the real-time factor (compute time / audio time, per stream), the same
+from the process CPU time (robust against other load on a shared machine) and the streams one core
+keeps in real time (``1 / RTF`` of the CPU time). Compare rows of one run, not runs.
 """
 from __future__ import annotations
 
@@ -91,12 +91,12 @@ def _run_single(backend: str, signals: list[np.ndarray], **kw) -> np.ndarray:
     from .processor import BeatProcessor
 
     procs = [BeatProcessor(backend=backend, **kw) for _ in signals]
-    times = np.empty(_ticks(signals))
-    for t in range(times.size):
-        t0 = time.perf_counter()
+    times = np.empty((_ticks(signals), 2))
+    for t in range(times.shape[0]):
+        t0, c0 = time.perf_counter(), time.process_time()
         for p, y in zip(procs, signals):
             p.process(y[t * CHUNK : (t + 1) * CHUNK])
-        times[t] = time.perf_counter() - t0
+        times[t] = time.perf_counter() - t0, time.process_time() - c0
     return times
 
 
@@ -106,11 +106,11 @@ def _run_batched(backend: str, signals: list[np.ndarray], **kw) -> np.ndarray:
     batch = BeatBatch(backend=backend, **kw)
     for i in range(len(signals)):
         batch.add(i)
-    times = np.empty(_ticks(signals))
-    for t in range(times.size):
-        t0 = time.perf_counter()
+    times = np.empty((_ticks(signals), 2))
+    for t in range(times.shape[0]):
+        t0, c0 = time.perf_counter(), time.process_time()
         batch.process({i: y[t * CHUNK : (t + 1) * CHUNK] for i, y in enumerate(signals)})
-        times[t] = time.perf_counter() - t0
+        times[t] = time.perf_counter() - t0, time.process_time() - c0
     return times
 
 
@@ -123,15 +123,15 @@ def _run_reference(signals: list[np.ndarray], model: int = 1) -> np.ndarray:
     net = shared_net(model, "cpu")
     fronts = [StreamingSpectrogram() for _ in signals]
     states = [net.initial_state(1) for _ in signals]
-    times = np.empty(_ticks(signals))
+    times = np.empty((_ticks(signals), 2))
     with torch.inference_mode():
-        for t in range(times.size):
-            t0 = time.perf_counter()
+        for t in range(times.shape[0]):
+            t0, c0 = time.perf_counter(), time.process_time()
             for i, (fe, y) in enumerate(zip(fronts, signals)):
                 feats = fe.process(y[t * CHUNK : (t + 1) * CHUNK])
                 for f in feats:  # BeatNet's online loop: one network call per frame
                     _, states[i] = net(torch.from_numpy(f)[None, None], states[i])
-            times[t] = time.perf_counter() - t0
+            times[t] = time.perf_counter() - t0, time.process_time() - c0
     return times
 
 
@@ -144,6 +144,7 @@ def run_bench(
     reference: bool = True,
     audio_dir: Path | None = DEFAULT_AUDIO,
     warmup: float = 1.0,
+    pin: bool = True,
 ) -> dict:
     """Measure per-frame cost and real-time factor.
 
@@ -158,14 +159,21 @@ def run_bench(
     modes : sequence of {"single", "batched"}
     reference : bool
         Add the BeatNet-style torch-per-frame anchor (needs torch).
+    audio_dir : Path or None
+        Folder of ``.flac`` music; None (or a missing folder) uses click tracks.
+    warmup : float
+        Seconds at the start of each run that are not counted.
+    pin : bool
+        Pin this process to one CPU with single-threaded BLAS and torch (for the rest of its life).
 
     Returns
     -------
     dict
-        ``{"rows": [{"backend", "mode", "streams", "frame_p50_ms", "frame_p99_ms", "rtf",
-        "streams_per_core"}, ...], "note": str}`` (per-frame costs are per stream).
+        ``{"rows": [{"backend", "mode", "streams", "frame_p50_ms", "frame_p99_ms", "rtf", "rtf_cpu",
+        "streams_per_core"}, ...], "note": str}`` (per-frame costs are per stream, wall clock;
+        ``rtf_cpu`` from the process CPU time).
     """
-    note = _pin_one_core()
+    note = _pin_one_core() if pin else "not pinned"
     rows = []
     skip = int(warmup * SR / CHUNK)
     for n in streams:
@@ -182,8 +190,9 @@ def run_bench(
                 times = _run_reference(signals)
             else:
                 raise ValueError(f"mode={mode!r} must be 'single', 'batched' or 'reference'")
-            per = times[skip:] / n  # seconds per frame and stream
-            rtf = float(per.sum() / (per.size * CHUNK / SR))
+            per = times[skip:, 0] / n  # wall seconds per frame and stream
+            audio = per.size * CHUNK / SR
+            rtf, rtf_cpu = float(per.sum() / audio), float(times[skip:, 1].sum() / n / audio)
             rows.append({
                 "backend": backend if mode != "reference" else "beatnet (torch/frame)",
                 "mode": mode,
@@ -191,7 +200,8 @@ def run_bench(
                 "frame_p50_ms": float(np.percentile(per, 50) * 1e3),
                 "frame_p99_ms": float(np.percentile(per, 99) * 1e3),
                 "rtf": rtf,
-                "streams_per_core": 1.0 / rtf if rtf > 0 else float("inf"),
+                "rtf_cpu": rtf_cpu,
+                "streams_per_core": 1.0 / rtf_cpu if rtf_cpu > 0 else float("inf"),
             })
     return {"rows": rows, "note": f"{seconds:g} s of audio per stream in {CHUNK}-sample ticks; {note}"}
 
@@ -199,13 +209,13 @@ def run_bench(
 def format_table(result: dict) -> str:
     """Markdown table of :func:`run_bench` rows."""
     lines = [
-        "| backend | mode | streams | per-frame p50 (ms/stream) | p99 | RTF per stream | streams/core |",
-        "|---|---|---|---|---|---|---|",
+        "| backend | mode | streams | per-frame p50 (ms/stream) | p99 | RTF (wall) | RTF (CPU) | streams/core |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['backend']} | {r['mode']} | {r['streams']} | {r['frame_p50_ms']:.3f} | {r['frame_p99_ms']:.3f} "
-            f"| {r['rtf']:.4f} | {r['streams_per_core']:.0f} |"
+            f"| {r['rtf']:.4f} | {r['rtf_cpu']:.4f} | {r['streams_per_core']:.0f} |"
         )
     lines.append("")
     lines.append(f"_{result['note']}_")

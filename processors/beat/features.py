@@ -230,9 +230,10 @@ class StreamingSpectrogram:
             return np.zeros((0, self.n_features), dtype=np.float32)
         out = bands
         if self.diff:
-            prev = bands[:1] if self._prev is None else self._prev[None, :]  # first frame: zero diff
-            d = np.diff(np.concatenate([prev, bands]), axis=0)
-            out = np.hstack([bands, np.maximum(d, 0.0)])
+            prev = np.empty_like(bands)
+            prev[0] = bands[0] if self._prev is None else self._prev  # first frame: zero diff
+            prev[1:] = bands[:-1]
+            out = np.concatenate([bands, np.maximum(bands - prev, 0.0)], axis=1)
         self._prev = bands[-1].copy()
         return out.astype(np.float32, copy=False)
 
@@ -248,7 +249,12 @@ class StreamingSpectrogram:
             return np.zeros((0, self.frame_size), dtype=np.float32)
         off = self._n_frames * self.hop_length - self._buf_start
         seg = self._buf[off : off + (n_new - 1) * self.hop_length + self.frame_size]
-        frames = np.lib.stride_tricks.sliding_window_view(seg, self.frame_size)[:: self.hop_length]
+        if n_new == 1:  # the live case (20 ms chunks): no strided view needed
+            frames = seg[None, : self.frame_size]
+        else:
+            frames = np.lib.stride_tricks.as_strided(
+                seg, shape=(n_new, self.frame_size), strides=(seg.strides[0] * self.hop_length, seg.strides[0]), writeable=False
+            )
         # frame RMS (unwindowed), used downstream to gate silence
         self.last_rms = np.sqrt(np.einsum("ij,ij->i", frames, frames) / self.frame_size).astype(np.float32)
         self._n_frames += n_new

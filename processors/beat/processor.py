@@ -26,8 +26,9 @@ class BeatProcessor:
 
     Parameters
     ----------
-    backend : {"dsp", "beatnet", "small"}
-        Activation front end.
+    backend : {"dsp", "beatnet", "small", "hls"}
+        Activation front end (``small``: our GRU; ``hls``: the same model quantized, run by
+        hls4ml's bit-accurate C simulation).
     sr : int
         Sample rate in Hz of the chunks given to :meth:`process` (22050 for ``beatnet``;
         ``dsp`` accepts any multiple of 50 Hz).
@@ -47,13 +48,15 @@ class BeatProcessor:
         NaN / inf samples replaced by 0 so far.
     """
 
-    BACKENDS = ("dsp", "beatnet", "small")
+    BACKENDS = ("dsp", "beatnet", "small", "hls")
     # per-backend tracker defaults (explicit tracker_kwargs win), tuned on shared/data/beats:
     # the sharper network activations want madmom's steadier tempo and a wider non-beat share
     TRACKER_DEFAULTS: dict[str, dict] = {
         "dsp": {"time_offset": 0.006},
         "beatnet": {"transition_lambda": 100.0, "observation_lambda": 8, "time_offset": 0.015},
     }
+    # the small model (and its quantized twin) imitate BeatNet's activations: same tracker settings
+    TRACKER_DEFAULTS["small"] = TRACKER_DEFAULTS["hls"] = TRACKER_DEFAULTS["beatnet"]
 
     def __init__(
         self,
@@ -88,9 +91,20 @@ class BeatProcessor:
             kw = {} if onset_weight is None else {"onset_weight": onset_weight}
             self._act = BeatNetActivation(model=model, device=device, **kw)
         else:
-            raise NotImplementedError(
-                "backend 'small' is not trained yet: use backend='beatnet' or backend='dsp'"
-            )
+            if self.sr != 22050:
+                raise ValueError(f"sr={sr} is not supported by backend {backend!r}: resample to 22050 Hz")
+            kw = {} if onset_weight is None else {"onset_weight": onset_weight}
+            if backend == "small":
+                from .small import SmallActivation
+
+                self._act = SmallActivation(device=device, **kw)
+            else:
+                from beatbus.errors import require
+
+                require("hls4ml", "hls", "backend 'hls'")
+                from hls.backend import HlsActivation
+
+                self._act = HlsActivation(**kw)
         kwargs = dict(self.TRACKER_DEFAULTS.get(backend, {}))
         kwargs.update(tracker_kwargs)
         kwargs.setdefault("frame_delay", self._act.latency)

@@ -11,10 +11,12 @@ of each beat are *beat* states (the first beat of the bar: *downbeat* states) an
 
 Inference is the forward algorithm (filtering), one frame at a time, vectorised over states and
 over streams: the posteriors of many streams are the rows of one ``(streams, states)`` float32
-matrix. A frame costs a shift of the matrix by one state (the within-beat advance), one
-``(streams * K, n_tempi) @ (n_tempi, n_tempi)`` product for the beat boundaries and a gather /
-scatter over the ~9 % of states next to a beat (every other state sees the non-beat likelihood,
-which the normalisation absorbs). A beat is emitted once, when the most probable state sits
+matrix (13 041 states per stream by default). A frame costs a shift of the matrix by one state
+(the within-beat advance), one ``(streams * K, n_tempi) @ (n_tempi, n_tempi)`` product for the
+beat boundaries (its result, the first state of every beat, is weighted by the beat or downbeat
+likelihood before it is written), a weighting of the ~6 % of other states next to a beat (every
+other state sees the non-beat likelihood, which the normalisation absorbs), a normalisation and
+an argmax. A beat is emitted once, when the most probable state sits
 ``lookahead`` frames after a beat boundary that has not been emitted yet, and only when the
 tracker is confident (posterior phase concentration times activation salience) and the beat
 is not on silence.
@@ -156,17 +158,39 @@ class _Space:
         cls[near & ((first_beat & (self.pos == region)) | before_down)] = 4
         cls[beat_region] = 1
         cls[beat_region & first_beat] = 2
-        # only the states next to a beat see anything but the non-beat likelihood
-        self.beatish = np.flatnonzero(cls)
-        self.beatish_cls = cls[self.beatish]
+        # Only the states next to a beat see anything but the non-beat likelihood: the first state
+        # of each beat (class by row: downbeat rows 2, others 1), and a few more (``rest``).
+        self.row_cls = np.ones(self.n_rows, dtype=np.int64) - 1  # index into the 4 ratios: beat
+        self.row_cls[self.down_rows] = 1  # downbeat
+        assert np.array_equal(cls[self.dst].reshape(self.n_rows, n_t), (self.row_cls + 1)[:, None].repeat(n_t, 1))
+        self.rest = np.setdiff1d(np.flatnonzero(cls), self.dst)
+        self.rest_cls = cls[self.rest] - 1
         self.group = self.meter * n_t + self.tempo  # (meter, tempo) group per state
         self.bpm_of_tempo = 60.0 * fps / iv
         # uniform-posterior phase mass within +/-tol frames, to normalise the concentration
         self.phase_tol = 1
+        self._near: dict[int, np.ndarray] = {}
         self.phase_mass0 = float(np.sum(self.init * np.minimum(1.0, (2 * self.phase_tol + 1) / self.interval)))
 
-    def predict(self, alpha: np.ndarray, meter_change_prob: float) -> None:
-        """Advance ``alpha [shape=(streams, n_states)]`` one frame in place (no observation)."""
+    def near_phase(self, p: int) -> np.ndarray:
+        """Indices of the states within ``phase_tol`` frames of position ``p`` in their beat
+        (counting the wrap to the next beat), cached per ``p``."""
+        idx = self._near.get(p)
+        if idx is None:
+            tol = self.phase_tol
+            d1 = np.abs(self.pos - p)
+            d2 = self.interval - self.pos + p  # states about to start their next beat
+            idx = self._near[p] = np.flatnonzero((d1 <= tol) | (d2 <= tol))
+        return idx
+
+    def step(self, alpha: np.ndarray, meter_change_prob: float, ratio: np.ndarray | None) -> None:
+        """Advance ``alpha [shape=(streams, n_states)]`` one frame in place and weight it by the
+        observation (unnormalised).
+
+        ``ratio [shape=(streams, 4)]``: likelihood of the classes beat, downbeat, next to a beat,
+        next to a downbeat, each divided by the non-beat likelihood (which, shared by all other
+        states, the normalisation absorbs); None for no observation.
+        """
         s = alpha.shape[0]
         k, n_t = self.n_rows, self.n_tempi
         inc = (alpha[:, self.src].reshape(s * k, n_t) @ self.trans).reshape(s, k, n_t)
@@ -174,8 +198,12 @@ class _Space:
             d = inc[:, self.down_rows]
             p = meter_change_prob
             inc[:, self.down_rows] = (1 - p) * d + p * (d.sum(axis=1, keepdims=True) - d) / (len(self.meters) - 1)
-        alpha[:, 1:] = alpha[:, :-1]  # numpy buffers the overlapping copy
+        if ratio is not None:
+            inc *= ratio[:, self.row_cls, None]  # the first state of every beat: beat or downbeat
+        alpha[:, 1:] = alpha[:, :-1]  # within-beat advance (numpy buffers the overlapping copy)
         alpha[:, self.dst] = inc.reshape(s, k * n_t)
+        if ratio is not None:
+            alpha[:, self.rest] *= ratio[:, self.rest_cls]  # the other states next to a beat
 
 
 @lru_cache(maxsize=8)
@@ -421,36 +449,35 @@ class BarTracker:
             raise ValueError("trackers in one batch must share their state space and parameters")
         if len({id(t) for t in trackers}) != len(trackers):
             raise ValueError("a tracker may appear only once per batch")
-        prepared = [t._prepare(*inp) for t, inp in zip(trackers, inputs)]
         out: list[list[Beat]] = [[] for _ in trackers]
         if not trackers:
             return out
-        sp = trackers[0]._sp
-        n_max = max(p[0].shape[0] for p in prepared)
-        for i in range(n_max):  # frame loop only; everything per state and per stream is vectorised
-            idx = [j for j, p in enumerate(prepared) if p[0].shape[0] > i]
+        ratio, gate, act_sum, onset, periodic, counts = _prepare(trackers[0], inputs)
+        starts = np.cumsum([0, *counts[:-1]])
+        sp, first = trackers[0]._sp, trackers[0]
+        for i in range(max(counts)):  # frame loop only; everything per state and per stream is vectorised
+            if i == 0 and all(n == 1 for n in counts):  # the live case: one frame per stream
+                idx, rows = list(range(len(trackers))), starts
+            else:
+                idx = [j for j, n in enumerate(counts) if n > i]
+                rows = starts[idx] + i
             group = [trackers[j] for j in idx]
             observed = np.empty(len(idx), dtype=bool)
-            for r, j in enumerate(idx):
-                t, audible = trackers[j], bool(prepared[j][1][i])
+            for r, (t, row) in enumerate(zip(group, rows)):
                 # a short silence (between clicks, a rest) is evidence of no onset; only a long one carries none
-                t._silent_run = 0 if audible else t._silent_run + 1
+                t._silent_run = 0 if gate[row] else t._silent_run + 1
                 observed[r] = t._silent_run <= t._hold_frames
             alpha = _stack(group)
-            sp.predict(alpha, group[0].meter_change_prob)
-            if observed.any():
-                ratio = np.stack([prepared[j][0][i] for j in idx])  # (rows, 5) likelihoods per class
-                ratio = (ratio[:, 1:] / ratio[:, :1]).astype(_DTYPE)  # relative to non-beat
-                rows = np.flatnonzero(observed) if not observed.all() else slice(None)
-                sub = alpha[rows] if not observed.all() else alpha
-                sub[:, sp.beatish] *= ratio[rows][:, sp.beatish_cls - 1]
-                if not observed.all():
-                    alpha[rows] = sub
+            r_obs = ratio[rows]
+            if not observed.all():
+                r_obs[~observed] = 1.0  # no evidence
+            sp.step(alpha, first.meter_change_prob, r_obs if observed.any() else None)
             if not observed.all():
                 # silence: no evidence; drift towards uniform so a long pause forgets the phase
                 quiet = np.flatnonzero(~observed)
-                d = group[0].silence_decay
-                alpha[quiet] = (1 - d) * alpha[quiet] + d * sp.init
+                sub = alpha[quiet]
+                sub /= sub.sum(axis=1, keepdims=True)
+                alpha[quiet] = (1 - first.silence_decay) * sub + first.silence_decay * sp.init
             total = alpha.sum(axis=1, keepdims=True)
             bad = ~(np.isfinite(total[:, 0]) & (total[:, 0] > 0))
             if bad.any():
@@ -459,44 +486,13 @@ class BarTracker:
             alpha /= total
             best = alpha.argmax(axis=1)
             _unstack(group, alpha)
-            for r, j in enumerate(idx):
-                act, audible, act_sum, onset, periodic = (p[i] for p in prepared[j])
-                beat = trackers[j]._after_step(int(best[r]), bool(observed[r]), bool(audible), float(act_sum), float(onset), float(periodic))
+            for r, (j, row) in enumerate(zip(idx, rows)):
+                beat = trackers[j]._after_step(
+                    int(best[r]), bool(observed[r]), bool(gate[row]), float(act_sum[row]), float(onset[row]), float(periodic[row])
+                )
                 if beat is not None:
                     out[j].append(beat)
         return out
-
-    def _prepare(self, activations, gate, onset, periodic) -> tuple[np.ndarray, ...]:
-        """Validate one stream's inputs; per frame: likelihood per observation class, gate,
-        activation sum, onset, periodic signal."""
-        act = np.asarray(activations, dtype=np.float64)
-        if act.ndim != 2 or act.shape[1] != 2:
-            raise ValueError(f"activations shape={act.shape} must be (n_frames, 2)")
-        n = act.shape[0]
-        onset = self._aux(onset, act, "onset")
-        periodic = self._aux(periodic, act, "periodic")
-        if gate is None:
-            gate = np.ones(n, dtype=bool)
-        else:
-            gate = np.asarray(gate, dtype=bool).reshape(-1)
-            if gate.shape[0] != n:
-                raise ValueError(f"gate length={gate.shape[0]} must match activations frames={n}")
-        act = np.nan_to_num(act, nan=0.0, posinf=1.0, neginf=0.0)
-        eps = self.act_floor  # floor: a missing onset is strong, not infinite, evidence against a beat
-        beat = np.clip(act[:, 0], eps, 1.0)
-        down = np.clip(act[:, 1], eps, 1.0)
-        non = np.clip(1.0 - act[:, 0] - act[:, 1], eps, 1.0) / (self.observation_lambda - 1)
-        lik = np.stack([non, beat, down, np.sqrt(beat * non), np.sqrt(down * non)], axis=1)  # (n, 5)
-        return lik, gate, act[:, 0] + act[:, 1], onset, periodic
-
-    @staticmethod
-    def _aux(x: np.ndarray | None, act: np.ndarray, name: str) -> np.ndarray:
-        if x is None:
-            return act[:, 0] + act[:, 1]
-        x = np.nan_to_num(np.asarray(x, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=0.0)
-        if x.shape[0] != act.shape[0]:
-            raise ValueError(f"{name} length={x.shape[0]} must match activations frames={act.shape[0]}")
-        return x
 
     def _after_step(self, state: int, observed: bool, audible: bool, act_sum: float, onset: float, periodic: float) -> Beat | None:
         """Bookkeeping after the forward step of one frame; the beat decided at it, if any."""
@@ -550,12 +546,9 @@ class BarTracker:
 
     def _beat_confidence(self, alpha: np.ndarray, p: int, t: int, n: int) -> float:
         """Posterior phase concentration x rhythmicity of the recent activation, both in 0..1."""
-        sp = self._sp
-        tol = sp.phase_tol
-        d1 = np.abs(sp.pos - p)
-        d2 = sp.interval - sp.pos + p  # states about to start their next beat
-        mass = float(alpha[(d1 <= tol) | (d2 <= tol)].sum(dtype=np.float64))
-        conc = max(0.0, (mass - sp.phase_mass0) / (1.0 - sp.phase_mass0))
+        mass = float(alpha[self._sp.near_phase(p)].sum(dtype=np.float64))
+        m0 = self._sp.phase_mass0
+        conc = max(0.0, (mass - m0) / (1.0 - m0))
         self._rhythm = self._periodicity(t, n)
         rhythm = float(np.clip((self._rhythm - self.rhythm_low) / (self.rhythm_high - self.rhythm_low), 0.0, 1.0))
         return float(np.sqrt(conc * rhythm))
@@ -603,6 +596,54 @@ class BarTracker:
         for k in (1, 2):  # two lags, not per state
             r += max(float(x[lag:] @ x[:-lag]) for lag in (k * t - 1, k * t, k * t + 1)) / e / 2
         return r * min(1.0, activity)
+
+
+def _prepare(tracker: BarTracker, inputs: Sequence[tuple]) -> tuple:
+    """Validate and concatenate the inputs of many streams: per frame (all streams' frames in a
+    row) the observation ratios ``(n, 4)``, gate, activation sum, onset and periodic signal, and the
+    frame count of each stream."""
+    acts, gates, counts = [], [], []
+    for a, g, _, _ in inputs:
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise ValueError(f"activations shape={a.shape} must be (n_frames, 2)")
+        n = a.shape[0]
+        counts.append(n)
+        acts.append(a)
+        if g is None:
+            gates.append(np.ones(n, dtype=bool))
+        else:
+            g = np.asarray(g, dtype=bool).reshape(-1)
+            if g.shape[0] != n:
+                raise ValueError(f"gate length={g.shape[0]} must match activations frames={n}")
+            gates.append(g)
+    act = np.concatenate(acts) if len(acts) > 1 else acts[0]
+    if not np.isfinite(act).all():
+        act = np.nan_to_num(act, nan=0.0, posinf=1.0, neginf=0.0)
+    total = act[:, 0] + act[:, 1]
+    aux = []
+    for k, name in ((2, "onset"), (3, "periodic")):
+        parts = []
+        for (a, _, *rest), n, start in zip(inputs, counts, np.cumsum([0, *counts[:-1]])):
+            x = rest[k - 2]
+            if x is None:
+                parts.append(total[start : start + n])
+                continue
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+            if x.shape[0] != n:
+                raise ValueError(f"{name} length={x.shape[0]} must match activations frames={n}")
+            parts.append(x)
+        x = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        aux.append(x if np.isfinite(x).all() else np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0))
+    eps = tracker.act_floor  # floor: a missing onset is strong, not infinite, evidence against a beat
+    beat = np.clip(act[:, 0], eps, 1.0)
+    down = np.clip(act[:, 1], eps, 1.0)
+    non = np.clip(1.0 - total, eps, 1.0) / (tracker.observation_lambda - 1)
+    b, d = beat / non, down / non
+    # relative to non-beat: beat, downbeat, and their geometric means with non-beat (the neighbours)
+    ratio = np.stack([b, d, np.sqrt(b), np.sqrt(d)], axis=1).astype(_DTYPE)
+    gate = np.concatenate(gates) if len(gates) > 1 else gates[0]
+    return ratio, gate, total, aux[0], aux[1], counts
 
 
 def _stack(trackers: Sequence[BarTracker]) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""``beatbus bench beats``: multi-stream cost of the beat processor (see :mod:`processors.beat.bench`)."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "cmd_bench_beats"]
+
+
+def cmd_bench_beats(args: argparse.Namespace) -> int:
+    """Run :func:`processors.beat.bench.run_bench` and print its table."""
+    from .bench import main
+
+    argv = ["--streams", *map(str, args.streams), "--seconds", str(args.seconds), "--audio", str(args.audio)]
+    for b in args.backend or []:
+        argv += ["--backend", b]
+    for m in args.mode or []:
+        argv += ["--mode", m]
+    if args.no_reference:
+        argv.append("--no-reference")
+    if args.json:
+        argv += ["--json", args.json]
+    return main(argv)
+
+
+def register(commands: dict) -> None:
+    """Add ``bench beats`` to the ``beatbus`` parser."""
+    from beatbus.cli import subcommands
+
+    from .bench import add_arguments
+
+    sub = subcommands(commands, "bench", "benchmarks")
+    p = sub.add_parser("beats", help="per-frame cost and real-time factor of the beat processor, 1..N streams, single vs batched")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench_beats)
