@@ -219,9 +219,14 @@ def test_bad_chunks_raise_value_error() -> None:
     assert proc.process(np.zeros(0, dtype=np.float32)) == []
 
 
-def test_small_backend_is_not_trained_yet() -> None:
-    with pytest.raises(NotImplementedError, match="not trained"):
-        BeatProcessor(backend="small")
+def test_small_backend_tracks_a_metronome() -> None:
+    pytest.importorskip("torch")
+    from producers import ClickSource
+
+    y = np.concatenate([c.samples for c in ClickSource(120, realtime=False, duration=12.0)])
+    beats = stream(y, backend="small")
+    late = [b for b in beats if b.time > 6.0]
+    assert len(late) >= 8 and all(abs(b.bpm - 120) < 2.4 for b in late)
 
 
 def test_real_file_beat_f_measure() -> None:

@@ -59,7 +59,7 @@ def test_install_writes_a_unit_per_daemon_pointing_at_this_venv(staged):
             assert cfg[key] == [value], (d.name, key)
         assert "TimeoutStopSec" in cfg and "WantedBy" in cfg and cfg["PartOf"] == ["beatbus.target"]
         # every daemon pings the watchdog except the API (its server sends READY=1 only)
-        assert ("WatchdogSec" in cfg) == (d.name != "api"), d.name
+        assert "WatchdogSec" in cfg, d.name          # every daemon pings while its loop ticks
     producer = unit_settings((units / "beatbus-producer@.service").read_text())
     assert producer["SupplementaryGroups"] == ["audio"] and producer["DeviceAllow"] == ["char-alsa rw"]
     assert producer["Environment"][0] == "BEATBUS_SOURCE=%i"

@@ -34,7 +34,7 @@ needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool missing (inst
 METRIC_MODULES = ("beatbus.metrics", "consumers.trigger.delivery", "consumers.led.metrics",
                   "consumers.generate.metrics", "processors.intensity.service", "processors.structure.service")
 BOUNDED_LABELS = {"kind", "stage", "reason", "backend", "source", "role", "device", "outcome", "result", "status",
-                  "queue", "state", "group"}
+                  "queue", "state", "group", "scope"}
 UNITLESS_HISTOGRAMS = {"beatbus_generation_realtime_factor"}      # a ratio, not a duration
 
 
