@@ -21,7 +21,7 @@ import msgspec
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "read_toml", "stage_table", "DESCRIPTIONS", "redact_url"]
+__all__ = ["Settings", "load_settings", "layered", "read_toml", "stage_table", "DESCRIPTIONS", "redact_url"]
 
 M = msgspec.Meta
 
@@ -138,16 +138,28 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def layered(fields, *, table: str | None, from_env, flags: dict[str, Any] | None,
+            config_file: str | os.PathLike | None, env: dict[str, str]) -> dict[str, Any]:
+    """The one precedence, for the core and every stage: TOML < environment < flags.
+
+    ``table`` names the stage's TOML table (None: the core's keys); ``from_env(env)`` reads the
+    stage's environment variables; flags that are None (not given) or not in ``fields`` are skipped.
+    """
+    merged: dict[str, Any] = {}
+    path = config_file or env.get("BEATBUS_CONFIG")
+    if path:
+        merged.update(stage_table(path, table) if table else _read_toml(Path(path)))
+    merged.update(from_env(env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in fields})
+    return merged
+
+
 def load_settings(flags: dict[str, Any] | None = None, *, config_file: str | os.PathLike | None = None,
                   env: dict[str, str] | None = None) -> Settings:
     """Merge defaults, TOML, env and flags (in that order) and validate the result."""
     env = dict(os.environ) if env is None else env
-    merged: dict[str, Any] = {}
-    path = config_file or env.get("BEATBUS_CONFIG")
-    if path:
-        merged.update(_read_toml(Path(path)))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in Settings.__struct_fields__})
+    merged = layered(Settings.__struct_fields__, table=None, from_env=_from_env, flags=flags,
+                     config_file=config_file, env=env)
     try:
         # strict=False lets env strings become ints/floats; ranges are still enforced.
         return msgspec.convert(merged, Settings, strict=False)

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from beatbus.config import stage_table, state_dir
+from beatbus.config import layered, state_dir
 from beatbus.errors import ConfigError
 
 __all__ = ["GenerateConfig", "load_generate_config", "DESCRIPTIONS", "default_state_dir", "job_timeout",
@@ -157,13 +157,8 @@ def load_generate_config(flags: dict[str, Any] | None = None, *, config_file: st
         Naming the key and the problem.
     """
     env = dict(os.environ) if env is None else env
-    merged: dict[str, Any] = {}
-    path = config_file or env.get("BEATBUS_CONFIG")
-    if path:
-        merged.update(stage_table(path, "generate"))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in (flags or {}).items()
-                   if v is not None and k in GenerateConfig.__struct_fields__})
+    merged = layered(GenerateConfig.__struct_fields__, table="generate", from_env=_from_env, flags=flags,
+                     config_file=config_file, env=env)
     if "section_labels" in merged and isinstance(merged["section_labels"], str):
         merged["section_labels"] = [s.strip() for s in merged["section_labels"].split(",") if s.strip()]
     try:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from beatbus.config import stage_table
+from beatbus.config import layered
 from beatbus.errors import ConfigError
 
 from .patterns import DEFAULT_PATTERNS, DEFAULT_SECTIONS, PatternBook, Rule
@@ -123,12 +123,8 @@ def load_trigger_config(flags: dict[str, Any] | None = None, *, config_file: str
         Naming the key and the problem.
     """
     env = dict(os.environ) if env is None else env
-    merged: dict[str, Any] = {}
-    path = config_file or env.get("BEATBUS_CONFIG")
-    if path:
-        merged.update(stage_table(path, "trigger"))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in TriggerConfig.__struct_fields__})
+    merged = layered(TriggerConfig.__struct_fields__, table="trigger", from_env=_from_env, flags=flags,
+                     config_file=config_file, env=env)
     merged["sections"] = {**DEFAULT_SECTIONS, **(merged.get("sections") or {})}
     patterns = {k: msgspec.structs.asdict(v) for k, v in DEFAULT_PATTERNS.items()}
     patterns.update(merged.get("patterns") or {})
