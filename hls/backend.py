@@ -5,11 +5,16 @@ stream loads its own copy (:class:`hls.project.CsimLibrary`), whose static GRU s
 stream's state. Features, silence gate, spectral-flux mix and downbeat cue are shared with the
 ``beatnet`` / ``small`` backends (:class:`processors.beat.bda.BeatNetActivation`).
 
+The kernel project is ``project``, else ``$BEATBUS_HLS_PROJECT``, else ``~/.cache/beatbus/hls/beat_small``
+(:class:`~processors.beat.processor.BeatProcessor` and ``beatbus eval beats --backend hls`` take no
+project option: the variable points them at another one).
+
 ``fpga=True`` (driving a real board through PYNQ / XRT) is not implemented: no board here.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +23,33 @@ from beatbus.errors import ConfigError, DependencyError
 from processors.beat.bda import BeatNetActivation
 
 from .model import DEFAULT_WEIGHTS, softmax
-from .project import DEFAULT_CONFIG, DEFAULT_PROJECT, CsimLibrary, compile_project, find_library, write_project
+from .project import (DEFAULT_CONFIG, DEFAULT_PROJECT, CsimLibrary, build_key, compile_project, find_library,
+                      read_stamp, write_project)
 
 __all__ = ["CsimStep", "HlsActivation", "ensure_library"]
 
 
 def ensure_library(project: str | Path = DEFAULT_PROJECT, *, weights: str | Path = DEFAULT_WEIGHTS,
-                   config: str | Path = DEFAULT_CONFIG, build: bool = True) -> Path:
-    """The project's compiled C-simulation library; converted and compiled first (~10-40 s) when
-    missing and ``build``."""
+                   config: str | Path | None = None, build: bool = True) -> Path:
+    """The project's compiled C-simulation library; (re)converted and compiled first (~15-60 s of
+    g++) when missing or stale (its stamp holds another :func:`~hls.project.build_key`) and ``build``.
+
+    ``config`` None: the config the project was converted with (its stamp), else the default one.
+    """
+    project = Path(project)
+    stamp = read_stamp(project)
+    config = config or stamp.get("config") or DEFAULT_CONFIG
     try:
-        return find_library(project)
+        lib = find_library(project)
     except ConfigError:
         if not build:
             raise
+        lib = None
+    if lib is not None and stamp.get("key") == build_key(weights, config):
+        return lib
+    if not build:
+        raise ConfigError(f"the C-simulation library in {str(project)!r} was built from another config, weights or "
+                          f"converter: run 'beatbus hls convert --out {project}'")
     return compile_project(write_project(weights=weights, config=config, out_dir=project))
 
 
@@ -57,9 +75,9 @@ class HlsActivation(BeatNetActivation):
 
     Parameters
     ----------
-    project : path
+    project : path or None
         hls4ml project directory (``beatbus hls convert --out``); built from ``weights`` if it has
-        no compiled library yet.
+        no up-to-date compiled library. None: ``$BEATBUS_HLS_PROJECT``, else the default project.
     weights : path
         QKeras model prefix (``<prefix>.json`` holds the feature mean / std).
     onset_weight : float
@@ -68,29 +86,20 @@ class HlsActivation(BeatNetActivation):
         Drive a real board (PYNQ / XRT): not available in this build.
     """
 
-    def __init__(self, *, project: str | Path = DEFAULT_PROJECT, weights: str | Path = DEFAULT_WEIGHTS,
+    def __init__(self, *, project: str | Path | None = None, weights: str | Path = DEFAULT_WEIGHTS,
                  silence_db: float = BeatNetActivation.SILENCE_DB,
                  onset_weight: float = BeatNetActivation.ONSET_WEIGHT, fpga: bool = False) -> None:
-        from processors.beat.downbeat import DownbeatCue
-        from processors.beat.dsp import OnsetNormaliser
-        from processors.beat.features import HOP_LENGTH, SR, StreamingSpectrogram
-
         if fpga:
             raise DependencyError("--fpga needs a PYNQ / XRT board and its runtime: not available here "
                                   "(the C-simulation library is the kernel's bit-accurate model)")
-        if not 0.0 <= onset_weight <= 1.0:
-            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
+        self._setup(silence_db, onset_weight)
         meta_file = Path(str(weights) + ".json")
         if not meta_file.is_file():
             raise ConfigError(f"no QKeras model at {str(weights)!r}: run 'beatbus hls train'")
         meta = json.loads(meta_file.read_text())
-        self.onset_weight = float(onset_weight)
-        self.frontend = StreamingSpectrogram(sr=SR)
         self.net = None
+        project = project or os.environ.get("BEATBUS_HLS_PROJECT") or DEFAULT_PROJECT
         self._np = CsimStep(ensure_library(project, weights=weights), meta["mean"], meta["std"])
-        self.silence_db = float(silence_db)
-        self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
-        self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
         self.reset()
 
     @property

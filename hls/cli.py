@@ -53,8 +53,8 @@ def cmd_hls_convert(args: argparse.Namespace) -> int:
 def cmd_hls_csim(args: argparse.Namespace) -> int:
     from .pipeline import csim_check, format_csim
 
-    res = csim_check(project=args.project, weights=args.weights, checkpoint=args.checkpoint, songs_dir=args.songs_dir,
-                     songs=args.songs, seed=args.seed, max_frames=args.frames)
+    res = csim_check(project=args.project, weights=args.weights, checkpoint=args.checkpoint, audio=args.audio,
+                     songs_dir=args.songs_dir, songs=args.songs, seed=args.seed, max_frames=args.frames)
     print(format_csim(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
@@ -109,6 +109,8 @@ def register(commands: dict) -> None:
 
     p = hls.add_parser("csim", help="C simulation vs QKeras vs torch on the dev songs")
     _data_opts(p, epochs=0)
+    p.add_argument("--audio", type=Path, action="append",
+                   help="real audio file or folder as the dev set (repeatable; default: the synthetic dev songs)")
     p.add_argument("--project", type=Path, default=DEFAULT_PROJECT)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--checkpoint", type=Path, default=None)

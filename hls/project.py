@@ -6,12 +6,19 @@ calls; hls4ml's ``gru_stack`` zeroes the state at the start of every call (it wa
 whole sequences per call), so :func:`write_project` patches the project's copy of
 ``nnet_recurrent.h``: with ``Static: true`` the GRU keeps a ``static`` state and the stack no
 longer resets it on entry. The state then starts at zero when the library (or bitstream) loads,
-which is why :class:`hls.backend.HlsKernel` loads one private copy of the C-simulation library
+which is why :class:`CsimLibrary` loads one private copy of the C-simulation library
 per stream.
+
+hls4ml 1.3.0 also ignores the QGRU's kernel / recurrent / bias quantizers (``GRU.initialize``
+never passes them on): it writes the float weights and the C++ cast to ``ap_fixed`` *truncates*
+them, while QKeras *rounds*; every GRU weight was up to one LSB off, which put the C simulation
+0.16 (probability) away from QKeras on gtzan_rock_00000. :func:`write_project` therefore stores the
+quantized weights in the Keras model before converting (:func:`bake_quantized_weights`).
 """
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import shutil
 import tempfile
@@ -25,11 +32,13 @@ from .compat import import_hls4ml
 from .model import DEFAULT_WEIGHTS, load_qmodel
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_PROJECT", "load_config", "write_project", "compile_project", "find_library",
-           "CsimLibrary", "synthesis_tool", "build_project", "read_reports", "STATE_PATCH_MARK"]
+           "CsimLibrary", "synthesis_tool", "build_project", "read_reports", "STATE_PATCH_MARK",
+           "bake_quantized_weights", "BUILD_STAMP", "build_key", "read_stamp"]
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.yaml")
 DEFAULT_PROJECT = Path.home() / ".cache" / "beatbus" / "hls" / "beat_small"
 STATE_PATCH_MARK = "// beatbus: streaming GRU state (no reset per call)"
+BUILD_STAMP = "beatbus-build.json"  # {"key": build_key(), "config": path} of a project converted from weights
 _KEYS = {"project_name", "backend", "part", "clock_period", "io_type", "hls_config"}
 
 
@@ -72,14 +81,66 @@ def _patch_state(project: Path) -> None:
     header.write_text(head + body)
 
 
+# QKeras attribute holding the quantizer of each weight, by the weight's Keras name
+_QUANTIZER_OF = {"kernel": "kernel_quantizer_internal", "recurrent_kernel": "recurrent_quantizer_internal",
+                 "bias": "bias_quantizer_internal"}
+
+
+def bake_quantized_weights(model) -> None:
+    """Replace each QKeras layer's float weights by their quantized values, in place.
+
+    QKeras quantizers are idempotent, so the model's outputs do not change; hls4ml then writes
+    values that are exact in the ``ap_fixed`` weight types whether or not it applies the quantizer
+    itself (it does not for QGRU in 1.3.0; see the module docstring).
+    """
+    for layer in model.layers:
+        owner = getattr(layer, "cell", layer)  # recurrent layers keep their quantizers on the cell
+        if not layer.weights:
+            continue
+        baked = []
+        for w in layer.weights:
+            attr = _QUANTIZER_OF.get(w.name.split("/")[-1].split(":")[0])
+            quant = getattr(owner, attr, None) if attr else None
+            baked.append(quant(w).numpy() if quant is not None else w.numpy())
+        layer.set_weights(baked)
+
+
+def build_key(weights: str | Path = DEFAULT_WEIGHTS, config: str | Path = DEFAULT_CONFIG) -> str:
+    """Hash of what a compiled library depends on: config, weights, this module (conversion and
+    patches) and the hls4ml version; a project stamped with another key is stale."""
+    import hashlib
+    from importlib.metadata import version
+
+    files = [Path(config), Path(str(weights) + ".json"), Path(str(weights) + ".weights.h5"), Path(__file__)]
+    h = hashlib.sha256(version("hls4ml").encode())
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"{str(f)!r} does not exist (hls config, or QKeras model: run 'beatbus hls train')")
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def read_stamp(project: str | Path) -> dict:
+    """A project's ``BUILD_STAMP`` (``key``, ``config``); empty when it has none."""
+    try:
+        stamp = json.loads((Path(project) / BUILD_STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
 def write_project(*, weights: str | Path = DEFAULT_WEIGHTS, config: str | Path = DEFAULT_CONFIG,
                   out_dir: str | Path = DEFAULT_PROJECT, model=None):
     """Convert the QKeras frame model to an hls4ml project on disk (not compiled).
 
+    Older compiled libraries of ``out_dir`` are removed; the project is stamped with
+    :func:`build_key` (``BUILD_STAMP``) when converted from ``weights``.
+
     Parameters
     ----------
     model : keras.Model or None
-        A frame model to convert instead of the one saved at ``weights`` (tests use tiny ones).
+        A frame model to convert instead of the one saved at ``weights`` (tests use tiny ones);
+        its weights are replaced by their quantized values (same outputs).
 
     Returns
     -------
@@ -87,8 +148,11 @@ def write_project(*, weights: str | Path = DEFAULT_WEIGHTS, config: str | Path =
     """
     hls4ml = import_hls4ml()
     cfg = load_config(config)
+    key = None
     if model is None:
+        key = build_key(weights, config)
         model, _, _ = load_qmodel(weights, frame=True)
+    bake_quantized_weights(model)
     hls_cfg = hls4ml.utils.config_from_keras_model(model, granularity="name", backend=cfg["backend"])
     _merge(hls_cfg, cfg["hls_config"])
     names = {layer.name for layer in model.layers}
@@ -96,11 +160,17 @@ def write_project(*, weights: str | Path = DEFAULT_WEIGHTS, config: str | Path =
         if name in names and "Static" in layer_cfg:  # hls4ml reads the lower-case key for RNNs
             hls_cfg["LayerName"][name]["static"] = layer_cfg["Static"]
     out_dir = Path(out_dir)
+    (out_dir / BUILD_STAMP).unlink(missing_ok=True)
+    for lib in out_dir.glob(f"firmware/{cfg['project_name']}-*.so"):  # built from an older conversion
+        lib.unlink()
     hls_model = hls4ml.converters.convert_from_keras_model(
         model, hls_config=hls_cfg, output_dir=str(out_dir), project_name=cfg["project_name"],
         backend=cfg["backend"], part=cfg["part"], clock_period=cfg["clock_period"], io_type=cfg["io_type"])
     hls_model.write()
     _patch_state(out_dir)
+    if key is not None:
+        stamp = {"key": key, "config": str(Path(config).resolve())}
+        (out_dir / BUILD_STAMP).write_text(json.dumps(stamp) + "\n")
     return hls_model
 
 

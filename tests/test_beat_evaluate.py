@@ -13,7 +13,7 @@ from processors.beat.evaluate import evaluate_dir, format_table, load_annotation
 pytest.importorskip("mir_eval")
 
 BEATS = Path("/work/shared/data/beats")
-KEYS = {"file", "F", "CMLt", "AMLt", "dbF", "tempo_acc1", "delay_p50", "rtf"}
+KEYS = {"file", "F", "CMLt", "AMLt", "dbF", "tempo_acc1", "delay_p50", "pred_err_p50", "rtf"}
 
 
 def _beats(times, bar=None, bpm=120.0, delay=0.06):
@@ -53,6 +53,26 @@ def test_score_beats_perfect_and_broken() -> None:
     broken = score_beats(_beats(ref + half, bar), ref, bar)
     assert broken["F"] < 0.1
     assert score_beats([], ref, bar)["F"] == 0.0
+
+
+def test_prediction_error_and_tempo_use_the_scored_part() -> None:
+    ref, bar = load_annotations(BEATS / "gtzan_disco_00000.beats")
+    ibi = float(np.median(np.diff(ref)))
+    good = score_beats(_beats(ref, bar, bpm=60 / ibi), ref, bar)
+    assert good["pred_err_p50"] < 0.02  # each prediction lands on the next annotated beat
+    # locked with a 5 % slow tempo: each prediction lands 5 % of a period late
+    slow = score_beats(_beats(ref, bar, bpm=0.95 * 60 / ibi), ref, bar)
+    assert slow["pred_err_p50"] == pytest.approx(ibi / 0.95 - ibi, abs=0.01)
+    # right beats, but the tracker believes twice the tempo: not locked, no prediction error to speak of
+    doubled = score_beats(_beats(ref, bar, bpm=120 / ibi), ref, bar)
+    assert doubled["pred_err_p50"] is None
+    assert doubled["tempo_acc1"] == 0.0 and doubled["tempo_acc2"] == 1.0
+    # a tracker that searched at double tempo during the trimmed first 5 s (most of its beats) is
+    # scored on the tempo of what followed
+    grid = np.arange(0.5, 9.0, 0.5)  # 120 BPM
+    searched = _beats(np.arange(0.25, 5.0, 0.25), bpm=240.0) + _beats(grid[grid >= 5.0], bpm=120.0)
+    assert score_beats(searched, grid, None)["tempo_acc1"] == 1.0
+    assert score_beats([], ref, bar)["pred_err_p50"] is None
 
 
 def test_evaluate_dir_one_file_dsp(tmp_path: Path, capsys) -> None:

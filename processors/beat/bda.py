@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .downbeat import DownbeatCue
-from .dsp import OnsetNormaliser
+from .dsp import FluxCoherence, OnsetNormaliser
 from .features import FRAME_SIZE, HOP_LENGTH, SR, StreamingSpectrogram
 
 __all__ = ["ML_EXTRA_HINT", "weights_path", "BDA", "StreamBDA", "BeatNetActivation", "beatnet_activations", "shared_net"]
@@ -299,17 +299,23 @@ class BeatNetActivation:
         net: BDA | None = None,
         onset_weight: float = ONSET_WEIGHT,
     ) -> None:
-        if not 0.0 <= onset_weight <= 1.0:
-            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
-        self.onset_weight = float(onset_weight)
-        self.frontend = StreamingSpectrogram(sr=SR)
+        self._setup(silence_db, onset_weight)
         self.net = net if net is not None else shared_net(model, resolve_device(device).type)
         # per-frame streaming on the CPU runs as plain tensor ops (the nn.Module call overhead dominates there)
         self._np = _stream_net(self.net) if self.net.linear.weight.device.type == "cpu" else None
+        self.reset()
+
+    def _setup(self, silence_db: float, onset_weight: float) -> None:
+        """The front end and post-processing every network backend shares (subclasses call it
+        from ``__init__``, then set ``net`` / ``_np`` and call :meth:`reset`)."""
+        if not 0.0 <= onset_weight <= 1.0:
+            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
+        self.onset_weight = float(onset_weight)
         self.silence_db = float(silence_db)
+        self.frontend = StreamingSpectrogram(sr=SR)
         self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
         self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
-        self.reset()
+        self._coherence = FluxCoherence(fps=SR / HOP_LENGTH)
 
     @property
     def latency(self) -> float:
@@ -321,6 +327,7 @@ class BeatNetActivation:
         self.frontend.reset()
         self._norm.reset()
         self._cue.reset()
+        self._coherence.reset()
         self.state = self._np.initial_state() if self._np is not None else self.net.initial_state(1)
 
     def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -352,13 +359,19 @@ class BeatNetActivation:
         level = 20 * np.log10(np.maximum(rms, 1e-10))
         gate = level > self.silence_db
         nb = self.frontend.n_bands
-        onset = np.where(gate, self._norm(feats[:, nb:].sum(axis=1) / nb), 0.0)  # mean positive flux per band
-        periodic = act.sum(axis=1)  # the raw network output: noise makes it flat, not periodic
+        flux = feats[:, nb:]
+        onset = np.where(gate, self._norm(flux.sum(axis=1) / nb), 0.0)  # mean positive flux per band
+        # Both the network output and the spectral flux must repeat at the beat period: the
+        # recurrent network can oscillate on its own on noise, the flux of noise does not repeat.
+        periodic = np.sqrt(act.sum(axis=1) * onset)
         if self.onset_weight > 0:
             total = act.sum(axis=1)
             mixed = (1.0 - self.onset_weight) * total + self.onset_weight * 0.9 * onset
             share = self._cue(mixed, act[:, 1] / np.maximum(total, 1e-9), level)
             act = np.stack([mixed * (1.0 - share), mixed * share], axis=1)
+        # the onset activity the tracker's confidence scales with counts only music-like
+        # (coherent across bands) flux: stationary noise gets no confidence
+        onset = onset * self._coherence(flux)
         return act, gate, onset, periodic
 
     @staticmethod

@@ -3,10 +3,12 @@
 Every file is streamed through :class:`~processors.beat.processor.BeatProcessor` in 441-sample
 chunks, exactly as live audio, and the beats it emitted are scored with mir_eval (conventions of
 ``shared/docs/evaluation.md``): beats before 5 s trimmed on both sides, +/-70 ms F-measure, CMLt and
-AMLt, downbeat F on the beats with ``beat_in_bar == 1``, tempo Acc1 / Acc2 (median emitted BPM
-within 4 % of ``60 / median(annotated IBI)``; Acc2 also at x2, x3, 1/2, 1/3), detection delay
-(``decided_at - time``) p50 / p95, live F (the ``next_beat_time`` predictions made before the beat
-they predict), and real-time factor (compute time / audio duration, file loading excluded).
+AMLt, downbeat F on the beats with ``beat_in_bar == 1``, tempo Acc1 / Acc2 (median BPM of the beats
+emitted after the 5 s trim within 4 % of ``60 / median(annotated IBI)``; Acc2 also at x2, x3, 1/2,
+1/3), detection delay (``decided_at - time``) p50 / p95, live F (the ``next_beat_time`` predictions
+made before the beat they predict), next-beat prediction error p50 once locked (``|next_beat_time
+- next annotated beat|`` for the beats after the trim that hit an annotation at its tempo), and
+real-time factor (compute time / audio duration, file loading excluded).
 
 Annotation files: ``<name>.beats`` next to ``<name>.<audio>``, one beat per line,
 ``time<TAB>beat_in_bar`` or ``time`` alone (then downbeat F is None).
@@ -37,7 +39,9 @@ __all__ = [
     "main",
 ]
 
-METRICS = ("F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "rtf")
+METRICS = ("F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "pred_err_p50", "rtf")
+TRIM = 5.0  # s: mir_eval's trim, also where the tempo estimate and the prediction error start
+HIT_WINDOW = 0.07  # s: mir_eval's F-measure window
 AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif")
 CHUNK = 441  # samples per process() call: 20 ms, like the live producer
 
@@ -77,7 +81,7 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
     -------
     dict
         ``F, CMLt, AMLt, dbF (None without bar positions), liveF, tempo_acc1, tempo_acc2,
-        delay_p50, delay_p95`` (delays in seconds, None when no beat was emitted).
+        delay_p50, delay_p95, pred_err_p50`` (seconds; None when no beat qualifies).
     """
     import mir_eval
 
@@ -99,7 +103,9 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
         live = np.array([b.next_beat_time for b in beats if b.decided_at <= b.next_beat_time], dtype=float)
         live_f = float(mir_eval.beat.f_measure(ref, mir_eval.beat.trim_beats(np.unique(live))))
     ref_bpm = 60.0 / float(np.median(np.diff(ref_times))) if len(ref_times) > 1 else float("nan")
-    est_bpm = float(np.median([b.bpm for b in beats])) if beats else None
+    # the tempo of the scored part (an online tracker's first seconds are its search)
+    scored = [b for b in beats if b.time >= TRIM] or list(beats)
+    est_bpm = float(np.median([b.bpm for b in scored])) if scored else None
     acc1, acc2 = _tempo_hits(est_bpm, ref_bpm)
     delays = np.array([b.decided_at - b.time for b in beats], dtype=float)
     return {
@@ -112,7 +118,32 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
         "tempo_acc2": acc2,
         "delay_p50": float(np.percentile(delays, 50)) if delays.size else None,
         "delay_p95": float(np.percentile(delays, 95)) if delays.size else None,
+        "pred_err_p50": _prediction_error(beats, np.asarray(ref_times, dtype=float)),
     }
+
+
+def _prediction_error(beats: Sequence[Beat], ref_times: np.ndarray) -> float | None:
+    """p50 of ``|next_beat_time - next annotated beat|`` (s) once locked.
+
+    Locked: a beat after the trim, within :data:`HIT_WINDOW` of an annotation, whose tempo is
+    within 8 % of the annotated one there (a tracker at twice or half the tempo is not locked; its
+    cost shows in F and tempo Acc1), and whose prediction was made ahead of time.
+    """
+    if ref_times.size < 2:
+        return None
+    live = [b for b in beats if b.time >= TRIM and b.decided_at <= b.next_beat_time]
+    if not live:
+        return None
+    t = np.array([b.time for b in live], dtype=float)
+    k = np.abs(t[:, None] - ref_times[None, :]).argmin(axis=1)
+    k = np.minimum(k, ref_times.size - 2)  # the last annotation has no successor: use the one before
+    ibi = ref_times[k + 1] - ref_times[k]
+    period = np.array([60.0 / b.bpm for b in live])
+    locked = (np.abs(t - ref_times[k]) <= HIT_WINDOW) & (np.abs(period / ibi - 1.0) <= 0.08)
+    if not locked.any():
+        return None
+    pred = np.array([b.next_beat_time for b in live])[locked]
+    return float(np.median(np.abs(pred - ref_times[k[locked] + 1])))
 
 
 def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | Path | None = None, **kwargs) -> dict:
@@ -195,7 +226,7 @@ def evaluate_dir(
     -------
     dict
         ``{"backends": {NAME: {"files": [{"file", "F", "CMLt", "AMLt", "dbF", "liveF",
-        "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "rtf", "n_beats"}, ...],
+        "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "pred_err_p50", "rtf", "n_beats"}, ...],
         "mean": {same metric keys}}}, "conventions": str}``.
     """
     if isinstance(backends, str):
@@ -222,7 +253,7 @@ def _fmt(v) -> str:
 
 def format_table(result: dict) -> str:
     """Markdown table per backend (one row per file plus the mean row)."""
-    cols = ["F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "rtf"]
+    cols = ["F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "pred_err_p50", "rtf"]
     lines = []
     for name, res in result["backends"].items():
         lines.append(f"### backend `{name}`")

@@ -195,19 +195,9 @@ class SmallActivation(BeatNetActivation):
         net: SmallNet | None = None,
         onset_weight: float = BeatNetActivation.ONSET_WEIGHT,
     ) -> None:
-        from .downbeat import DownbeatCue
-        from .dsp import OnsetNormaliser
-        from .features import HOP_LENGTH, SR, StreamingSpectrogram
-
-        if not 0.0 <= onset_weight <= 1.0:
-            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
-        self.onset_weight = float(onset_weight)
-        self.frontend = StreamingSpectrogram(sr=SR)
+        self._setup(silence_db, onset_weight)
         self.net = net if net is not None else shared_small(None if checkpoint is None else str(checkpoint), device)
         self._np = NumpySmall(self.net) if self.net.linear.weight.device.type == "cpu" else None
-        self.silence_db = float(silence_db)
-        self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
-        self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
         self.reset()
 
     @property
