@@ -5,7 +5,8 @@ Patterns (ARCHITECTURE.md):
 - fan-out readers that want the latest state use :class:`Reader` (plain XREAD, from ``$``);
 - independent work uses :class:`Group` (XREADGROUP + XACK, an XAUTOCLAIM janitor, and a
   dead-letter stream after ``max_deliveries``);
-- stateful per-source work is owned through a :class:`Lease` (a TTL key renewed while alive).
+- stateful per-source work is owned through a :class:`Lease` (a TTL key renewed while alive),
+  one per source, managed by :class:`~beatbus.leases.SourceLeases`.
 
 redis-py 8 uses a 5 s socket timeout; every BLOCK here is capped at 1 s and callers loop.
 """
@@ -35,6 +36,7 @@ Entry = tuple[str, str, dict]          # (stream, entry id, fields)
 BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 MAX_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10000
+DEAD_MARK_TTL_S = 3600      # long past any reader's lag: a later reader of the entry finds the mark
 
 
 def _s(x: bytes | str) -> str:
@@ -131,9 +133,12 @@ class Bus:
             event = codec.from_fields(fields, kind)
         except SchemaError as exc:
             MALFORMED.labels(_kind(stream)).inc()
-            log.warning("malformed entry dead-lettered", extra={"stream": stream, "id": entry_id, "error": str(exc)})
             try:
-                self.dead_letter(stream, entry_id, fields, "malformed", detail=str(exc))
+                # every fan-out reader sees the entry; the first one to mark it dead-letters it
+                if self.redis.set(keys.dead_letter_mark(stream, entry_id), 1, nx=True, ex=DEAD_MARK_TTL_S):
+                    log.warning("malformed entry dead-lettered",
+                                extra={"stream": stream, "id": entry_id, "error": str(exc)})
+                    self.dead_letter(stream, entry_id, fields, "malformed", detail=str(exc))
             except BROKER_ERRORS:
                 pass  # the entry is still in its stream; the count above records the loss of context
             return None
@@ -148,6 +153,21 @@ class Bus:
         """Sources whose producer sent a heartbeat within ``max_age`` seconds."""
         now = time.time()
         return sorted(_s(s) for s in self.redis.zrangebyscore(keys.SOURCES, now - max_age, "+inf"))
+
+    def join(self, role: str, owner: str) -> None:
+        """Heartbeat instance ``owner`` of ``role`` in the instance registry (see :meth:`instances`)."""
+        self.redis.zadd(keys.instances(role), {owner: time.time()})
+
+    def leave(self, role: str, owner: str) -> None:
+        self.redis.zrem(keys.instances(role), owner)
+
+    def instances(self, role: str, max_age: float) -> list[str]:
+        """Instances of ``role`` that sent a heartbeat within ``max_age`` seconds (older ones are pruned)."""
+        key, now = keys.instances(role), time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", f"({now - max_age}")
+        pipe.zrangebyscore(key, now - max_age, "+inf")
+        return sorted(_s(m) for m in pipe.execute()[1])
 
     def get_checkpoint(self, source: str, role: str) -> str | None:
         val = self.redis.get(keys.checkpoint(source, role))

@@ -9,7 +9,7 @@ import re
 
 from .errors import ConfigError
 
-__all__ = ["StreamKind", "check_source", "stream", "dead_letter", "lease",
+__all__ = ["StreamKind", "check_source", "stream", "dead_letter", "dead_letter_mark", "lease", "instances",
            "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX"]
 
 PREFIX = "bb"
@@ -43,6 +43,16 @@ def stream(source: str, kind: str) -> str:
 def dead_letter(stream_key: str) -> str:
     """Dead-letter stream beside ``stream_key`` (same hash slot)."""
     return f"{stream_key}:dead"
+
+
+def dead_letter_mark(stream_key: str, entry_id: str) -> str:
+    """Marks entry ``entry_id`` of ``stream_key`` as dead-lettered, so fan-out readers do it once."""
+    return f"{dead_letter(stream_key)}:{entry_id}"
+
+
+def instances(role: str) -> str:
+    """Sorted set of the live instances of a source-owning role: owner id -> last heartbeat (unix s)."""
+    return f"{PREFIX}:instances:{role}"
 
 
 def lease(source: str, role: str) -> str:

@@ -1,10 +1,13 @@
 """Base daemon for a stateful stage that owns sources and reads their audio stream.
 
-The same ownership model as the beat processor (``processors/service.py``): one lease per
-source and role, renewed every ``heartbeat`` seconds and taken over when it lapses; the new
-owner resumes from the role's checkpointed audio id. A subclass adds the per-source state and
-what to do with each audio chunk, with each entry of the side streams it follows (e.g. the
-beats stream), and at the end of the stream. The DSP itself stays in Redis-free modules.
+Used by the beat, intensity and structure processors. Ownership is one lease per source and
+role (:class:`~beatbus.leases.SourceLeases`): renewed every ``heartbeat`` seconds, also inside
+long catch-up work, taken over when it lapses, and shared fairly between the instances that
+discover sources; the new owner resumes from the role's checkpointed audio id. The base reads
+the audio (and side) streams, fills gaps with silence or resets the state, publishes the output
+and checkpoints; a subclass adds the per-source state and what to do with each audio chunk,
+with each entry of the side streams it follows (e.g. the beats stream), and at the end of the
+stream. The DSP itself stays in Redis-free modules.
 """
 from __future__ import annotations
 
@@ -16,19 +19,21 @@ from typing import Any, Union
 import numpy as np
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Reader, guarded, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_reconnect
 from beatbus.config import Settings
+from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP
 from beatbus.runtime import Service
 from producers.publisher import instance_id
 from schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
 
-__all__ = ["AudioStreamService", "OwnedSource", "BeatEntry"]
+__all__ = ["AudioStreamService", "OwnedSource", "BeatEntry", "Item"]
 
 log = get_logger("processor")
 MAX_GAP_S = 5.0      # gaps up to this are filled with silence; longer ones reset the state
 BeatEntry = Union[BeatEvent, StreamEnd]
+Item = tuple[str, Any, str]          # (stream kind, decoded event, entry id) of one owned source
 
 
 @dataclass
@@ -36,7 +41,6 @@ class OwnedSource:
     """Bookkeeping of one owned source; ``state`` is the subclass's per-source object."""
 
     name: str
-    lease: Lease
     state: Any
     expected: int | None = None      # next audio sample index we expect
     origin: float = 0.0              # stream time (s) of the state's time 0 (joins mid-song, resets)
@@ -58,14 +62,18 @@ class AudioStreamService(Service):
 
     Subclasses set :attr:`role` and :attr:`out_kind`, and implement :meth:`make_state`,
     :meth:`on_audio` and :meth:`on_end`; to follow side streams they set :attr:`side_kinds`
-    (``{stream kind: msgspec type}``) and implement :meth:`on_side`.
+    (``{stream kind: msgspec type}``) and implement :meth:`on_side`. A subclass that processes
+    its sources together overrides :meth:`process` (the beat processor batches them).
 
     Parameters
     ----------
     sources : list of str, optional
-        Fixed sources to own; None discovers every live source in the registry.
+        Fixed sources to own; None discovers the live sources in the registry (a fair share of
+        them while other instances of the role run).
     exit_when_ended : bool
         Stop once every owned source has ended (tests, batch runs).
+    owner : str, optional
+        Lease owner id; default ``host:pid:role`` (give distinct ones to instances in one process).
     """
 
     role = "stage"
@@ -73,16 +81,16 @@ class AudioStreamService(Service):
     side_kinds: dict[str, Any] = {}
 
     def __init__(self, bus: Bus, *, settings: Settings, sources: list[str] | None = None,
-                 exit_when_ended: bool = False):
+                 exit_when_ended: bool = False, owner: str | None = None):
         super().__init__()
         self.name = self.role
         self.bus, self.settings = bus, settings
-        self.fixed = [keys.check_source(s) for s in sources] if sources else None
         self.exit_when_ended = exit_when_ended
-        self.owner = instance_id(self.role)
+        self.owner = owner or instance_id(self.role)
+        self.leases = SourceLeases(bus, self.role, self.owner, ttl=settings.lease_ttl,
+                                   heartbeat=settings.heartbeat, fixed=sources)
         self.owned: dict[str, OwnedSource] = {}
         self.reader = Reader(bus, [], block_ms=settings.block_ms)
-        self._next_lease = 0.0
         self._backoff = Backoff()
 
     # -- subclass hooks ---------------------------------------------------------------
@@ -102,48 +110,56 @@ class AudioStreamService(Service):
         """A gap longer than MAX_GAP_S: start the state over (default: a new state)."""
         src.state = self.make_state(src.name)
 
-    # -- ownership ------------------------------------------------------------------
-    def _candidates(self) -> list[str]:
-        if self.fixed is not None:
-            return self.fixed
-        return self.bus.sources(max_age=max(3 * self.settings.heartbeat, self.settings.lease_ttl))
+    def on_drop(self, src: OwnedSource) -> None:
+        """The source is no longer owned: free what its state holds outside ``src`` (default: nothing)."""
 
+    # -- ownership ------------------------------------------------------------------
     def _manage_leases(self) -> None:
-        now = time.monotonic()
-        if now < self._next_lease:
-            return
-        self._next_lease = now + min(self.settings.heartbeat, self.settings.lease_ttl / 3)
-        for name, src in list(self.owned.items()):
-            # a lapsed lease nobody took is re-acquired (state kept); one taken by another is given up
-            if not src.lease.renew() and not src.lease.acquire():
-                log.warning("lease lost to another instance; dropping source",
-                            extra={"source": name, "role": self.role, "holder": src.lease.holder()})
-                self._drop(name)
-        for name in self._candidates():
-            if name in self.owned:
-                continue
-            lease = Lease(self.bus, keys.lease(name, self.role), self.owner, self.settings.lease_ttl)
-            if lease.acquire():
-                self._adopt(name, lease)
+        if self.leases.due():
+            self.leases.scan()
+            self._sync_owned()
+
+    def keep_leases(self) -> None:
+        """Renew the leases if due; call it inside long processing (a catch-up can outlast a short TTL)."""
+        try:
+            self.leases.renew()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, f"renew leases ({self.role})")
+
+    def _sync_owned(self) -> None:
+        """Adopt the newly leased sources, drop those whose lease is gone."""
+        self._drop_lost()
+        for name in list(self.leases.held):
+            if name not in self.owned:
+                self._adopt(name)
         LEASES_HELD.labels(self.role).set(len(self.owned))
 
-    def _adopt(self, name: str, lease: Lease) -> None:
+    def _drop_lost(self) -> None:
+        for name in [n for n in self.owned if not self.leases.owns(n)]:
+            self._drop(name)
+
+    def _adopt(self, name: str) -> None:
         audio = keys.stream(name, keys.StreamKind.AUDIO)
         ckpt = self.bus.get_checkpoint(name, self.role)
         start = ckpt or self.bus.last_id(audio)       # resume where the previous owner stopped, else live
-        self.owned[name] = OwnedSource(name=name, lease=lease, state=self.make_state(name), last_id=start)
+        sides = {keys.stream(name, kind): self.bus.last_id(keys.stream(name, kind)) for kind in self.side_kinds}
+        # the state last: the broker calls above may fail, and adopting is retried on the next scan
+        self.owned[name] = OwnedSource(name=name, state=self.make_state(name), last_id=start)
         self.reader.add(audio, start)
-        for kind in self.side_kinds:
-            self.reader.add(keys.stream(name, kind), "$")
+        for stream, last in sides.items():
+            self.reader.add(stream, last)
         SOURCE_UP.labels(name, self.role).set(1)
         log.info("source adopted", extra={"source": name, "role": self.role, "from": start})
 
     def _drop(self, name: str) -> None:
-        self.owned.pop(name, None)
+        src = self.owned.pop(name, None)
+        if src is not None:
+            self.on_drop(src)
         self.reader.remove(keys.stream(name, keys.StreamKind.AUDIO))
         for kind in self.side_kinds:
             self.reader.remove(keys.stream(name, kind))
         SOURCE_UP.labels(name, self.role).set(0)
+        LEASES_HELD.labels(self.role).set(len(self.owned))
 
     # -- the loop -------------------------------------------------------------------
     def setup(self) -> None:
@@ -155,78 +171,106 @@ class AudioStreamService(Service):
             return self.reader.read(count=200)
 
         entries = guarded(read, backoff=self._backoff, stop=stop, what=f"read audio ({self.role})")
-        out: dict[str, list] = {}
-        touched: set[str] = set()
-        now = time.time()
-        for stream, entry_id, fields in entries:
-            name = stream.split("{", 1)[1].split("}", 1)[0]
-            src = self.owned.get(name)
-            if src is None:
-                continue
-            kind = stream.rsplit(":", 1)[-1]
-            if kind == keys.StreamKind.AUDIO:
-                event = self.bus.decode(stream, entry_id, fields, AudioEntry)
-                src.last_id = entry_id
-                touched.add(name)
-                if event is not None:
-                    out.setdefault(name, []).extend(self._handle_audio(src, event, entry_id, now))
-            elif kind in self.side_kinds:
-                event = self.bus.decode(stream, entry_id, fields, self.side_kinds[kind])
-                if event is not None:
-                    out.setdefault(name, []).extend(self.on_side(src, kind, event, now))
-        if touched or out:
-            pipe = self.bus.redis.pipeline(transaction=False)
-            for name, events in out.items():
-                target = keys.stream(name, self.out_kind)
-                for ev in events:
-                    self.bus.publish(target, ev, maxlen=self.settings.maxlen_events, pipeline=pipe)
-            for name in touched:
-                if name in self.owned:
-                    self.bus.set_checkpoint(name, self.role, self.owned[name].last_id, pipeline=pipe)
-            try:
-                pipe.execute()
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, f"publish {self.out_kind}")
+        items, touched = self._decode(entries)
+        out = self.process(items, time.time())
+        self._publish(out, touched)
+        self._drop_lost()                 # leases lost while processing
         if self.exit_when_ended and self.owned and all(s.ended for s in self.owned.values()):
             return False
         return True
 
-    def _handle_audio(self, src: OwnedSource, event, entry_id: str, now: float) -> list:
+    def _decode(self, entries) -> tuple[dict[str, list[Item]], set[str]]:
+        """The owned sources' entries, decoded, per source in order; and the sources whose audio moved."""
+        items: dict[str, list[Item]] = {}
+        touched: set[str] = set()
+        for stream, entry_id, fields in entries:
+            name = stream.split("{", 1)[1].split("}", 1)[0]
+            src = self.owned.get(name)
+            kind = stream.rsplit(":", 1)[-1]
+            if src is None or (kind != keys.StreamKind.AUDIO and kind not in self.side_kinds):
+                continue
+            if kind == keys.StreamKind.AUDIO:
+                event = self.bus.decode(stream, entry_id, fields, AudioEntry)
+                src.last_id = entry_id
+                touched.add(name)
+            else:
+                event = self.bus.decode(stream, entry_id, fields, self.side_kinds[kind])
+            if event is not None:
+                items.setdefault(name, []).append((kind, event, entry_id))
+        return items, touched
+
+    def process(self, items: dict[str, list[Item]], now: float) -> dict[str, list]:
+        """Feed each source's entries to the hooks, in order; returns the output events per source."""
+        out: dict[str, list] = {}
+        for name, queue in items.items():
+            src, res = self.owned[name], out.setdefault(name, [])
+            for kind, event, entry_id in queue:
+                self.keep_leases()
+                if kind != keys.StreamKind.AUDIO:
+                    res.extend(self.on_side(src, kind, event, now))
+                    continue
+                samples = self.admit(src, event, entry_id, now, res)
+                if samples is not None:
+                    res.extend(self.on_audio(src, samples, event, now))
+        return out
+
+    def admit(self, src: OwnedSource, event, entry_id: str, now: float, out: list) -> np.ndarray | None:
+        """Bookkeeping of one audio-stream entry: the samples to feed the state, a gap before them
+        filled with silence (None for nothing to feed). An end of stream's output goes to ``out``."""
         if isinstance(event, StreamEnd):
             src.ended = True
-            return self.on_end(src, event, now)
+            out.extend(self.on_end(src, event, now))
+            return None
         src.ended = False
         if event.sr != self.settings.sr:
             # producers publish at the configured rate; another rate is a misconfigured producer
             self.bus.dead_letter(keys.stream(src.name, keys.StreamKind.AUDIO), entry_id, {},
                                  "unsupported_rate", detail=f"sr={event.sr}, expected {self.settings.sr}")
-            return []
-        out: list = []
+            return None
         if src.expected is None:
             # a stream joined mid-song: the state's time 0 is this frame's stream time
             src.expected = event.sample_index
             src.origin = event.sample_index / event.sr
         gap = event.sample_index - src.expected
         if gap < 0:                                 # duplicate or replayed frame: already processed
-            return []
+            return None
+        samples = pcm_to_float(event)
         if gap > 0:
             FRAMES_DROPPED.labels("gap").inc(max(1, gap // max(1, event.n_samples)))
             if gap > MAX_GAP_S * event.sr:
                 self.on_reset(src)
                 src.origin = event.sample_index / event.sr
             else:
-                out.extend(self.on_audio(src, np.zeros(gap, dtype=np.float32), event, now))
+                samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         src.expected = event.sample_index + event.n_samples
         src.t0_wall = event.wall_ns / 1e9 - event.sample_index / event.sr
         BUS_LAG.labels("audio").set(max(0.0, now - (event.wall_ns / 1e9 + event.n_samples / event.sr)))
-        out.extend(self.on_audio(src, pcm_to_float(event), event, now))
-        return out
+        return samples
+
+    def _publish(self, out: dict[str, list], touched: set[str]) -> None:
+        """Publish the output and checkpoint the audio read, in one round trip."""
+        # a source whose lease was lost while processing is left to its new owner, who redoes
+        # this work from the checkpoint
+        out = {name: events for name, events in out.items() if self.leases.owns(name)}
+        touched = {name for name in touched if self.leases.owns(name) and name in self.owned}
+        if not (touched or any(out.values())):
+            return
+        pipe = self.bus.redis.pipeline(transaction=False)
+        for name, events in out.items():
+            target = keys.stream(name, self.out_kind)
+            for ev in events:
+                self.bus.publish(target, ev, maxlen=self.settings.maxlen_events, pipeline=pipe)
+        for name in touched:
+            self.bus.set_checkpoint(name, self.role, self.owned[name].last_id, pipeline=pipe)
+        try:
+            pipe.execute()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, f"publish {self.out_kind}")
 
     def drain(self) -> None:
-        for name, src in list(self.owned.items()):
-            try:
-                src.lease.release()
-            except BROKER_ERRORS:
-                pass
+        try:
+            self.leases.release_all()
+        except BROKER_ERRORS:
+            pass                      # they lapse after the TTL
+        for name in list(self.owned):
             self._drop(name)
-        LEASES_HELD.labels(self.role).set(0)

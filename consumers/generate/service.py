@@ -7,8 +7,9 @@
     bb:{src}:intensity ─┘                                              (one job in flight per source)
 
 - Events are *state*, read fan-out from ``$``: a restart must not replay old choruses.
-- Each source's policy is owned by one instance at a time (a :class:`~beatbus.bus.Lease`,
-  role ``generate``), so N instances queue each trigger once.
+- Each source's policy is owned by one instance at a time (:class:`~beatbus.leases.SourceLeases`,
+  role ``generate``, sources shared fairly between instances), so N instances queue each
+  trigger once.
 - At most one stream-triggered job per source is queued or running: the in-flight lease
   (:meth:`~.jobqueue.GenerationQueue.claim_source`) is held by the job id and freed when the
   job ends; a trigger that finds it held is skipped and counted
@@ -21,11 +22,11 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 
 from beatbus import keys
-from beatbus.bus import Backoff, Bus, Lease, Reader, guarded
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded
 from beatbus.config import Settings
+from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.runtime import Service
 from producers.publisher import instance_id
@@ -64,40 +65,32 @@ class GenerationService(Service):
                  queue: GenerationQueue | None = None, store: Store | None = None):
         super().__init__()
         self.bus, self.settings, self.config = bus, settings, config
-        self.fixed = [keys.check_source(s) for s in sources] if sources else None
         self.store = store or Store(config.state_path)
         self.queue = queue or GenerationQueue(bus.redis, config, store=self.store)
         self.policy = GenerationPolicy(mode=config.policy, labels=config.section_labels, every_bars=config.every_bars)
         self.owner = f"{instance_id(ROLE)}:{next(_instances)}"
-        self.leases: dict[str, Lease] = {}
+        self.leases = SourceLeases(bus, ROLE, self.owner, ttl=settings.lease_ttl, heartbeat=settings.heartbeat,
+                                   fixed=sources)
         self.reader = Reader(bus, [], block_ms=settings.block_ms)
         self.queued: list[tuple[str, str]] = []          # (source, job id), for tests and logs
-        self._next_scan = 0.0
         self._backoff = Backoff()
 
     # -- sources and ownership ------------------------------------------------------
-    def _candidates(self) -> list[str]:
-        if self.fixed is not None:
-            return self.fixed
-        return self.bus.sources(max_age=max(3 * self.settings.heartbeat, self.settings.lease_ttl))
-
     def _manage(self) -> None:
-        now = time.monotonic()
-        if now < self._next_scan:
+        """Scan the leases when due; follow every live source (owned or not: a takeover finds the
+        policy's state current)."""
+        if not self.leases.due():
             return
-        self._next_scan = now + min(self.settings.heartbeat, self.settings.lease_ttl / 3)
-        for name in self._candidates():
-            if name not in self.leases:
-                for kind in _KINDS:
+        self.leases.scan()
+        for name in self.leases.live:
+            for kind in _KINDS:
+                if keys.stream(name, kind) not in self.reader.ids:
                     self.reader.add(keys.stream(name, kind))
-                self.leases[name] = Lease(self.bus, keys.lease(name, ROLE), self.owner,
-                                          self.settings.lease_ttl)
-        for lease in self.leases.values():
-            if not lease.renew():
-                lease.acquire()
 
     def owns(self, source: str) -> bool:
-        lease = self.leases.get(source)
+        """Whether this instance holds the source's lease, asked of the broker (another may have
+        taken it since the last renewal)."""
+        lease = self.leases.held.get(source)
         return lease is not None and lease.holder() == self.owner
 
     # -- the loop ---------------------------------------------------------------------
@@ -127,6 +120,12 @@ class GenerationService(Service):
             guarded(lambda t=trigger: self.fire(t), backoff=self._backoff, stop=stop, what="queue generation",
                     default=None)
         return True
+
+    def drain(self) -> None:
+        try:
+            self.leases.release_all()
+        except BROKER_ERRORS:
+            pass                      # they lapse after the TTL
 
     def fire(self, trigger: Trigger) -> str | None:
         """Queue a job for ``trigger`` unless another instance owns the source or a job is in flight."""
