@@ -370,8 +370,11 @@ class BeatNetActivation:
             share = self._cue(mixed, act[:, 1] / np.maximum(total, 1e-9), level)
             act = np.stack([mixed * (1.0 - share), mixed * share], axis=1)
         # the onset activity the tracker's confidence scales with counts only music-like
-        # (coherent across bands) flux: stationary noise gets no confidence
-        onset = onset * self._coherence(flux)
+        # (coherent across bands) flux: stationary noise gets no confidence, and frames of noise
+        # leave the periodicity history empty, so music after noise is trusted again sooner
+        music = self._coherence(flux)
+        onset = onset * music
+        periodic = np.where(music > 0, periodic, 0.0)
         return act, gate, onset, periodic
 
     @staticmethod
