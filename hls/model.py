@@ -17,6 +17,7 @@ Softmax is applied on the host (3 values): the logits are what the FPGA kernel o
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,10 @@ from .compat import import_qkeras
 __all__ = ["DEFAULT_WEIGHTS", "QUANT", "build_sequence_model", "build_frame_model", "from_torch", "distill",
            "save_qmodel", "load_qmodel", "softmax"]
 
-DEFAULT_WEIGHTS = Path(__file__).with_name("data") / "qsmall"
+SHIPPED_WEIGHTS = Path(__file__).with_name("data") / "qsmall"
+# ``$BEATBUS_HLS_WEIGHTS`` (read at import) replaces the shipped prefix everywhere it is the default,
+# e.g. to evaluate a candidate: ``BEATBUS_HLS_WEIGHTS=/tmp/cand/qsmall beatbus eval beats DIR --backend hls``
+DEFAULT_WEIGHTS = Path(os.environ.get("BEATBUS_HLS_WEIGHTS") or SHIPPED_WEIGHTS)
 # weights and biases: 10-bit fixed point, range +-2 (the trained float weights stay within +-1.5)
 QUANT = "quantized_bits(10,1,alpha=1)"
 

@@ -13,6 +13,7 @@ numpy (a torch call per 20 ms frame costs more than the arithmetic).
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "shared_small", "small_activations"]
 
 DEFAULT_CHECKPOINT = Path(__file__).with_name("data") / "small.pt"
+# a checkpoint to use instead of the shipped one when none is given (e.g. to evaluate a candidate
+# with ``BEATBUS_SMALL_CHECKPOINT=cand.pt beatbus eval beats DIR --backend small``)
+CHECKPOINT_ENV = "BEATBUS_SMALL_CHECKPOINT"
 
 
 class SmallNet(nn.Module):
@@ -146,14 +150,17 @@ class NumpySmall:
 
 
 def load_small(path: str | Path | None = None, *, device: str = "cpu") -> SmallNet:
-    """Load a :class:`SmallNet` checkpoint (default: the one shipped in ``processors/beat/data``).
+    """Load a :class:`SmallNet` checkpoint (default: ``$BEATBUS_SMALL_CHECKPOINT``, else the one
+    shipped in ``processors/beat/data``).
 
     Raises
     ------
     FileNotFoundError
         When the checkpoint does not exist (train one with ``beatbus train beat-small``).
     """
-    p = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if path is None:
+        path = os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
+    p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no small-model checkpoint at {str(p)!r}: run 'beatbus train beat-small --out {p}'")
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
@@ -177,7 +184,7 @@ class SmallActivation(BeatNetActivation):
     Parameters
     ----------
     checkpoint : path or None
-        Model file; None = the shipped ``processors/beat/data/small.pt``.
+        Model file; None = ``$BEATBUS_SMALL_CHECKPOINT``, else the shipped ``processors/beat/data/small.pt``.
     device : {"cpu", "cuda"}
     silence_db : float
     net : SmallNet or None

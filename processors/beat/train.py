@@ -7,7 +7,13 @@ exact ``.beats`` annotations). Targets per 20 ms frame are a mix of
   two neighbouring frames (annotation jitter, as madmom's target widening), and
 * distillation: BeatNet model 1's probabilities on the same audio (``distill`` share),
 
-and the loss is the cross-entropy against that soft target. Everything is seeded
+and the loss is the cross-entropy against that soft target.
+
+Real recordings are not clean FluidSynth renders: each training song also gets ``augment``
+degraded copies (:func:`augment_audio`: speed change, random EQ / tilt, band limits like lossy
+codecs or small speakers, a synthetic room (exponentially decaying noise impulse response),
+compression / clipping, additive noise at a random SNR, random gain, and sometimes a noise-only or
+silent lead-in labelled non-beat). The teacher sees the degraded audio too. Everything is seeded
 (``torch.manual_seed``, a numpy ``Generator``, deterministic song rendering), so
 ``beatbus train beat-small --seed S`` reproduces a checkpoint on the same machine.
 No file of ``shared/data/beats`` is used: those are kept for evaluation.
@@ -26,10 +32,13 @@ from .small import DEFAULT_CHECKPOINT, SmallNet
 
 import torch
 
-__all__ = ["frame_targets", "song_arrays", "build_dataset", "train_small", "DEFAULT_DISTILL"]
+__all__ = ["frame_targets", "augment_audio", "song_arrays", "build_dataset", "train_small", "DEFAULT_DISTILL",
+           "DEFAULT_AUGMENT"]
 
 FPS = SR / HOP_LENGTH
-DEFAULT_DISTILL = 0.3
+DEFAULT_DISTILL = 0.5
+DEFAULT_AUGMENT = 3
+AUG_VERSION = 1  # bump when augment_audio changes (cached arrays are keyed by it)
 
 
 def frame_targets(times: np.ndarray, beat_in_bar: np.ndarray | None, n_frames: int) -> np.ndarray:
@@ -48,11 +57,91 @@ def frame_targets(times: np.ndarray, beat_in_bar: np.ndarray | None, n_frames: i
     return np.concatenate([y, 1.0 - y.sum(axis=1, keepdims=True)], axis=1)
 
 
-def song_arrays(audio: Path, *, teacher=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Features ``(n, 272)``, label targets ``(n, 3)`` and teacher probabilities ``(n, 3)`` (or None)."""
+def _coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit-RMS noise with a random spectral slope (white .. brown) and a random slow envelope."""
+    from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
+
+    nf = next_fast_len(n, real=True)
+    spec = rfft(rng.standard_normal(nf))
+    f = np.maximum(rfftfreq(nf, 1.0 / SR), 20.0)
+    spec *= (f / 1000.0) ** (-float(rng.uniform(0.0, 1.0)))  # 0: white, 0.5: pink, 1: brown
+    x = irfft(spec, nf)[:n]
+    if rng.random() < 0.5:  # crowd / traffic-like slow fluctuation
+        k = max(n // SR, 2)
+        x *= np.interp(np.arange(n), np.linspace(0, n, k), np.exp(rng.normal(0.0, 0.5, k)))
+    return x / (np.sqrt(np.mean(x**2)) + 1e-12)
+
+
+def augment_audio(y: np.ndarray, times: np.ndarray, bar: np.ndarray | None, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A degraded copy of ``y`` (22050 Hz mono) and its moved beat annotations.
+
+    Random (each step with its own probability): speed change 0.92-1.08 (tempo and pitch, by
+    resampling), EQ (tilt of +-4 dB/octave around 1 kHz and up to three +-10 dB bumps), high-pass
+    (small speakers) and low-pass 3-11 kHz (lossy codecs), room reverb (noise impulse response
+    decaying to -60 dB in 0.2-2 s, 10-70 % wet), compression / soft clipping, coloured noise at
+    0-35 dB SNR, a noise-only or silent lead-in of 1-5 s (non-beat), and a random level.
+    """
+    import soxr
+    from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
+    from scipy.signal import oaconvolve
+
+    y = np.asarray(y, dtype=np.float64)
+    times = np.asarray(times, dtype=np.float64)
+    if rng.random() < 0.5:  # speed (tempo and pitch together)
+        speed = float(rng.uniform(0.92, 1.08))
+        y = soxr.resample(y, SR * speed, SR, quality="MQ")
+        times = times / speed
+    n = len(y)
+    nf = next_fast_len(n, real=True)  # an FFT of a prime length is slow
+    spec = rfft(y, nf)
+    f = np.maximum(rfftfreq(nf, 1.0 / SR), 1.0)
+    lf = np.log2(f / 1000.0)
+    gain_db = rng.uniform(-4.0, 4.0) * np.clip(lf, -5, 4) if rng.random() < 0.7 else np.zeros_like(f)
+    for _ in range(int(rng.integers(0, 4))):  # peaks / notches
+        gain_db = gain_db + rng.uniform(-10.0, 10.0) * np.exp(-0.5 * ((lf - rng.uniform(-3.5, 3.3)) / rng.uniform(0.2, 1.0)) ** 2)
+    gain = 10.0 ** (gain_db / 20.0)
+    if rng.random() < 0.3:  # high-pass (phone / laptop speakers)
+        fc = rng.uniform(80.0, 400.0)
+        gain = gain / np.sqrt(1.0 + (fc / f) ** 4)
+    if rng.random() < 0.5:  # low-pass (codecs, band-limited sources)
+        fc = rng.uniform(3000.0, 11000.0)
+        gain = gain / np.sqrt(1.0 + (f / fc) ** 16)
+    y = irfft(spec * gain, nf)[:n]
+    if rng.random() < 0.5:  # room: exponentially decaying noise impulse response
+        rt60 = rng.uniform(0.2, 2.0)
+        t = np.arange(int(rt60 * SR)) / SR
+        ir = rng.standard_normal(len(t)) * np.exp(-6.91 * t / rt60)
+        ir[: int(rng.uniform(0.0, 0.02) * SR)] = 0.0  # pre-delay
+        wet = oaconvolve(y, ir)[:n]
+        wet *= np.sqrt(np.mean(y**2) / (np.mean(wet**2) + 1e-12))
+        mix = rng.uniform(0.1, 0.7)
+        y = (1.0 - mix) * y + mix * wet
+    y = y / (np.max(np.abs(y)) + 1e-9)
+    if rng.random() < 0.4:  # compression / limiting / soft clipping
+        drive = rng.uniform(1.5, 8.0)
+        y = np.tanh(drive * y) / np.tanh(drive)
+    if rng.random() < 0.6:  # additive noise
+        snr = rng.uniform(0.0, 35.0)
+        y = y + np.sqrt(np.mean(y**2)) * 10.0 ** (-snr / 20.0) * _coloured_noise(rng, n)
+    if rng.random() < 0.3:  # noise-only or silent lead-in, labelled non-beat
+        lead = int(rng.uniform(1.0, 5.0) * SR)
+        pad = np.zeros(lead) if rng.random() < 0.3 else _coloured_noise(rng, lead) * np.sqrt(np.mean(y**2)) * rng.uniform(0.03, 0.5)
+        y = np.concatenate([pad, y])
+        times = times + lead / SR
+    y = y / (np.max(np.abs(y)) + 1e-9) * 10.0 ** (rng.uniform(-30.0, -0.5) / 20.0)
+    return y.astype(np.float32), times, bar
+
+
+def song_arrays(audio: Path, *, teacher=None, aug_rng: np.random.Generator | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Features ``(n, 272)``, label targets ``(n, 3)`` and teacher probabilities ``(n, 3)`` (or None);
+    with ``aug_rng``, of a copy degraded by :func:`augment_audio`."""
     y = load_audio(audio, sr=SR)
-    feats = beatnet_features(y).astype(np.float32)
     times, bar = load_annotations(audio.with_suffix(".beats"))
+    if aug_rng is not None:
+        y, times, bar = augment_audio(y, times, bar, aug_rng)
+    feats = beatnet_features(y).astype(np.float32)
     labels = frame_targets(times, bar, feats.shape[0]).astype(np.float32)
     soft = None
     if teacher is not None:
@@ -62,11 +151,16 @@ def song_arrays(audio: Path, *, teacher=None) -> tuple[np.ndarray, np.ndarray, n
 
 
 def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DEFAULT_DISTILL,
-                  duration_range: tuple[float, float] = (25.0, 45.0), log=print) -> list[tuple[np.ndarray, np.ndarray]]:
+                  duration_range: tuple[float, float] = (25.0, 45.0), augment: int = DEFAULT_AUGMENT,
+                  val_songs: int = 4, log=print) -> list[tuple[np.ndarray, np.ndarray]]:
     """Render (or reuse) ``count`` synthetic songs in ``songs_dir`` and return ``(feats, target)`` pairs.
 
     Songs already rendered with the same name (``synth_<seed>_<i>``) are reused; arrays are cached
-    next to them as ``.npz`` (keyed by the distillation share).
+    next to them as ``.npz`` (augmented copies as ``.aug<AUG_VERSION>_<k>.small.npz``).
+
+    The list holds, song by song, each of the first ``count - val_songs`` songs followed by its
+    ``augment`` degraded copies (:func:`augment_audio`, seeded by ``(seed, song, copy)``), then the
+    last ``val_songs`` songs (clean, one entry each): ``data[-val_songs:]`` is the dev set.
     """
     from producers.synth import render_songs
 
@@ -80,17 +174,24 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
         from .bda import BDA
 
         teacher = BDA.from_beatnet(1)
+    items = []  # (song, copy): copy 0 is the clean song
+    for i in range(count):
+        items += [(i, k) for k in range(1 + (augment if i < count - val_songs else 0))]
     data = []
-    for p in want:
-        cache = p.with_suffix(".small.npz")
+    for i, k in items:
+        p = want[i]
+        cache = p.with_suffix(".small.npz" if k == 0 else f".aug{AUG_VERSION}_{k}.small.npz")
+        aug_rng = None if k == 0 else np.random.default_rng([seed, i, k, AUG_VERSION])
         if cache.is_file():
             z = np.load(cache)
             feats, labels, soft = z["feats"], z["labels"], (z["soft"] if "soft" in z else None)
         else:
-            feats, labels, soft = song_arrays(p, teacher=teacher)
+            feats, labels, soft = song_arrays(p, teacher=teacher, aug_rng=aug_rng)
             np.savez(cache, feats=feats, labels=labels, **({"soft": soft} if soft is not None else {}))
         if distill > 0 and soft is None:
-            feats, labels, soft = song_arrays(p, teacher=teacher)
+            aug_rng = None if k == 0 else np.random.default_rng([seed, i, k, AUG_VERSION])
+            feats, labels, soft = song_arrays(p, teacher=teacher, aug_rng=aug_rng)
+            np.savez(cache, feats=feats, labels=labels, soft=soft)
         target = labels if distill <= 0 else (1.0 - distill) * labels + distill * soft
         data.append((feats, target.astype(np.float32)))
     log(f"dataset: {len(data)} songs, {sum(f.shape[0] for f, _ in data)} frames")
@@ -99,9 +200,9 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
 
 def train_small(
     *,
-    songs: int = 60,
-    seed: int = 0,
-    epochs: int = 30,
+    songs: int = 90,
+    seed: int = 7,
+    epochs: int = 40,
     out: str | Path = DEFAULT_CHECKPOINT,
     songs_dir: str | Path | None = None,
     distill: float = DEFAULT_DISTILL,
@@ -112,6 +213,7 @@ def train_small(
     hidden: int = 32,
     val_songs: int = 4,
     duration_range: tuple[float, float] = (25.0, 45.0),
+    augment: int = DEFAULT_AUGMENT,
     log=print,
 ) -> dict:
     """Train :class:`SmallNet` and save a checkpoint.
@@ -132,6 +234,9 @@ def train_small(
         Share of BeatNet model 1's probabilities in the target (0 = labels only).
     duration_range : (float, float)
         Song lengths in s (songs already in ``songs_dir`` are reused as they are).
+    augment : int
+        Degraded copies per training song (:func:`augment_audio`); an epoch still draws 4 crops
+        per song, spread over its copies (``ceil(4 / (1 + augment))`` per copy).
 
     Returns
     -------
@@ -141,10 +246,23 @@ def train_small(
     if songs <= val_songs:
         raise ValueError(f"songs={songs} must exceed val_songs={val_songs}")
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matmuls: extra threads only spin on a loaded machine (and vary the sums)
+    try:
+        return _train_small(t0, songs=songs, seed=seed, epochs=epochs, out=out, songs_dir=songs_dir, distill=distill,
+                            seq_len=seq_len, batch=batch, lr=lr, proj=proj, hidden=hidden, val_songs=val_songs,
+                            duration_range=duration_range, augment=augment, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_small(t0, *, songs, seed, epochs, out, songs_dir, distill, seq_len, batch, lr, proj, hidden, val_songs,
+                 duration_range, augment, log) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     songs_dir = Path(songs_dir) if songs_dir is not None else Path.home() / ".cache" / "beatbus" / "synth"
-    data = build_dataset(songs_dir, count=songs, seed=seed, distill=distill, duration_range=duration_range, log=log)
+    data = build_dataset(songs_dir, count=songs, seed=seed, distill=distill, duration_range=duration_range,
+                         augment=augment, val_songs=val_songs, log=log)
     train, val = data[:-val_songs], data[-val_songs:]
     net = SmallNet(proj=proj, hidden=hidden)
     allf = np.concatenate([f for f, _ in train])
@@ -160,7 +278,7 @@ def train_small(
     train_loss = float("nan")
     for ep in range(epochs):
         net.train()
-        order = rng.permutation(np.repeat(np.arange(len(train)), 4))
+        order = rng.permutation(np.repeat(np.arange(len(train)), -(-4 // (1 + augment))))
         losses = []
         for i in range(0, len(order), batch):
             xs, ts = [], []
@@ -190,7 +308,8 @@ def train_small(
         val_loss = float(np.mean([float(loss_of(torch.from_numpy(f)[None], torch.from_numpy(t)[None])) for f, t in val]))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"songs": songs, "seed": seed, "epochs": epochs, "distill": distill, "val_loss": val_loss}
+    meta = {"songs": songs, "seed": seed, "epochs": epochs, "distill": distill, "augment": augment,
+            "hidden": hidden, "val_loss": val_loss}
     torch.save({"config": net.config, "state_dict": net.state_dict(), "meta": meta}, out)
     log(f"val loss {val_loss:.4f}; wrote {out}")
     return {"out": str(out), "train_loss": train_loss, "val_loss": val_loss, "seconds": time.perf_counter() - t0}
