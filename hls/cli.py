@@ -16,7 +16,7 @@ _SONGS_DIR = Path.home() / ".cache" / "beatbus" / "synth"
 
 
 def _data_opts(p: argparse.ArgumentParser, *, epochs: int) -> None:
-    p.add_argument("--songs", type=int, default=90, help="synthetic songs (the last 4 are the dev set) (default 90)")
+    p.add_argument("--songs", type=int, default=60, help="synthetic songs (the last 4 are the dev set) (default 60)")
     p.add_argument("--seed", type=int, default=7, help="seeds songs, crops and weights (default 7)")
     p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
     p.add_argument("--songs-dir", type=Path, default=_SONGS_DIR, help=f"render / reuse songs here (default {_SONGS_DIR})")
@@ -87,10 +87,10 @@ def register(commands: dict) -> None:
     p = train.add_parser("beat-small", help="train the small beat activation model on synthetic songs")
     _data_opts(p, epochs=40)
     p.add_argument("--out", type=Path, default=_SMALL_CKPT, help="checkpoint (default: the shipped processors/beat/data/small.pt)")
-    p.add_argument("--distill", type=float, default=0.5, help="share of BeatNet model 1 in the targets (default 0.5)")
-    p.add_argument("--augment", type=int, default=3,
-                   help="degraded copies (EQ, reverb, noise, codecs, ...) per training song (default 3; "
-                        "'hls train' uses the same copies: processors.beat.train.DEFAULT_AUGMENT)")
+    p.add_argument("--distill", type=float, default=0.3, help="share of BeatNet model 1 in the targets (default 0.3)")
+    p.add_argument("--augment", type=int, default=0,
+                   help="degraded copies (EQ, reverb, noise, codecs, ...) per training song (default 0; "
+                        "'hls train' uses processors.beat.train.DEFAULT_AUGMENT copies)")
     p.set_defaults(func=cmd_train_small)
 
     from .model import DEFAULT_WEIGHTS

@@ -109,3 +109,24 @@ def test_batched_streams_match_one_at_a_time() -> None:
         single = SmallActivation(net=net)
         np.testing.assert_allclose(got, SmallActivation._infer_many([single], [f])[0], atol=1e-12)
     assert acts[0].batch_key == acts[1].batch_key
+
+
+def test_augmented_copies_are_seeded_and_keep_the_beats_on_the_onsets() -> None:
+    from processors.beat.train import augment_audio
+
+    sr, bpm = 22050, 120
+    clicks = ClickSource(bpm, sr=sr, hop=441, realtime=False, duration=8.0)
+    y = np.concatenate([c.samples for c in clicks])
+    times = np.arange(0.0, 8.0, 60.0 / bpm)
+    for seed in range(6):
+        a, t, _ = augment_audio(y, times, None, np.random.default_rng(seed))
+        b, _, _ = augment_audio(y, times, None, np.random.default_rng(seed))
+        assert np.array_equal(a, b) and np.isfinite(a).all() and np.abs(a).max() <= 1.0
+        # the moved annotations still sit on the (possibly sped-up, delayed) clicks: the signal
+        # right after each annotated beat is louder than just before it
+        env = np.abs(a)
+        k = (t * sr).astype(int)
+        k = k[(k > 2000) & (k + 2000 < a.size)]
+        after = np.array([env[i : i + 441].max() for i in k])
+        before = np.array([env[i - 1500 : i - 300].max() for i in k])
+        assert np.median(after / np.maximum(before, 1e-9)) > 1.5, f"seed {seed}"
