@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_deliveries: Annotated[int, M(ge=1, le=100)] = 5
     claim_idle_ms: Annotated[int, M(ge=100)] = 30000
     buffer_seconds: Annotated[float, M(ge=0, le=600)] = 10.0
-    backend: Literal["dsp", "beatnet", "small", "hls"] = "dsp"
+    backend: Literal["dsp", "beatnet", "small", "hls"] = "beatnet"
     device: Literal["cpu", "cuda"] = "cpu"
 
 

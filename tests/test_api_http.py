@@ -88,7 +88,7 @@ def test_health(client):
     assert r.status_code == 200
     doc = r.json()
     assert doc["status"] == "ok" and doc["service"] == "beatbus" and doc["fpga_enabled"] is False
-    assert doc["backends"]["broker"] == "ok" and doc["backends"]["beat"] == "dsp"
+    assert doc["backends"]["broker"] == "ok" and doc["backends"]["beat"] == "beatnet"
     assert doc["backends"]["error_generator"] == "circuit closed"
 
 

@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``DIR [--backend NAME ...] [--json FILE] [--files GLOB]`` to a parser."""
     parser.add_argument("dir", help="folder with <name>.beats and audio files")
     parser.add_argument(
-        "--backend", action="append", choices=BeatProcessor.BACKENDS, help="backend to evaluate (repeatable; default dsp)"
+        "--backend", action="append", choices=BeatProcessor.BACKENDS, help="backend to evaluate (repeatable; default beatnet)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--files", metavar="GLOB", action="append", help="only files matching GLOB (repeatable)")
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beatbus eval beats", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    result = evaluate_dir(args.dir, args.backend or ["dsp"], files=args.files)
+    result = evaluate_dir(args.dir, args.backend or ["beatnet"], files=args.files)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
