@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 from . import keys
-from .bus import Bus, Lease
+from .bus import BROKER_ERRORS, Bus, Lease
 from .log import get_logger
 
 __all__ = ["SourceLeases"]
@@ -103,12 +103,16 @@ class SourceLeases:
             self._renew_all()
 
     def release_all(self) -> None:
-        """Give every lease up and leave the instance registry (on the way out)."""
-        for lease in self.held.values():
-            lease.release()
+        """Give every lease up and leave the instance registry (on the way out). Without a broker
+        nothing is lost: the leases lapse after the TTL and the registry entry ages out."""
+        try:
+            for lease in self.held.values():
+                lease.release()
+            if self.fixed is None:
+                self.bus.leave(self.role, self.owner)
+        except BROKER_ERRORS:
+            pass
         self.held.clear()
-        if self.fixed is None:
-            self.bus.leave(self.role, self.owner)
 
     # -- internals --------------------------------------------------------------------
     def _renew_all(self) -> None:

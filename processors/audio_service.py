@@ -268,9 +268,6 @@ class AudioStreamService(Service):
             note_reconnect(exc, f"publish {self.out_kind}")
 
     def drain(self) -> None:
-        try:
-            self.leases.release_all()
-        except BROKER_ERRORS:
-            pass                      # they lapse after the TTL
+        self.leases.release_all()
         for name in list(self.owned):
             self._drop(name)

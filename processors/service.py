@@ -86,7 +86,6 @@ class BeatService(AudioStreamService):
         self.batch = BeatBatch(make_processor)
         super().__init__(bus, settings=settings, sources=sources, exit_when_ended=exit_when_ended, owner=owner)
         self.name = "processor"
-        self.make_processor = make_processor
 
     # -- state hooks ------------------------------------------------------------------
     def make_state(self, source: str) -> BeatState:

@@ -59,14 +59,14 @@ class OnsetNormaliser:
         return out
 
 
-
 class FluxCoherence:
     """Causal cross-band coherence of the spectral flux: a music-vs-noise score in 0..1.
 
     Per frame, ``r = (sum_b d_b)^2 / sum_b d_b^2`` with ``d_b`` the flux of band ``b`` minus its
     running mean: about 1 when the bands fluctuate independently (stationary noise), up to the
-    number of bands when they rise together (an onset). After a 0.5 s warm-up of the mean, ``r`` is clipped at ``CLIP`` (so one loud
-    onset, e.g. the start of a sound, cannot dominate the window) and averaged over ``SECONDS``.
+    number of bands when they rise together (an onset). After a 0.5 s warm-up of the mean, ``r`` is
+    clipped at ``CLIP`` (so one loud onset, e.g. the start of a sound, cannot dominate the window)
+    and averaged over ``SECONDS``.
     Measured here: white and pink noise at any level 1.5-2.0 after the first second; real music
     3.2 or more (5th percentile of the softest excerpt of shared/data/beats). The score maps
     ``NOISE .. MUSIC`` to 0..1 and is amplitude-invariant: quiet noise is rejected like loud noise.
