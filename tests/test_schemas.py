@@ -110,3 +110,29 @@ def test_exported_json_schemas_match_code():
     assert set(docs) == {p.name for p in SCHEMA_DIR.glob("*.schema.json")}
     for name, data in docs.items():
         assert (SCHEMA_DIR / name).read_bytes() == data, f"{name} is stale: run `beatbus schemas export`"
+
+
+def _drop_class(docstring: str, field_doc: str) -> type:
+    """The same event, its docstrings indented the way a given author or formatter wrote them."""
+    import typing
+
+    cls = msgspec.defstruct("Drop", [("level", typing.Annotated[float, msgspec.Meta(description=field_doc)])])
+    cls.__doc__ = docstring
+    return cls
+
+
+def test_exported_schema_ignores_docstring_indentation():
+    # msgspec >= 0.23 cleans indentation itself, older releases kept it: the export must not care.
+    flush = _drop_class("A drop.\n\nLoudness rises sharply.", "Level in LUFS.\nAlways negative.")
+    indented = _drop_class("A drop.\n\n        Loudness rises sharply.\n        ",
+                           "Level in LUFS.\n            Always negative.")
+    assert schema_documents([flush]) == schema_documents([indented])
+
+
+def test_normalise_cleans_raw_descriptions_as_an_older_msgspec_leaves_them():
+    from schemas.export import normalise
+
+    raw = {"description": "Top.\n\n    Body line.\n    ", "properties": {
+        "x": {"description": "Field.\n        More."}, "items": [{"description": "  lead"}]}}
+    assert normalise(raw) == {"description": "Top.\n\nBody line.", "properties": {
+        "x": {"description": "Field.\nMore."}, "items": [{"description": "lead"}]}}
