@@ -1,7 +1,8 @@
 """beatbus's HTTP API, WebSocket event feed and live dashboard (FastAPI + uvicorn).
 
 ``api.app.create_app(bus, settings)`` builds the app; ``beatbus api`` serves it. Modules:
-:mod:`.app` (routes), :mod:`.models` (request/response bodies), :mod:`.song_plan` (the
+:mod:`.app` (routes), :mod:`.models` (request/response bodies), :mod:`.contract` (one error
+body everywhere, and the OpenAPI document that says so), :mod:`.song_plan` (the
 metadata heuristic and audio analysis), :mod:`.rhythm` (rhythm mode), :mod:`.sources`
 (live source state), :mod:`.control` (ControlEvent), :mod:`.hub` (stream -> WebSocket
 fan-out), :mod:`.deps` (the route guard: keys, scopes, rate limits), :mod:`.auth` (API keys, hashed),

@@ -17,7 +17,7 @@ GET      /api/sources                     read       every live source's state
 GET      /api/sources/{id}                read       one source's state
 POST     /api/sources/{id}/control        control    ControlEvent -> bb:{id}:control
 WS       /ws/{source}                     read       the source's events as JSON text
-GET      /api/led/devices                 read       LED web-preview devices in this process
+GET      /api/led/devices                 read       LED devices of every running LED consumer
 WS       /ws/led/{device}                 read       an LED device's frames (RGB bytes)
 GET      /metrics                         (open)     Prometheus
 GET      /                                (open)     the dashboard (api/static)
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -45,6 +46,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from beatbus import __version__, keys
 from beatbus.bus import BROKER_ERRORS, Bus
@@ -53,11 +56,14 @@ from beatbus.errors import BeatbusError
 from beatbus.log import get_logger
 from consumers.trigger import DeliveryThread, Outcome, PatternBook, Trigger, TriggerConfig, trigger_payload
 
+from .contract import JsonTooLarge, errors, field_errors, finish_openapi, invalid_json, too_large
 from .control import publish_control
 from .deps import Guard, WsDenied, require, ws_subprotocol
 from .hub import EventHub
-from .models import (BeatTriggerRequest, BeatTriggerResponse, ControlRequest, ControlResponse, ErrorBody, Health,
-                     RhythmModeRequest, RhythmModeStatus, SongMetadata, SongPlan, SourceList, SourceState)
+from .led_preview import LedPreviews
+from .models import (DEFAULT_TEMPO, BeatTriggerRequest, BeatTriggerResponse, ControlRequest, ControlResponse, Health,
+                     RhythmModeRequest, RhythmModeStarted, RhythmModeStatus, SongMetadata, SongPlan, SourceList,
+                     SourceState)
 from .rhythm import RHYTHM_SOURCE, RhythmMode, SourceNotLive
 from .song_plan import plan_from_audio, plan_from_metadata
 from .sources import known_source, live_sources, source_state
@@ -67,8 +73,7 @@ __all__ = ["create_app", "ApiLimits", "STATIC_DIR"]
 log = get_logger("api")
 STATIC_DIR = Path(__file__).with_name("static")
 SourcePath = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="source name")]
-_ERRORS = {400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody},
-           503: {"model": ErrorBody, "description": "broker or error generator unavailable / not configured"}}
+_ERRORS = errors(400, 503)           # 401/403/404/413/422/429 are added where they apply (api.contract)
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,9 @@ class ApiLimits:
     upload_seconds: float = 600.0
 
 
-def _field_errors(errors) -> str:
-    parts = []
-    for e in errors:
-        loc = ".".join(str(x) for x in e.get("loc", ()))
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg", "invalid")))
-    return "; ".join(parts) or "invalid request"
+class _App(FastAPI):
+    def build_middleware_stack(self):
+        return JsonTooLarge(super().build_middleware_stack())      # outside Starlette's body limit
 
 
 async def _deny(websocket: WebSocket, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -166,6 +168,7 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         state["hub"] = EventHub(bus, block_ms=settings.block_ms)
+        state["led"] = LedPreviews(bus)
         if trigger is not None and trigger.url:
             state["delivery"] = DeliveryThread(trigger, name="api-delivery").start()
             state["rhythm"] = RhythmMode(bus, settings=settings, config=trigger, delivery=state["delivery"],
@@ -178,9 +181,10 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
             if "delivery" in state:
                 await run_in_threadpool(state["delivery"].close, 1.0)
             await run_in_threadpool(state["hub"].close)
+            await run_in_threadpool(state["led"].close)
 
-    app = FastAPI(title="beatbus", version=__version__, lifespan=lifespan, max_body_size=limits.body_bytes,
-                  description="Real-time rhythm events: sources, triggers, rhythm mode, live dashboard.")
+    app = _App(title="beatbus", version=__version__, lifespan=lifespan, max_body_size=limits.body_bytes,
+               description="Real-time rhythm events: sources, triggers, rhythm mode, live dashboard.")
 
     app.state.guard = guard or Guard()
     if cors_origins:
@@ -196,7 +200,16 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
-        return JSONResponse({"detail": _field_errors(exc.errors())}, status_code=422)
+        return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        status, detail, cause = exc.status_code, exc.detail, exc.__cause__
+        if status == 413 and detail == "Content Too Large":     # Starlette's body limit
+            detail = too_large(request.scope.get(MAX_BODY_SIZE_SCOPE_KEY))
+        elif status == 400 and isinstance(cause, UnicodeDecodeError):     # FastAPI's JSON body parser
+            status, detail = 422, invalid_json("not UTF-8 text", cause.start)
+        return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
 
     @app.exception_handler(BeatbusError)
     async def _user_error(_request: Request, exc: BeatbusError):
@@ -210,13 +223,15 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     def _rhythm() -> RhythmMode:
         if "rhythm" not in state:
-            raise HTTPException(503, "no error generator configured: start the API with --trigger-url "
-                                     "or ERROR_GENERATOR_URL")
+            raise HTTPException(503, "no error generator configured: start the API with --error-generator-url "
+                                     "or BEATBUS_ERROR_GENERATOR_URL")
         return state["rhythm"]
 
     # -- health -------------------------------------------------------------------------
-    @app.get("/health", response_model=Health, tags=["health"])
-    def health() -> Health:
+    @app.get("/health", response_model=Health, tags=["health"],
+             responses={503: {"model": Health, "description": "unhealthy: the broker does not answer"}})
+    def health():
+        """``healthy`` while the broker answers, else 503 ``unhealthy`` (``backends`` says which part)."""
         backends = {"beat": settings.backend}
         try:
             bus.redis.ping()
@@ -227,12 +242,16 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
             backends["error_generator"] = f"circuit {state['delivery'].breaker.state.value}"
         else:
             backends["error_generator"] = "not configured"
-        return Health(status="ok" if backends["broker"] == "ok" else "degraded", service="beatbus",
-                      version=__version__, backends=backends, fpga_enabled=settings.backend == "hls")
+        healthy = backends["broker"] == "ok"
+        doc = Health(status="healthy" if healthy else "unhealthy", service="beatbus", version=__version__,
+                     backends=backends, fpga_enabled=settings.backend == "hls")
+        return doc if healthy else JSONResponse(doc.model_dump(), status_code=503)
 
     # -- song analysis ------------------------------------------------------------------
+    metadata_schema = SongMetadata.model_json_schema(ref_template="#/components/schemas/{model}")
+    extra_schemas = metadata_schema.pop("$defs", {})       # added to the document's components below
     analyze_body = {"required": True, "content": {
-        "application/json": {"schema": SongMetadata.model_json_schema()},
+        "application/json": {"schema": metadata_schema},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         "audio/wav": {"schema": {"type": "string", "format": "binary"}},
         "audio/flac": {"schema": {"type": "string", "format": "binary"}},
@@ -240,17 +259,22 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     @app.post("/api/analyze-song", response_model=SongPlan, tags=["rhythm"], dependencies=[require("read")],
               max_body_size=limits.upload_bytes, openapi_extra={"requestBody": analyze_body},
-              responses={**_ERRORS, 415: {"model": ErrorBody}})
+              responses={**_ERRORS, **errors(415)})
     async def analyze_song(request: Request) -> SongPlan:
-        """Plan a song: JSON metadata -> the heuristic; an audio body (``audio/*`` or
+        """Plan a song: JSON metadata (ours, or the original rhythm service's ``name``, ``artist``,
+        ``audio_features``) -> the heuristic; an audio body (``audio/*`` or
         ``application/octet-stream``) -> tracked tempo and meter."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body = await request.body()
         if ctype == "application/json":
             if len(body) > limits.body_bytes:
-                raise HTTPException(413, f"request body is larger than the limit of {limits.body_bytes} bytes")
+                raise HTTPException(413, too_large(limits.body_bytes))
             try:
-                meta = SongMetadata.model_validate_json(body or b"null")
+                meta = SongMetadata.model_validate(json.loads(body or b"null"))
+            except json.JSONDecodeError as exc:
+                raise HTTPException(422, invalid_json(exc.msg, exc.pos)) from None
+            except UnicodeDecodeError as exc:
+                raise HTTPException(422, invalid_json("not UTF-8 text", exc.start)) from None
             except ValidationError as exc:
                 raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
             return plan_from_metadata(meta, pattern_for=book.pattern_for)
@@ -301,17 +325,21 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
                 os.unlink(path)
 
     # -- rhythm mode and manual triggers --------------------------------------------------
-    @app.post("/api/start-rhythm-mode", response_model=RhythmModeStatus, tags=["rhythm"],
-              dependencies=[require("trigger")], responses={**_ERRORS, 409: {"model": ErrorBody}})
-    async def start_rhythm_mode(req: RhythmModeRequest) -> RhythmModeStatus:
-        """Fire triggers for ``duration`` s: from a live source's beats if one runs, else from a
-        tempo-driven schedule of ``song_data``."""
+    @app.post("/api/start-rhythm-mode", response_model=RhythmModeStarted, tags=["rhythm"],
+              dependencies=[require("trigger")], responses={**_ERRORS, **errors(409)})
+    async def start_rhythm_mode(req: RhythmModeRequest) -> RhythmModeStarted:
+        """Fire triggers for ``duration`` s (default 180): from a live source's beats if one runs, else
+        from a tempo-driven schedule of ``song_data`` (an analyze-song answer, ours or the original
+        service's, or ``{"name", "audio_features": {"tempo"}}``)."""
         mode = _rhythm()
         try:
-            return await run_in_threadpool(_broker, mode.start, req.song_data, duration=req.duration,
-                                           source=req.source)
+            status = await run_in_threadpool(_broker, mode.start, req.song_data, duration=req.duration,
+                                             source=req.source)
         except SourceNotLive as exc:
             raise HTTPException(409, str(exc)) from None
+        tempo = req.song_data.tempo
+        return RhythmModeStarted(**status.model_dump(), tempo=tempo, beat_interval=round(60.0 / tempo, 6),
+                                 duration=req.duration)
 
     @app.post("/api/stop-rhythm-mode", response_model=RhythmModeStatus, tags=["rhythm"],
               dependencies=[require("trigger")], responses=_ERRORS)
@@ -331,14 +359,16 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
         tempo = req.tempo
         if tempo is None and req.source:
             tempo = (await run_in_threadpool(_broker, source_state, bus, req.source, live=True)).bpm
-        tempo = tempo or 120.0
+        tempo = tempo or DEFAULT_TEMPO
         pattern = book.pattern_for(req.section)
         body = trigger_payload(error_type=pattern, beat=req.beat_num, section=req.section, tempo=tempo)
         key = f"api:{uuid.uuid4().hex}:0"
         result = await asyncio.wrap_future(state["delivery"].submit(Trigger(key=key, body=body, due=time.time())))
+        delivered = result.outcome is Outcome.DELIVERED
         out = BeatTriggerResponse(outcome=result.outcome.value, status=result.status, attempts=result.attempts,
-                                  idempotency_key=key, payload=orjson.loads(body))
-        if result.outcome is not Outcome.DELIVERED:
+                                  idempotency_key=key, payload=orjson.loads(body), success=delivered,
+                                  triggered=delivered, error_type=pattern, section=req.section, beat=req.beat_num)
+        if not delivered:
             return JSONResponse(out.model_dump(), status_code=502)
         return out
 
@@ -356,14 +386,14 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
         return SourceList(sources=[_broker(source_state, bus, n, live=n in live) for n in names])
 
     @app.get("/api/sources/{source}", response_model=SourceState, tags=["sources"], dependencies=[require("read")],
-             responses={404: {"model": ErrorBody}, **_ERRORS})
+             responses={**_ERRORS, **errors(404)})
     def get_source(source: SourcePath) -> SourceState:
         if not _broker(known_source, bus, source):
             raise HTTPException(404, f"source {source!r} is unknown (see GET /api/sources)")
         return _broker(source_state, bus, source, live=source in _broker(live_sources, bus, settings))
 
     @app.post("/api/sources/{source}/control", response_model=ControlResponse, tags=["sources"],
-              dependencies=[require("control")], responses={404: {"model": ErrorBody}, **_ERRORS})
+              dependencies=[require("control")], responses={**_ERRORS, **errors(404)})
     def control_source(source: SourcePath, req: ControlRequest) -> ControlResponse:
         """Publish a ControlEvent (fields left out are unchanged) on ``bb:{source}:control``."""
         if not _broker(known_source, bus, source):
@@ -388,24 +418,51 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
         finally:
             hub.unsubscribe(source, q)
 
-    # -- LED preview (the LED consumer's web output, when it runs in this process) -----------
+    # -- LED preview: devices of any LED consumer, relayed from the broker (api.led_preview), ---
+    # -- and the web:// outputs of an LED consumer running in this process --------------------
     def _led_hub():
         # Only if the LED consumer is loaded here (e.g. `beatbus run`): importing it costs ~1 s.
         web = sys.modules.get("consumers.led.outputs.web")
         return web.HUB if web is not None else None
 
-    @app.get("/api/led/devices", tags=["led"], dependencies=[require("read")])
+    @app.get("/api/led/devices", tags=["led"], dependencies=[require("read")], responses=errors(503))
     def led_devices() -> dict[str, list[str]]:
-        """LED devices with a web preview in this process (``web://NAME`` outputs)."""
+        """LED devices of every running LED consumer (any process on this broker), and this process's
+        ``web://NAME`` outputs; ``WS /ws/led/{device}`` streams their frames."""
         hub = _led_hub()
-        return {"devices": hub.names() if hub else []}
+        names = set(_broker(state["led"].devices)) | set(hub.names() if hub else [])
+        return {"devices": sorted(names)}
+
+    async def _relayed_led_preview(websocket: WebSocket, device: str) -> None:
+        previews: LedPreviews = state["led"]
+        try:
+            info = await run_in_threadpool(previews.info, device)
+        except BROKER_ERRORS as exc:
+            return await _deny(websocket, 503, f"broker unavailable: {type(exc).__name__}")
+        if info is None:
+            return await _deny(websocket, 404, f"no LED preview device {device[:64]!r} (see GET /api/led/devices)")
+        await websocket.accept(subprotocol=ws_subprotocol(websocket))
+        await websocket.send_text(orjson.dumps({"type": "hello", "device": device, "format": "rgb8",
+                                                **info}).decode())
+        q = previews.subscribe(device)
+
+        async def next_frame() -> bytes:
+            frame = await q.get()
+            if frame is None:                 # the device's consumer stopped
+                raise StopAsyncIteration
+            return frame
+
+        try:
+            await _pump(websocket, next_frame)
+        finally:
+            previews.unsubscribe(device, q)
 
     @app.websocket("/ws/led/{device}", dependencies=[require("read")])
     async def led_preview(websocket: WebSocket, device: str) -> None:
         """A text ``hello`` (device, pixels, fps, format rgb8), then one binary RGB frame per message."""
         hub = _led_hub()
         if hub is None or device not in hub.names():
-            return await _deny(websocket, 404, f"no LED preview device {device[:64]!r} in this process")
+            return await _relayed_led_preview(websocket, device)
         await websocket.accept(subprotocol=ws_subprotocol(websocket))
         await websocket.send_text(orjson.dumps({"type": "hello", "device": device, "format": "rgb8",
                                                 **hub.meta.get(device, {})}).decode())
@@ -413,25 +470,25 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
         try:
             await _pump(websocket, frames.__anext__)
         finally:
-            await frames.aclose()
+            with contextlib.suppress(RuntimeError):     # still running: the cancelled read ends it
+                await frames.aclose()
 
     for router in routers:
         app.include_router(router)
 
     default_openapi = app.openapi
 
+    documents: dict[bool, dict] = {}
+
     def openapi() -> dict:
-        """The generated document plus the bearer scheme on every guarded route (for /docs' Authorize)."""
-        if app.openapi_schema is None:
+        """The generated document, completed by :func:`api.contract.finish_openapi` (errors on every
+        route; the bearer scheme while API keys exist, which can change while the API runs)."""
+        keyed = app.state.guard.has_keys()
+        if keyed not in documents:
             doc = default_openapi()
-            doc.setdefault("components", {})["securitySchemes"] = {"apiKey": {
-                "type": "http", "scheme": "bearer",
-                "description": "An API key from `beatbus api keys create` (not needed when none exist)"}}
-            for path, ops in doc.get("paths", {}).items():
-                for op in ops.values():
-                    if path != "/health" and isinstance(op, dict):
-                        op["security"] = [{"apiKey": []}]
-        return app.openapi_schema
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(extra_schemas)
+            documents[keyed] = finish_openapi(doc, keyed=keyed)
+        return documents[keyed]
 
     app.openapi = openapi
 

@@ -9,6 +9,7 @@ import sys
 
 from beatbus.cli import add_common_options, cli_settings, connect
 from beatbus.config import redact_url, stage_table
+from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 
@@ -66,7 +67,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from .server import bind, check_exposure, serve
 
     settings = cli_settings(args)
-    trigger = load_trigger_config({"url": args.trigger_url}, config_file=args.config)
+    trigger = load_trigger_config({"error_generator_url": args.error_generator_url}, config_file=args.config)
     limits = ApiLimits(**{k: v for k, v in (("body_bytes", args.max_body), ("upload_bytes", args.max_upload))
                           if v is not None})
     table = _api_table(args)
@@ -163,8 +164,10 @@ def register(commands: dict) -> None:
     p = commands["top"].add_parser("api", help="HTTP API, WebSocket events and the live dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--trigger-url", dest="trigger_url",
-                   help="error generator base URL for rhythm mode and manual triggers (also ERROR_GENERATOR_URL)")
+    p.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",
+                   help="error generator base URL for rhythm mode and manual triggers "
+                        "(also BEATBUS_ERROR_GENERATOR_URL)")
+    add_deprecated_option(p, "--trigger-url", "--error-generator-url")
     p.add_argument("--max-body", dest="max_body", type=int, help="largest JSON request body (bytes)")
     p.add_argument("--max-upload", dest="max_upload", type=int, help="largest audio upload (bytes)")
     p.add_argument("--no-generate", dest="no_generate", action="store_true",

@@ -9,6 +9,13 @@
   turns them into triggers, and the dashboard can watch the virtual source.
 
 One mode runs at a time; starting again replaces it. It ends by itself after ``duration``.
+
+A run leaves nothing behind: its consumer group (``<group>-rhythm``, the trigger group's name
+plus ``-rhythm``) is destroyed when the run ends or is stopped (a group nobody reads would lag
+forever and fire ``BeatbusConsumerGroupLag``), and the virtual source's streams expire a minute
+later. If the API process died during a run, :meth:`RhythmMode.collect_leftovers` (every few
+seconds in any API with an error generator) destroys rhythm groups whose consumers have all
+been idle for :attr:`RhythmMode.stale_after` seconds: a running mode reads every ``block_ms``.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 import msgspec
+import redis
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Bus, note_reconnect
@@ -35,6 +43,7 @@ __all__ = ["RhythmMode", "ScheduleService", "SongTimeline", "RHYTHM_SOURCE", "So
 
 log = get_logger("api.rhythm")
 RHYTHM_SOURCE = "rhythm-mode"
+VIRTUAL_STREAMS_TTL_S = 60          # the virtual source's streams outlive a schedule run this long
 
 
 class SourceNotLive(ConfigError):
@@ -85,6 +94,8 @@ class ScheduleService(Service):
         self.label: str | None = None
 
     def setup(self) -> None:
+        for stream in (self.beats, self.sections):      # an earlier run set them to expire
+            self.bus.redis.persist(stream)
         self.t0 = time.time() + 0.05
 
     def step(self, stop: threading.Event) -> bool:
@@ -148,8 +159,15 @@ class RhythmMode:
                  live_sources):
         self.bus, self.settings, self.config, self.delivery = bus, settings, config, delivery
         self.live_sources = live_sources
+        # A group of its own: a trigger daemon on the same source keeps its place, and the shared
+        # idempotency keys stop the two from posting the same trigger twice.
+        self.group = f"{config.group}-rhythm"
+        self.stale_after = max(5.0, 10 * settings.block_ms / 1000)
         self._lock = threading.Lock()
         self._run: _Run | None = None
+        self._closed = threading.Event()
+        self._collector = threading.Thread(target=self._collect_loop, name="rhythm-leftovers", daemon=True)
+        self._collector.start()
 
     def start(self, song: SongData, *, duration: float, source: str | None = None) -> RhythmModeStatus:
         """Begin (replacing a running mode).
@@ -165,9 +183,7 @@ class RhythmMode:
         self.stop()
         timeline = SongTimeline(song, length=duration)
         started = time.time()
-        # A group of its own, started at the newest beat: a daemon on the same source keeps its
-        # place, and the shared idempotency keys stop the two from posting the same trigger twice.
-        config = msgspec.structs.replace(self.config, group=f"{self.config.group}-rhythm")
+        config = msgspec.structs.replace(self.config, group=self.group)     # started at the newest beat
         if source or live:
             name, mode, services = source or live[0], "live", []
             fallback = lambda ev: timeline.label_at(max(0.0, ev.system_time - started))  # noqa: E731
@@ -179,14 +195,14 @@ class RhythmMode:
                                  delivery=self.delivery, section_fallback=fallback, resume=False)
         run = _Run(mode=mode, source=name, started_at=started, ends_at=started + duration,
                    services=[trigger, *services], trigger=trigger)
+        with self._lock:
+            self._run = run                 # before its group exists: collect_leftovers leaves it alone
         for svc in run.services:            # the trigger service first: its group exists before beats flow
             t = threading.Thread(target=svc.run, args=(run.stop,), name=f"{svc.name}-{name}", daemon=True)
             t.start()
             run.threads.append(t)
             svc.ready.wait(5)
         threading.Thread(target=self._expire, args=(run, duration), name="rhythm-timer", daemon=True).start()
-        with self._lock:
-            self._run = run
         log.info("rhythm mode started", extra={"mode": mode, "source": name, "duration": duration})
         return self.status()
 
@@ -198,6 +214,67 @@ class RhythmMode:
         run.stop.set()
         for t in run.threads:
             t.join(timeout=5)
+        with self._lock:
+            successor = self._run is not None and self._run is not run and self._run.source == run.source
+        if successor or any(t.is_alive() for t in run.threads):
+            return          # the group is (or would be recreated) in use; collect_leftovers gets strays
+        try:
+            self._remove(run.source)
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "remove the rhythm-mode group")     # collect_leftovers retries
+
+    def _remove(self, source: str) -> None:
+        """Destroy the run's group on ``source``; the virtual source's streams expire."""
+        beats = keys.stream(source, keys.StreamKind.BEATS)
+        pipe = self.bus.redis.pipeline(transaction=False)
+        pipe.xgroup_destroy(beats, self.group)
+        if source == RHYTHM_SOURCE:
+            for stream in (beats, keys.stream(source, keys.StreamKind.SECTIONS)):
+                pipe.expire(stream, VIRTUAL_STREAMS_TTL_S)
+        pipe.execute(raise_on_error=False)     # no stream (FLUSHALL) or no group: nothing to remove
+
+    def collect_leftovers(self) -> list[str]:
+        """Destroy the rhythm groups nobody reads (their API died during a run); returns their sources.
+
+        A group counts as abandoned when each of its consumers has been idle for
+        :attr:`stale_after` seconds (or it has none). A group wrongly taken from a live run is
+        recreated by that run at once (NOGROUP), missing only the beats of its stall.
+        """
+        with self._lock:
+            current = self._run.source if self._run and not self._run.stop.is_set() else None
+        r = self.bus.redis
+        known = {m.decode() if isinstance(m, bytes) else m for m in r.zrange(keys.SOURCES, 0, -1)}
+        names = sorted((known | {RHYTHM_SOURCE}) - {current})
+        pipe = r.pipeline(transaction=False)
+        for name in names:
+            pipe.xinfo_consumers(keys.stream(name, keys.StreamKind.BEATS), self.group)
+        removed = []
+        for name, consumers in zip(names, pipe.execute(raise_on_error=False)):
+            if isinstance(consumers, redis.ResponseError):      # no such stream or group
+                continue
+            if isinstance(consumers, Exception):
+                raise consumers
+            if all(c["idle"] >= self.stale_after * 1000 for c in consumers):
+                self._remove(name)
+                removed.append(name)
+        if removed:
+            log.info("removed rhythm-mode groups left by a stopped API", extra={"sources": removed,
+                                                                               "group": self.group})
+        return removed
+
+    def _collect_loop(self) -> None:
+        failing = ""                    # said once per distinct failure, not every round
+        while True:
+            try:
+                self.collect_leftovers()
+                failing = ""
+            except Exception as exc:    # a sweep that fails must not end the API: the next one retries
+                if str(exc) != failing:
+                    failing = str(exc)
+                    log.warning("cannot collect rhythm-mode leftovers; retrying",
+                                extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            if self._closed.wait(self.stale_after):
+                return
 
     def stop(self) -> RhythmModeStatus:
         """Stop the running mode (if any); returns its final status."""
@@ -219,4 +296,5 @@ class RhythmMode:
                                 started_at=run.started_at, ends_at=run.ends_at, outcomes=dict(run.trigger.outcomes))
 
     def close(self) -> None:
+        self._closed.set()
         self.stop()

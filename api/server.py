@@ -98,7 +98,9 @@ class _Server(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         # uvicorn ticks every 0.1 s while its loop is alive: a hung loop stops the pings
-        if counter % 50 == 0 and os.environ.get("WATCHDOG_USEC"):
+        # (every WatchdogSec/2, as the other daemons)
+        wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if wd_usec and counter % max(1, wd_usec // 200_000) == 0:
             sd_notify("WATCHDOG=1")
         return await super().on_tick(counter)
 

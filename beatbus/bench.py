@@ -22,6 +22,7 @@ from schemas import BeatEvent, decode
 
 from .broker import EmbeddedBroker
 from .bus import Bus, Reader
+from .progress import Progress
 
 __all__ = ["bench_bus", "measure"]
 
@@ -97,11 +98,17 @@ def bench_bus(*, events: int = 20000, rate: float = 1000.0, json_path: str | Non
     results = []
     with tempfile.TemporaryDirectory(prefix="beatbus-bench-") as tmp, EmbeddedBroker() as embedded:
         proc, others = _redis_server(Path(tmp))
+        brokers = [("embedded valkey (unix)", embedded.url), *others]
         try:
-            for name, url in [("embedded valkey (unix)", embedded.url), *others]:
-                thr = measure(url, events=events, rate=None)
-                lat = measure(url, events=max(500, min(events, int(rate * 3))), rate=rate)
-                results.append({"broker": name, "throughput": thr, "latency": lat})
+            with Progress("bench bus", 2 * len(brokers), "phases") as bar:
+                for name, url in brokers:
+                    bar.set(bar.done, note=f"{name}: {events} events unpaced")
+                    thr = measure(url, events=events, rate=None)
+                    paced = max(500, min(events, int(rate * 3)))
+                    bar.set(bar.done + 1, note=f"{name}: {paced} events at {rate:.0f}/s")
+                    lat = measure(url, events=paced, rate=rate)
+                    bar.update(1)
+                    results.append({"broker": name, "throughput": thr, "latency": lat})
         finally:
             if proc:
                 proc.terminate()

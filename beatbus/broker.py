@@ -6,6 +6,7 @@ data on disk, and is stopped (and its directory removed) on exit.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -62,8 +63,12 @@ class EmbeddedBroker:
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir), "--daemonize", "no",
                 "--logfile", str(self.dir / "server.log"), "--loglevel", "warning"]
+        from .runtime import die_with
+
+        # A killed `beatbus run` (or test) must not leave its private server running for ever.
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=functools.partial(die_with, os.getpid()))
         import redis
 
         deadline = time.monotonic() + timeout

@@ -21,13 +21,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from schemas import codec
+from schemas import StreamEnd, codec
 
 from . import keys
 from .config import redact_url
 from .errors import BrokerError, SchemaError
 from .log import get_logger
-from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED
+from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED, child
 
 __all__ = ["Bus", "Reader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS", "note_reconnect", "guarded"]
 
@@ -37,6 +37,19 @@ BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErr
 MAX_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10000
 DEAD_MARK_TTL_S = 3600      # long past any reader's lag: a later reader of the entry finds the mark
+ENDS_KEPT, ENDS_TTL_S = 100, 24 * 3600   # genuine end ids remembered per stream (as long as a checkpoint)
+
+# XADD a StreamEnd and record its id, in one step; with a lease key (KEYS[3]), only while ARGV[2] holds it.
+_END_STREAM = f"""
+if KEYS[3] and redis.call('get', KEYS[3]) ~= ARGV[2] then
+  return false
+end
+local id = redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+redis.call('zadd', KEYS[2], tonumber(string.match(id, '^%d+')), id)
+redis.call('zremrangebyrank', KEYS[2], 0, -{ENDS_KEPT + 1})
+redis.call('expire', KEYS[2], {ENDS_TTL_S})
+return id
+"""
 
 
 def _s(x: bytes | str) -> str:
@@ -85,6 +98,7 @@ class Bus:
                 client_name=name)
         except ValueError as exc:
             raise BrokerError(f"REDIS_URL {redact_url(url)} is invalid: {exc}") from None
+        self._end_stream = self.redis.register_script(_END_STREAM)
 
     @classmethod
     def connect(cls, url: str, *, name: str = "beatbus") -> "Bus":
@@ -106,13 +120,34 @@ class Bus:
 
     # -- publishing -----------------------------------------------------------------
     def publish(self, stream: str, event: Any, *, maxlen: int, pipeline=None) -> str | None:
-        """XADD an event with ``MAXLEN ~ maxlen``; returns the id (None inside a pipeline)."""
+        """XADD an event with ``MAXLEN ~ maxlen``; returns the id (None inside a pipeline).
+
+        A StreamEnd goes through :meth:`end_stream`, so readers accept it."""
+        if isinstance(event, StreamEnd):
+            return self.end_stream(stream, event, maxlen=maxlen, pipeline=pipeline)
         return self.publish_fields(stream, codec.to_fields(event), maxlen=maxlen, pipeline=pipeline)
+
+    def end_stream(self, stream: str, end: StreamEnd, *, maxlen: int, lease: "Lease | None" = None,
+                   pipeline=None) -> str | None:
+        """XADD ``end`` and record its id in :func:`keys.stream_ends <beatbus.keys.stream_ends>`, atomically.
+
+        Readers (:meth:`decode`) take a StreamEnd only if it is recorded there, so an end someone adds
+        by hand ends nothing. With ``lease`` (the producer's claim on the source) it is written only
+        while that lease is still ours: returns None, and writes nothing, when it is not.
+        """
+        fields = [x for kv in codec.to_fields(end).items() for x in kv]
+        lease_keys, owner = ([lease.key], lease.owner) if lease is not None else ([], "")
+        entry_id = self._end_stream(keys=[stream, keys.stream_ends(stream), *lease_keys],
+                                    args=[maxlen, owner, *fields], client=pipeline)
+        if pipeline is None and not entry_id:
+            return None
+        EVENTS_PUBLISHED.labels(_kind(stream)).inc()
+        return None if pipeline is not None else _s(entry_id)
 
     def publish_fields(self, stream: str, fields: dict, *, maxlen: int, pipeline=None) -> str | None:
         target = pipeline if pipeline is not None else self.redis
         entry_id = target.xadd(stream, fields, maxlen=maxlen, approximate=True)
-        EVENTS_PUBLISHED.labels(_kind(stream)).inc()
+        child(EVENTS_PUBLISHED, _kind(stream)).inc()
         return None if pipeline is not None else _s(entry_id)
 
     # -- dead letters -----------------------------------------------------------------
@@ -128,22 +163,38 @@ class Bus:
         DEAD_LETTERS.labels(_kind(stream), reason).inc()
 
     def decode(self, stream: str, entry_id: str, fields: dict, kind: Any) -> Any | None:
-        """Decode an entry; a malformed one is counted, logged once and dead-lettered (-> None)."""
+        """Decode an entry; a malformed one is counted, logged once and dead-lettered (-> None).
+
+        So is a StreamEnd its stream's writer did not record (:meth:`end_stream`): one added by hand."""
         try:
             event = codec.from_fields(fields, kind)
         except SchemaError as exc:
             MALFORMED.labels(_kind(stream)).inc()
-            try:
-                # every fan-out reader sees the entry; the first one to mark it dead-letters it
-                if self.redis.set(keys.dead_letter_mark(stream, entry_id), 1, nx=True, ex=DEAD_MARK_TTL_S):
-                    log.warning("malformed entry dead-lettered",
-                                extra={"stream": stream, "id": entry_id, "error": str(exc)})
-                    self.dead_letter(stream, entry_id, fields, "malformed", detail=str(exc))
-            except BROKER_ERRORS:
-                pass  # the entry is still in its stream; the count above records the loss of context
+            self._reject(stream, entry_id, fields, "malformed", str(exc))
             return None
-        EVENTS_CONSUMED.labels(_kind(stream)).inc()
+        if isinstance(event, StreamEnd) and not self._recorded_end(stream, entry_id):
+            self._reject(stream, entry_id, fields, "unverified_end",
+                         f"not written by the stream's writer (no record in {keys.stream_ends(stream)})")
+            return None
+        child(EVENTS_CONSUMED, _kind(stream)).inc()
         return event
+
+    def _recorded_end(self, stream: str, entry_id: str) -> bool:
+        try:
+            return self.redis.zscore(keys.stream_ends(stream), entry_id) is not None
+        except BROKER_ERRORS:
+            return True     # cannot check now: a genuine end must still end the stream
+
+    def _reject(self, stream: str, entry_id: str, fields: dict, reason: str, detail: str) -> None:
+        """Log and dead-letter a rejected entry once: every fan-out reader sees it, the first one to
+        mark it moves it."""
+        try:
+            if self.redis.set(keys.dead_letter_mark(stream, entry_id), 1, nx=True, ex=DEAD_MARK_TTL_S):
+                what = "malformed entry" if reason == "malformed" else "unverified stream end"
+                log.warning(f"{what} dead-lettered", extra={"stream": stream, "id": entry_id, "error": detail})
+                self.dead_letter(stream, entry_id, fields, reason, detail=detail)
+        except BROKER_ERRORS:
+            pass  # the entry is still in its stream; the caller's count records the loss of context
 
     # -- registry and checkpoints -----------------------------------------------------
     def heartbeat(self, source: str, *, pipeline=None) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import __version__, threads
 from .config import DESCRIPTIONS, Settings, load_settings
+from .deprecation import add_deprecated_option
 from .errors import BeatbusError, ConfigError
 from .log import get_logger, setup_logging
 
@@ -61,6 +62,7 @@ def cli_settings(args: argparse.Namespace) -> Settings:
     """Settings from flags/env/TOML for a parsed command; also sets up logging."""
     settings = load_settings(vars(args), config_file=getattr(args, "config", None))
     setup_logging(settings.log_level, settings.log_format)
+    threads.apply(settings.threads)      # a TOML `threads` resizes the pools set at import
     return settings
 
 
@@ -142,22 +144,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     with connect(settings, embedded_ok=True) as bus:
         terminal = TerminalConsumer(bus, settings=settings, sources=[settings.source])
         consumers = [terminal]
+        dashboard = None
         if led_plan is not None:
+            from consumers.led.cli import serve_preview_dashboard
             from consumers.led.service import LedService
 
             consumers.append(LedService(bus, settings=settings, plan=led_plan))
-        if args.trigger:
+            dashboard = serve_preview_dashboard(bus, settings, led_plan.devices)   # web:// outputs
+        if args.error_generator_url:
             from consumers.trigger import build_trigger_service
 
             # before the processor, so its consumer group exists before beats flow
-            consumers.append(build_trigger_service(bus, settings, url=args.trigger, sources=[settings.source]))
+            consumers.append(build_trigger_service(bus, settings, url=args.error_generator_url,
+                                                   sources=[settings.source]))
         processor = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
                                 sources=[settings.source])
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
               f"(broker {'embedded' if not settings.redis_url else 'REDIS_URL'})", file=sys.stderr)
-        return run_services([*consumers, processor, producer], metrics_addr=settings.metrics_addr,
-                            until=[terminal], duration=args.duration)
+        try:
+            return run_services([*consumers, processor, producer], metrics_addr=settings.metrics_addr,
+                                until=[terminal], duration=args.duration)
+        finally:
+            if dashboard is not None:
+                dashboard.stop()
 
 
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -166,22 +176,38 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import producers
     from processors.beat import BeatProcessor
 
+    from .progress import Progress
+
     proc = BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
     beats = []
-    with producers.FileSource(args.path, sr=settings.sr, hop=settings.hop, realtime=False) as audio:
-        for chunk in audio:
-            beats.extend(proc.process(chunk.samples))
-    beats.extend(proc.flush())
-    times = np.array([b.time for b in beats])
-    tempo = float(60.0 / np.median(np.diff(times))) if len(times) > 2 else 0.0
-    result = {"tempo": round(tempo, 2), "beats": [
-        {"time": round(b.time, 4), "beat_in_bar": b.beat_in_bar, "is_downbeat": b.is_downbeat,
-         "bpm": round(b.bpm, 2), "confidence": round(b.confidence, 3)} for b in beats]}
-    if getattr(args, "sections", False):
-        from processors.structure import analyze_sections
+    with Progress(f"analyze {args.path}", _audio_seconds(args.path), "s of audio") as bar:
+        with producers.FileSource(args.path, sr=settings.sr, hop=settings.hop, realtime=False) as audio:
+            for chunk in audio:
+                beats.extend(proc.process(chunk.samples))
+                bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note=f"{len(beats)} beats")
+        beats.extend(proc.flush())
+        times = np.array([b.time for b in beats])
+        tempo = float(60.0 / np.median(np.diff(times))) if len(times) > 2 else 0.0
+        result = {"tempo": round(tempo, 2), "beats": [
+            {"time": round(b.time, 4), "beat_in_bar": b.beat_in_bar, "is_downbeat": b.is_downbeat,
+             "bpm": round(b.bpm, 2), "confidence": round(b.confidence, 3)} for b in beats]}
+        if getattr(args, "sections", False):
+            from processors.structure import analyze_sections
 
-        result["sections"] = analyze_sections(args.path, beats=result["beats"])
+            bar.interval = 0.0
+            bar.set(bar.done, note=f"{len(beats)} beats; finding sections")
+            result["sections"] = analyze_sections(args.path, beats=result["beats"])
     return result
+
+
+def _audio_seconds(path: str) -> float | None:
+    """A file's duration for the progress line (None when its header does not say)."""
+    try:
+        import soundfile
+
+        return float(soundfile.info(path).duration) or None
+    except Exception:  # noqa: BLE001  (only a nicer progress line is lost)
+        return None
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -329,8 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, terminal:// (repeatable)")
     r.add_argument("--effect", help="LED effect (see `beatbus consume led --list-effects`)")
     r.add_argument("--pixels", type=int, help="LED pixel count")
-    r.add_argument("--trigger", metavar="URL",
+    r.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",
                    help="also fire error patterns at URL/api/rhythm-trigger on the beat (e.g. http://127.0.0.1:9090)")
+    add_deprecated_option(r, "--trigger", "--error-generator-url")
     _backend_opts(r)
     r.set_defaults(func=cmd_run)
 
@@ -350,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--fast", action="store_true")
     pf.add_argument("--loop", action="store_true")
     pm = psub.add_parser("mic", help="a PyAudio input device")
-    pm.add_argument("--device", dest="device_index", type=int)
+    pm.add_argument("--mic-device", dest="device_index", type=int, help="input device index (see `beatbus devices`)")
+    add_deprecated_option(pm, "--device", "--mic-device", type=int)
     pc = psub.add_parser("click", help="a metronome with known beats")
     pc.add_argument("--bpm", type=float, default=120.0)
     pc.add_argument("--meter", type=int, default=4)

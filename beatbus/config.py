@@ -29,7 +29,7 @@ M = msgspec.Meta
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str | None = None
     source: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
-    metrics_addr: str = "127.0.0.1:9464"
+    metrics_addr: str = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     sr: Annotated[int, M(ge=8000, le=96000)] = 22050
@@ -44,12 +44,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     buffer_seconds: Annotated[float, M(ge=0, le=600)] = 10.0
     backend: Literal["dsp", "beatnet", "small", "hls"] = "beatnet"
     device: Literal["cpu", "cuda"] = "cpu"
+    threads: Annotated[int, M(ge=0, le=256)] = 1
 
 
 DESCRIPTIONS: dict[str, str] = {
     "redis_url": "Broker URL (redis://, rediss://, unix://). Unset: an embedded server for `beatbus run`.",
     "source": "Source name: which audio stream a daemon produces or consumes.",
-    "metrics_addr": "HOST:PORT of the Prometheus /metrics endpoint; 'off' disables it; port 0 picks one.",
+    "metrics_addr": "HOST:PORT of the Prometheus /metrics endpoint; 'auto': the daemon's own port on 127.0.0.1 "
+                    "(processor 9601, intensity 9621, ...: README, Scrape); 'off' disables it; port 0 picks one.",
     "log_level": "debug | info | warning | error.",
     "log_format": "text (key=value) or json (one object per line).",
     "sr": "Sample rate (Hz) of the audio stream.",
@@ -64,6 +66,8 @@ DESCRIPTIONS: dict[str, str] = {
     "buffer_seconds": "Audio a producer buffers while the broker is down; beyond it frames are dropped and counted.",
     "backend": "Beat activation backend: dsp | beatnet | small | hls.",
     "device": "Torch device for model backends: cpu | cuda.",
+    "threads": "Compute threads per process (BLAS, OpenMP, torch); 0: the libraries' defaults (one per core; "
+               "idle ones spin). An explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS wins.",
 }
 
 

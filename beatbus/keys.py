@@ -9,11 +9,16 @@ import re
 
 from .errors import ConfigError
 
-__all__ = ["StreamKind", "check_source", "stream", "dead_letter", "dead_letter_mark", "lease", "instances",
-           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX"]
+__all__ = ["StreamKind", "check_source", "stream", "dead_letter", "dead_letter_mark", "stream_ends", "lease", "instances",
+           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX",
+           "LED_DEVICES", "LED_DEVICE_INFO", "LED_DEVICE_MAX_AGE_S", "LED_WATCH_TTL_MS", "led_frames", "led_watch"]
 
 PREFIX = "bb"
 SOURCES = f"{PREFIX}:sources"          # sorted set: source -> last heartbeat (unix s)
+LED_DEVICES = f"{PREFIX}:led:devices"  # sorted set: LED device name -> last heartbeat of its consumer (unix s)
+LED_DEVICE_INFO = f"{PREFIX}:led:info"  # hash: LED device name -> JSON {pixels, fps, source, output}
+LED_DEVICE_MAX_AGE_S = 5.0             # an LED device not heartbeated (every 1 s) for this long is gone
+LED_WATCH_TTL_MS = 3000                # a watcher refreshes led_watch() every second
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -43,6 +48,12 @@ def stream(source: str, kind: str) -> str:
 def dead_letter(stream_key: str) -> str:
     """Dead-letter stream beside ``stream_key`` (same hash slot)."""
     return f"{stream_key}:dead"
+
+
+def stream_ends(stream_key: str) -> str:
+    """Sorted set of the ids of the genuine StreamEnds of ``stream_key``, written with them by their
+    writer (:meth:`Bus.end_stream <beatbus.bus.Bus.end_stream>`): an end anyone XADDs by hand is not in it."""
+    return f"{stream_key}:ends"
 
 
 def dead_letter_mark(stream_key: str, entry_id: str) -> str:
@@ -82,3 +93,13 @@ def generation_inflight(source: str) -> str:
 def generation_owner(job_id: str) -> str:
     """API key id that submitted generation ``job_id`` (only that key may read the result)."""
     return f"{PREFIX}:gen:owner:{job_id}"
+
+
+def led_frames(device: str) -> str:
+    """Stream holding an LED device's newest rendered frame (MAXLEN 1), written while someone watches."""
+    return f"{PREFIX}:led:frames:{device}"
+
+
+def led_watch(device: str) -> str:
+    """Set, with a short TTL kept fresh, while a dashboard watches an LED device's frames."""
+    return f"{PREFIX}:led:watch:{device}"

@@ -44,6 +44,10 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx/httpcore (and the hub's httpx2 fork) log every request at INFO: one line per trigger, i.e.
+    # per beat. Warnings stay.
+    for chatty in ("httpx", "httpcore", "httpx2", "httpcore2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -12,6 +12,7 @@ from typing import TextIO
 from beatbus import keys
 from beatbus.bus import Backoff, Bus, Reader, guarded
 from beatbus.config import Settings
+from beatbus.console import console
 from beatbus.runtime import Service
 from schemas import BeatEvent, Event, StreamEnd
 
@@ -62,9 +63,9 @@ class TerminalConsumer(Service):
             ev = self.bus.decode(stream, entry_id, fields, Event)
             if isinstance(ev, BeatEvent):
                 self.beats += 1
-                print(format_beat(ev, color=self.color), file=self.out, flush=True)
+                console(self.out).line(format_beat(ev, color=self.color))   # above an LED status line
             elif isinstance(ev, StreamEnd):
                 self.ended.add(ev.source)
-                print(f"-- {ev.source}: end of stream at {ev.timestamp:.2f}s ({ev.reason}), "
-                      f"{self.beats} beats", file=self.out, flush=True)
+                console(self.out).line(f"-- {ev.source}: end of stream at {ev.timestamp:.2f}s ({ev.reason}), "
+                                       f"{self.beats} beats")
         return not (self.exit_on_end and self.ended >= set(self.sources))

@@ -2,7 +2,10 @@
 
 load
     ``sources`` real-time sources (one :mod:`deploy.loadgen` process publishing them all)
-    through ``processors`` ``beatbus process`` daemons. Reports CPU and RSS per process,
+    through ``processors`` ``beatbus process`` daemons, started as a user starts them (the
+    console script, a default environment: no ``BEATBUS_*`` setting, no thread-pool variable),
+    once per source count until one does not keep up. Reports CPU and RSS per process (from
+    ``/proc``), CPU per source and sources per core,
     checkpoint lag (newest audio id minus the processor's checkpoint), capture-to-event
     latency (``emitted_at - system_time`` of every BeatEvent: what a light or trigger waits
     for, the tracker's look-ahead included) and delivery latency (read by a fan-out reader
@@ -41,6 +44,9 @@ import orjson
 from beatbus import keys
 from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus, Reader
+from beatbus.config import Settings
+from beatbus.progress import Progress
+from beatbus.threads import POOL_VARS
 from schemas import BeatEvent, decode
 
 __all__ = ["bench_load", "bench_soak", "register_bench", "ProcessProbe", "rss_growth_bound_mb"]
@@ -125,8 +131,10 @@ def _free_port() -> int:
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
+    """A user's default environment: no beatbus setting and no thread-pool override of this shell
+    (the daemons size their pools themselves, beatbus/threads.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEATBUS_") and k not in ("REDIS_URL",
-                                                                                            "NOTIFY_SOCKET")}
+                                                                                            "NOTIFY_SOCKET", *POOL_VARS)}
     env.update({"REDIS_URL": url, "BEATBUS_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -143,8 +151,11 @@ class _Fleet:
         port = _free_port() if metrics else None
         extra = {"BEATBUS_METRICS_ADDR": f"127.0.0.1:{port}" if port else "off", **env}
         log = self.tmp / f"{name}.log"
+        # the console script a user runs (`beatbus process ...`), else the module
+        script = Path(sys.executable).with_name("beatbus")
+        argv = [str(script)] if module == "beatbus.cli" and script.exists() else [sys.executable, "-m", module]
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", module, *args], env=_env(self.url, **extra), cwd=ROOT,
+            proc = subprocess.Popen([*argv, *args], env=_env(self.url, **extra), cwd=ROOT,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         probe = ProcessProbe(name, proc, log, port)
         self.probes.append(probe)
@@ -254,10 +265,12 @@ def _sum_metric(values: dict[str, float], prefix: str) -> float:
 
 
 # -- load -----------------------------------------------------------------------------------
-def bench_load(*, sources: int = 50, processors: int = 2, duration: float = 60.0, warmup: float = 15.0,
-               backend: str = "dsp", file: str | None = None, assign: str = "shard",
-               json_path: str | None = None) -> int:
-    """Run the load benchmark and print its tables (see the module docstring)."""
+P99_TARGET_MS = 150.0        # capture-to-event p99 under which a run counts as served in real time
+
+
+def _load_once(sources: int, *, processors: int, duration: float, warmup: float, backend: str | None,
+               file: str | None, assign: str) -> dict:
+    """One load run of ``sources`` sources; its measurements (see the module docstring)."""
     names = [f"load-{i:03d}" for i in range(sources)]
     with tempfile.TemporaryDirectory(prefix="beatbus-load-") as tmp, _broker() as (broker, broker_name):
         tmp = Path(tmp)
@@ -267,7 +280,7 @@ def bench_load(*, sources: int = 50, processors: int = 2, duration: float = 60.0
         try:
             procs = []
             for k in range(processors):
-                args = ["process", "--backend", backend]
+                args = ["process", *(["--backend", backend] if backend else [])]
                 if assign == "shard":
                     args += ["--sources", *names[k::processors]]
                 procs.append(fleet.spawn(f"processor-{k + 1}", args))
@@ -309,45 +322,87 @@ def bench_load(*, sources: int = 50, processors: int = 2, duration: float = 60.0
     frames = [a.get(consumed, 0) - b.get(consumed, 0) for a, b in zip(after, before)]
     audio_s = [f * 441 / 22050 for f in frames]                    # seconds of audio each processor consumed
     cost = [cpu[p.name] / 100 * duration / a * 1000 if a else float("nan") for p, a in zip(procs, audio_s)]
+    realtime = [a / (duration * max(1, n)) for a, n in zip(audio_s, leases)]
     capture, delivery = tap.capture, tap.delivery
-    result = {
-        "sources": sources, "processors": processors, "backend": backend, "assign": assign,
-        "duration_s": duration, "broker": broker_name, "cores": os.cpu_count(),
+    proc_cpu = sum(cpu[p.name] for p in procs)                     # % of one core, all processors
+    p99 = 1e3 * _pct(capture, 99)
+    return {
+        "sources": sources, "processors": processors, "backend": backend or Settings().backend, "assign": assign,
+        "duration_s": duration, "broker": broker_name, "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
+        "file": file, "process_names": [p.name for p in procs],
         "cpu_percent": cpu, "rss_mb": rss, "leases": leases, "beats": tap.beats,
-        "audio_seconds_consumed": audio_s, "cpu_ms_per_audio_second": cost,
+        "audio_seconds_consumed": audio_s, "cpu_ms_per_audio_second": cost, "realtime": realtime,
+        "processor_cpu_percent": proc_cpu, "cpu_percent_per_source": proc_cpu / sources,
+        "sources_per_core": 100.0 * sources / proc_cpu if proc_cpu > 0 else float("nan"),
         "beats_per_s": tap.beats / duration, "frames_dropped": dropped,
         "capture_latency_ms": {q: 1e3 * _pct(capture, q) for q in (50, 99)},
+        "capture_latency_max_ms": 1e3 * max(capture, default=float("nan")),
         "delivery_latency_ms": {q: 1e3 * _pct(delivery, q) for q in (50, 99)},
+        "delivery_latency_max_ms": 1e3 * max(delivery, default=float("nan")),
         "checkpoint_lag_s": {"p50": _pct(lags, 50), "p99": _pct(lags, 99), "max": max(lags, default=float("nan"))},
         "lease_holders": len(held),
+        "keeps_up": bool(min(realtime) >= 0.98 and sum(dropped) == 0 and p99 < P99_TARGET_MS),
     }
-    print(f"load benchmark: {sources} real-time sources ({'a looped file' if file else 'click tracks'}) -> "
-          f"{processors} x `beatbus process --backend {backend}` ({assign}), {broker_name}, "
-          f"{duration:.0f} s measured after {warmup:.0f} s warm-up, {os.cpu_count()} cores")
-    load1 = os.getloadavg()[0]
-    print(f"(load average at the end {load1:.1f} on {os.cpu_count()} cores: other work on the machine shares the CPU)")
+
+
+def _print_run(r: dict) -> None:
+    """The tables of one run: per process, then latencies."""
+    n, cpu, rss = r["sources"], r["cpu_percent"], r["rss_mb"]
+    print(f"\n## {n} real-time sources ({'a looped file' if r['file'] else 'click tracks'}) -> {r['processors']} x "
+          f"`beatbus process` ({r['backend']}, {r['assign']}), {r['broker']}, {r['duration_s']:.0f} s measured, "
+          f"load average {r['load_average']:.1f} on {r['cores']} cores")
     print("\n| process | CPU (% of one core) | RSS (MB) | sources owned | audio consumed (x real time) | "
           "CPU ms per audio second | frames lost (gaps) |")
     print("|---|---|---|---|---|---|---|")
-    for i, p in enumerate(procs):
-        rt = audio_s[i] / (duration * max(1, leases[i]))
-        print(f"| {p.name} | {cpu[p.name]:.0f} | {rss[p.name]:.0f} | {leases[i]} | {rt:.2f} | {cost[i]:.1f} | "
-              f"{dropped[i]:.0f} |")
-    print(f"| loadgen ({sources} producers) | {cpu['loadgen']:.0f} | {rss['loadgen']:.0f} | - | - | - | - |")
-    print(f"| {broker_name} | {cpu['broker']:.0f} | {rss['broker']:.0f} | - | - | - | - |")
+    for i, name in enumerate(r["process_names"]):
+        print(f"| {name} | {cpu[name]:.0f} | {rss[name]:.0f} | {r['leases'][i]} | {r['realtime'][i]:.2f} | "
+              f"{r['cpu_ms_per_audio_second'][i]:.1f} | {r['frames_dropped'][i]:.0f} |")
+    print(f"| loadgen ({n} producers) | {cpu['loadgen']:.0f} | {rss['loadgen']:.0f} | - | - | - | - |")
+    print(f"| {r['broker']} | {cpu['broker']:.0f} | {rss['broker']:.0f} | - | - | - | - |")
+    cap, dl, cl = r["capture_latency_ms"], r["delivery_latency_ms"], r["checkpoint_lag_s"]
     print("\n| measure | p50 | p99 | max |")
     print("|---|---|---|---|")
-    print(f"| capture-to-event latency (ms) | {result['capture_latency_ms'][50]:.0f} | "
-          f"{result['capture_latency_ms'][99]:.0f} | {1e3 * max(capture, default=float('nan')):.0f} |")
-    print(f"| emitted-to-read latency (ms) | {result['delivery_latency_ms'][50]:.1f} | "
-          f"{result['delivery_latency_ms'][99]:.1f} | {1e3 * max(delivery, default=float('nan')):.1f} |")
-    cl = result["checkpoint_lag_s"]
+    print(f"| capture-to-event latency (ms) | {cap[50]:.0f} | {cap[99]:.0f} | {r['capture_latency_max_ms']:.0f} |")
+    print(f"| emitted-to-read latency (ms) | {dl[50]:.1f} | {dl[99]:.1f} | {r['delivery_latency_max_ms']:.1f} |")
     print(f"| checkpoint lag (s) | {cl['p50']:.2f} | {cl['p99']:.2f} | {cl['max']:.2f} |")
-    per_core = 1000.0 / np.nanmean(cost) if np.isfinite(np.nanmean(cost)) else float("nan")
-    print(f"\n{tap.beats} beats ({result['beats_per_s']:.1f}/s) from {sources} sources; "
-          f"one core sustains about {per_core:.0f} sources at this cost per audio second")
+    print(f"\n{r['beats']} beats ({r['beats_per_s']:.1f}/s); {r['cpu_percent_per_source']:.2f} % of a core per source: "
+          f"{r['sources_per_core']:.0f} sources per core at this cost; "
+          f"{'keeps up' if r['keeps_up'] else 'does NOT keep up'} (x real time >= 0.98, no gaps, "
+          f"p99 < {P99_TARGET_MS:.0f} ms)", flush=True)
+
+
+def bench_load(*, sources: int | list[int] = 50, processors: int = 1, duration: float = 60.0, warmup: float = 15.0,
+               backend: str | None = None, file: str | None = None, assign: str = "shard",
+               json_path: str | None = None) -> int:
+    """Run the load benchmark at each source count (ascending; stops after the first that does not keep
+    up: that is where it saturates) and print the tables of each run, then a summary."""
+    counts = sorted({sources} if isinstance(sources, int) else set(sources))
+    results = []
+    for n in counts:
+        results.append(_load_once(n, processors=processors, duration=duration, warmup=warmup, backend=backend,
+                                  file=file, assign=assign))
+        _print_run(results[-1])
+        if not results[-1]["keeps_up"]:
+            break
+    print(f"\n## Summary: {processors} x `beatbus process` ({results[0]['backend']}), started as the CLI starts it, "
+          f"default environment\n")
+    print("| sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core | "
+          "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | keeps up |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['sources']} | {r['processor_cpu_percent']:.0f} | {r['cpu_percent_per_source']:.2f} | "
+              f"{r['sources_per_core']:.0f} | {min(r['realtime']):.2f} | {sum(r['frames_dropped']):.0f} | "
+              f"{r['capture_latency_ms'][50]:.0f} | {r['capture_latency_ms'][99]:.0f} | "
+              f"{'yes' if r['keeps_up'] else 'no'} |")
+    kept = [r["sources"] for r in results if r["keeps_up"]]
+    failed = [r["sources"] for r in results if not r["keeps_up"]]
+    if failed:
+        print(f"\nsaturates between {max(kept) if kept else 0} and {failed[0]} sources")
+    else:
+        print(f"\nkeeps up at every count measured (up to {counts[-1]} sources): saturation is above that")
     if json_path:
-        Path(json_path).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+        Path(json_path).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+                                                 | orjson.OPT_SERIALIZE_NUMPY))
     return 0
 
 
@@ -406,13 +461,15 @@ def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float 
         bus = Bus.connect(broker.url, name="bench")
         tap = None
         rows: list[dict] = []
+        bar = Progress(f"bench soak: {minutes:g} min", total, "s")
         try:
             src = ["--sources", source]
             daemons = [
                 fleet.spawn("processor", ["process", "--backend", backend, *src]),
                 fleet.spawn("intensity", ["intensity", "run", *src]),
                 fleet.spawn("structure", ["structure", "run", *src]),
-                fleet.spawn("trigger", ["consume", "trigger", "--url", receiver.url, "--max-age", "2", *src]),
+                fleet.spawn("trigger", ["consume", "trigger", "--error-generator-url", receiver.url, "--max-age", "2",
+                                        *src]),
                 fleet.spawn("led", ["consume", "led", "--output", f"ddp://127.0.0.1:{sink.port}", "--no-check",
                                     "--source", source]),
                 fleet.spawn("exporter", ["exporter"]),
@@ -427,9 +484,11 @@ def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float 
             for p in everyone:
                 p.mark()
             started = time.monotonic()
+            bar.set(0)
             while (elapsed := time.monotonic() - started) < total:
                 time.sleep(min(sample, max(0.1, total - elapsed)))
                 fleet.check_alive()
+                bar.clear()          # the sample line below goes to stderr too
                 m = exporter.metrics()
                 capture, delivery = tap.window()
                 row = {"t": round(time.monotonic() - started),
@@ -447,7 +506,9 @@ def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float 
                 print(f"t={row['t']:5d}s rss " + " ".join(f"{k}={v:.0f}" for k, v in row["rss"].items())
                       + f"  beat lag {row['ckpt_lag']['beat']}  p50 {row['capture_p50_ms']:.0f} ms",
                       file=sys.stderr, flush=True)
+                bar.set(time.monotonic() - started)
         finally:
+            bar.close()
             if tap is not None:
                 tap.close()
             fleet.stop()
@@ -498,11 +559,12 @@ def register_bench(bench) -> None:
     from beatbus.cli import BACKENDS
 
     lo = bench.add_parser("load", help="N real-time sources through M processor daemons: CPU, lag, latency")
-    lo.add_argument("--sources", type=int, default=50)
-    lo.add_argument("--processors", type=int, default=2)
+    lo.add_argument("--sources", type=_counts, default=[50], metavar="N[,N...]",
+                    help="source counts, ascending; stops after the first that does not keep up (default 50)")
+    lo.add_argument("--processors", type=int, default=1)
     lo.add_argument("--duration", type=float, default=60.0, help="seconds measured (after the warm-up)")
     lo.add_argument("--warmup", type=float, default=15.0)
-    lo.add_argument("--backend", choices=BACKENDS, default="dsp")
+    lo.add_argument("--backend", choices=BACKENDS, help="default: the daemon's own default (beatnet)")
     lo.add_argument("--file", help="loop this audio file on every source (default: click tracks)")
     lo.add_argument("--assign", choices=["shard", "discover"], default="shard",
                     help="shard: each processor gets --sources of its share; discover: they race for leases")
@@ -519,6 +581,16 @@ def register_bench(bench) -> None:
     so.set_defaults(func=_cmd_soak)
 
 
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a count or counts separated by commas, e.g. 25,50,100")
+    if not all(n > 0 for n in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: source counts must be positive")
+    return counts
+
+
 def _check_positive(**values: float) -> None:
     from beatbus.errors import ConfigError
 
@@ -530,7 +602,7 @@ def _check_positive(**values: float) -> None:
 def _cmd_load(args: argparse.Namespace) -> int:
     from beatbus.log import setup_logging
 
-    _check_positive(sources=args.sources, processors=args.processors, duration=args.duration)
+    _check_positive(processors=args.processors, duration=args.duration)
     setup_logging("warning")
     return bench_load(sources=args.sources, processors=args.processors, duration=args.duration, warmup=args.warmup,
                       backend=args.backend, file=args.file, assign=args.assign, json_path=args.json)

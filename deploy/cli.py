@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from beatbus.cli import add_common_options, cli_settings, connect, subcommands
 
 from . import units
-from .units import DEFAULT_CONFIG_DIR, DEFAULT_UNIT_DIR
+from .units import DAEMONS, DEFAULT_CONFIG_DIR, DEFAULT_UNIT_DIR
 
 __all__ = ["register", "cmd_install", "cmd_verify", "cmd_exporter"]
 
@@ -38,12 +38,12 @@ def cmd_install(args: argparse.Namespace) -> int:
                               env_file=args.env_file, user=args.user, metrics_host=args.metrics_host,
                               redis_url=args.redis_url, error_generator_url=args.error_generator_url,
                               instances=instances)
-    if not args.user:
-        import beatbus as core
+    from .reach import chain_problems
 
-        for bad in units.unreadable_paths([beatbus, Path(core.__file__).resolve()]):
-            plan.warnings.append(f"the dynamic user cannot reach {bad}: install under /opt or /srv "
-                                 f"(or pass --user NAME)")
+    unit = next(f for f in plan.files if f.path.name == DAEMONS["processor"].template)
+    for problem in chain_problems(str(beatbus), unit.content):   # as the service user, in its sandbox
+        plan.warnings.append(f"{problem}: the units cannot start; install the virtual environment (and "
+                             f"its Python) under /opt or /srv, or pass --user NAME")
     if args.dry_run:
         for f in plan.files:
             print(f"# --- {_staged(args.prefix, str(f.path))} (mode {f.mode:04o}"
@@ -75,8 +75,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     worse = [r for r in results if args.threshold is not None and r.exposure is not None
              and r.exposure > args.threshold]
     for r in failed:
-        print(f"beatbus: {r.unit}: " + "; ".join(r.verify + ([r.command_error] if r.command_error else [])),
-              file=sys.stderr)
+        print(f"beatbus: {r.unit}: " + "; ".join(r.problems), file=sys.stderr)
     for r in worse:
         print(f"beatbus: {r.unit}: exposure {r.exposure:.1f} above --threshold {args.threshold:g}", file=sys.stderr)
     return 1 if failed or worse else 0
@@ -118,11 +117,11 @@ def register(commands: dict) -> None:
     i.add_argument("--user", help="run as this existing user (NAME or NAME:GROUP) instead of a dynamic one")
     i.add_argument("--exec", dest="exec_path", type=_check_abs, help="beatbus executable (default: this venv's)")
     i.add_argument("--redis-url", dest="redis_url", help="REDIS_URL written into a new environment file")
-    i.add_argument("--error-generator-url", dest="error_generator_url", help="ERROR_GENERATOR_URL likewise")
+    i.add_argument("--error-generator-url", dest="error_generator_url", help="BEATBUS_ERROR_GENERATOR_URL likewise")
     i.add_argument("--metrics-host", dest="metrics_host", default="127.0.0.1",
                    help="address every daemon serves /metrics on (default 127.0.0.1)")
     i.add_argument("--producer", action="append", metavar="SOURCE=ARGS",
-                   help="a producer instance, e.g. 'stage=mic --device 2' or 'bar=file /srv/a.flac --loop'")
+                   help="a producer instance, e.g. 'stage=mic --mic-device 2' or 'bar=file /srv/a.flac --loop'")
     i.add_argument("--processors", type=int, default=1, help="beat processor instances (default 1)")
     i.add_argument("--intensity", type=int, default=0, help="intensity processor instances")
     i.add_argument("--structure", type=int, default=0, help="structure processor instances")

@@ -14,7 +14,8 @@ Paths inside the units are the target system's; ``prefix`` only stages the files
 ``make DESTDIR=``), so a test or a package build can install into a scratch directory.
 
 Metrics ports (``BEATBUS_METRICS_ADDR`` in each environment file, collected in the
-Prometheus file_sd targets file ``<config>/prometheus-targets.json``):
+Prometheus file_sd targets file ``<config>/prometheus-targets.json``; the same ones a daemon
+started by hand takes by default, :data:`beatbus.metrics.METRICS_PORTS`):
 
 =============  =========  ===============================
 daemon         port       instance
@@ -38,7 +39,6 @@ import pwd
 import re
 import shlex
 import socket
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -48,11 +48,12 @@ import orjson
 
 from beatbus import keys
 from beatbus.errors import ConfigError
+from beatbus.metrics import METRICS_PORTS
 
 from . import SYSTEMD_DIR
 
 __all__ = ["Daemon", "DAEMONS", "Instance", "PlannedFile", "InstallPlan", "plan_instances", "plan_install",
-           "write_plan", "render_unit", "identity_block", "beatbus_executable", "env_template", "unreadable_paths",
+           "write_plan", "render_unit", "identity_block", "beatbus_executable", "env_template",
            "read_env_file", "DEFAULT_UNIT_DIR", "DEFAULT_CONFIG_DIR", "TARGETS_FILE", "MAX_PER_KIND"]
 
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -80,16 +81,16 @@ class Daemon:
 
 
 DAEMONS: dict[str, Daemon] = {d.name: d for d in (
-    Daemon("producer", "beatbus-producer@.service", "BEATBUS_PRODUCE_ARGS", 9700, True),
-    Daemon("processor", "beatbus-processor@.service", "BEATBUS_PROCESS_ARGS", 9600, True),
-    Daemon("intensity", "beatbus-intensity@.service", "BEATBUS_INTENSITY_ARGS", 9620, True),
-    Daemon("structure", "beatbus-structure@.service", "BEATBUS_STRUCTURE_ARGS", 9640, True),
-    Daemon("worker", "beatbus-worker@.service", "BEATBUS_WORKER_ARGS", 9660, True),
-    Daemon("led", "beatbus-led@.service", "BEATBUS_LED_ARGS", 9680, True),
-    Daemon("trigger", "beatbus-trigger.service", "BEATBUS_TRIGGER_ARGS", 9466, False),
-    Daemon("generate", "beatbus-generate.service", "BEATBUS_GENERATE_ARGS", 9467, False),
+    Daemon("producer", "beatbus-producer@.service", "BEATBUS_PRODUCE_ARGS", METRICS_PORTS["producer"], True),
+    Daemon("processor", "beatbus-processor@.service", "BEATBUS_PROCESS_ARGS", METRICS_PORTS["processor"], True),
+    Daemon("intensity", "beatbus-intensity@.service", "BEATBUS_INTENSITY_ARGS", METRICS_PORTS["intensity"], True),
+    Daemon("structure", "beatbus-structure@.service", "BEATBUS_STRUCTURE_ARGS", METRICS_PORTS["structure"], True),
+    Daemon("worker", "beatbus-worker@.service", "BEATBUS_WORKER_ARGS", METRICS_PORTS["worker"], True),
+    Daemon("led", "beatbus-led@.service", "BEATBUS_LED_ARGS", METRICS_PORTS["led"], True),
+    Daemon("trigger", "beatbus-trigger.service", "BEATBUS_TRIGGER_ARGS", METRICS_PORTS["trigger"], False),
+    Daemon("generate", "beatbus-generate.service", "BEATBUS_GENERATE_ARGS", METRICS_PORTS["generate"], False),
     Daemon("api", "beatbus-api.service", "BEATBUS_API_ARGS", 8000, False),
-    Daemon("exporter", "beatbus-exporter.service", "BEATBUS_EXPORTER_ARGS", 9465, False),
+    Daemon("exporter", "beatbus-exporter.service", "BEATBUS_EXPORTER_ARGS", METRICS_PORTS["exporter"], False),
 )}
 
 
@@ -170,13 +171,14 @@ def render_unit(template: str, *, beatbus: str, env_file: str, config_dir: str, 
 def env_template(*, redis_url: str | None, error_generator_url: str | None) -> str:
     """The shared environment file: broker credentials and settings every daemon reads."""
     lines = ["# beatbus: environment of every beatbus unit (mode 0600: it may hold broker credentials).",
-             "# Settings: REDIS_URL, ERROR_GENERATOR_URL and BEATBUS_<KEY> (see `beatbus run --help`).",
+             "# Settings: REDIS_URL, BEATBUS_ERROR_GENERATOR_URL and BEATBUS_<KEY> (see `beatbus run --help`).",
              "# Kept as is when `beatbus deploy install` runs again (unless --force)."]
     lines.append(f"REDIS_URL={redis_url}" if redis_url else "REDIS_URL=redis://127.0.0.1:6379/0")
     lines.append("# with a password: REDIS_URL=redis://:PASSWORD@HOST:6379/0 (or rediss:// for TLS)")
-    lines.append(f"ERROR_GENERATOR_URL={error_generator_url}" if error_generator_url
-                 else "# ERROR_GENERATOR_URL=http://127.0.0.1:9090")
+    lines.append(f"BEATBUS_ERROR_GENERATOR_URL={error_generator_url}" if error_generator_url
+                 else "# BEATBUS_ERROR_GENERATOR_URL=http://127.0.0.1:9090")
     lines += ["BEATBUS_LOG_FORMAT=json", "# BEATBUS_BACKEND=dsp", "# BEATBUS_LEASE_TTL=5",
+              "# BEATBUS_THREADS=1   (compute threads per daemon; the units set 1, 0: one per core)",
               "# BEATBUS_CONFIG=/etc/beatbus/beatbus.toml", ""]
     return "\n".join(lines)
 
@@ -194,7 +196,7 @@ def _split_named(spec: str, what: str) -> tuple[str, str]:
     name, sep, args = spec.partition("=")
     if not sep or not args.strip():
         raise ConfigError(f"--{what} {spec!r} must be NAME=ARGS, e.g. --{what} "
-                          + ("'stage=mic --device 2'" if what == "producer" else "'strip=--output ddp://10.0.0.20'"))
+                          + ("'stage=mic --mic-device 2'" if what == "producer" else "'strip=--output ddp://10.0.0.20'"))
     try:
         keys.check_source(name)
     except ConfigError:
@@ -338,21 +340,3 @@ def read_env_file(path: str | os.PathLike) -> dict[str, str]:
         out[key.strip()] = value
     return out
 
-
-def unreadable_paths(paths) -> list[str]:
-    """Paths an unprivileged (dynamic) user could not reach: a parent without o+x, a file without o+r."""
-    bad: list[str] = []
-    for p in paths:
-        p = Path(p)
-        for parent in [*reversed(p.parents), p]:
-            try:
-                st = parent.stat()
-            except OSError:
-                break
-            if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
-                bad.append(f"{parent} (no o+x)")
-                break
-            if not stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IROTH:
-                bad.append(f"{parent} (no o+r)")
-                break
-    return bad

@@ -7,7 +7,11 @@ beatbus-processor@.service`` in a scratch directory, next to copies of the other
 ``PartOf=beatbus.target`` resolves.
 
 ``systemd-analyze verify`` needs the ``ExecStart`` binary to exist: run it on the machine
-(or in the virtual environment) the units point at.
+(or in the virtual environment) the units point at. It checks that binary as root on the host,
+so each service is also checked as its own user inside its sandbox (:mod:`deploy.reach`): the
+whole ``ExecStart`` chain (symlinks, ``#!`` interpreter, the virtual environment's base Python
+and source tree) must be searchable by that user and outside what ``PrivateTmp=`` /
+``ProtectHome=`` hide.
 """
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from beatbus.errors import ConfigError
 
+from .reach import chain_problems
 from .units import DAEMONS, read_env_file
 
 __all__ = ["UnitCheck", "systemd_analyze", "check_units", "expand_exec", "format_report"]
@@ -42,10 +47,15 @@ class UnitCheck:
     verdict: str                   # OK | MEDIUM | EXPOSED | UNSAFE | "" for targets
     command: str = ""              # the expanded ExecStart (services with an instance env file)
     command_error: str = ""        # argparse's complaint about it, if any
+    reach: list[str] = field(default_factory=list)   # why the service user could not start ExecStart
 
     @property
     def ok(self) -> bool:
-        return not self.verify and not self.command_error
+        return not self.verify and not self.command_error and not self.reach
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.verify, *([self.command_error] if self.command_error else []), *self.reach]
 
 
 def systemd_analyze() -> str:
@@ -81,6 +91,12 @@ def _exec_line(text: str) -> str:
         if line.startswith("ExecStart="):
             return line.split("=", 1)[1].strip()
     return ""
+
+
+def _exec_binary(exec_line: str) -> str:
+    """The program ExecStart runs: its first word without systemd's ``-@:+!`` prefixes."""
+    words = shlex.split(exec_line) if exec_line else []
+    return words[0].lstrip("-@:+!") if words else ""
 
 
 def expand_exec(exec_line: str, env: dict[str, str], *, instance: str = "") -> list[str]:
@@ -179,6 +195,8 @@ def check_units(unit_dir: str | os.PathLike, *, config_dir: str | os.PathLike | 
                     complaints.append(f"systemd-analyze security gave no score: {(s.stderr or s.stdout)[-200:]}")
             check = UnitCheck(path.name, complaints, exposure, verdict)
             text = path.read_text()
+            if path.suffix == ".service":
+                check.reach = chain_problems(_exec_binary(_exec_line(text)), text)
             daemon = path.name.removeprefix("beatbus-").split("@", 1)[0].removesuffix(".service")
             if path.suffix == ".service" and daemon in DAEMONS and instance != "check":
                 argv = expand_exec(_exec_line(text), _unit_env(text, prefix=prefix, instance=instance),
@@ -190,11 +208,13 @@ def check_units(unit_dir: str | os.PathLike, *, config_dir: str | os.PathLike | 
 
 
 def format_report(results: list[UnitCheck]) -> str:
-    """A Markdown table: unit, verify, exposure, command."""
-    rows = ["| unit | systemd-analyze verify | exposure (0 best .. 10) | command |", "|---|---|---|---|"]
+    """A Markdown table: unit, verify, exposure, command, whether the service user can start it."""
+    rows = ["| unit | systemd-analyze verify | exposure (0 best .. 10) | command | as the service user |",
+            "|---|---|---|---|---|"]
     for r in results:
         verify = "ok" if not r.verify else "; ".join(r.verify)[:160]
         exposure = f"{r.exposure:.1f} {r.verdict}" if r.exposure is not None else "-"
         command = r.command_error and f"ERROR {r.command_error}" or r.command or "-"
-        rows.append(f"| {r.unit} | {verify} | {exposure} | `{command}` |")
+        reach = ("ERROR " + "; ".join(r.reach))[:200] if r.reach else ("ok" if r.unit.endswith(".service") else "-")
+        rows.append(f"| {r.unit} | {verify} | {exposure} | `{command}` | {reach} |")
     return "\n".join(rows)

@@ -23,7 +23,7 @@ from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_recon
 from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
-from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP
+from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP, child
 from beatbus.runtime import Service
 from producers.publisher import instance_id
 from schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
@@ -244,7 +244,7 @@ class AudioStreamService(Service):
                 samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         src.expected = event.sample_index + event.n_samples
         src.t0_wall = event.wall_ns / 1e9 - event.sample_index / event.sr
-        BUS_LAG.labels("audio").set(max(0.0, now - (event.wall_ns / 1e9 + event.n_samples / event.sr)))
+        child(BUS_LAG, "audio").set(max(0.0, now - (event.wall_ns / 1e9 + event.n_samples / event.sr)))
         return samples
 
     def _publish(self, out: dict[str, list], touched: set[str]) -> None:

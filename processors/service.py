@@ -18,13 +18,14 @@ from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.metrics import BEATS, BPM, STAGE_LATENCY
-from processors.audio_service import AudioStreamService, Item, OwnedSource
+from processors.audio_service import MAX_GAP_S, AudioStreamService, Item, OwnedSource
 from processors.beat import BeatBatch
 from schemas import BeatEvent, StreamEnd
 
 __all__ = ["BeatService", "BeatIntensity"]
 
 ROLE = "beat"
+ROUND_S = 0.2        # most audio per source fed in one batch step
 
 
 class BeatIntensity:
@@ -36,18 +37,22 @@ class BeatIntensity:
 
     def __init__(self, *, sr: int, decay_s: float = 30.0):
         self.sr = sr
-        self.buf = np.zeros(sr, dtype=np.float32)   # last second of audio
+        self.buf = np.zeros(sr, dtype=np.float32)   # last second of audio, a ring (a roll per frame cost
+        self.pos = 0                                # more than the beat tracking of the frame)
         self.peak = 1e-4
         self.decay = np.exp(-1.0 / (decay_s * 50))   # per 20 ms update
 
     def push(self, x: np.ndarray) -> None:
-        n = min(len(x), len(self.buf))
-        self.buf = np.roll(self.buf, -n)
-        self.buf[-n:] = x[-n:]
+        x = x[-len(self.buf):]
+        head = min(len(x), len(self.buf) - self.pos)
+        self.buf[self.pos:self.pos + head] = x[:head]
+        self.buf[:len(x) - head] = x[head:]
+        self.pos = (self.pos + len(x)) % len(self.buf)
 
     def at_beat(self, period_s: float) -> float:
         n = int(np.clip(period_s, 0.1, 1.0) * self.sr)
-        rms = float(np.sqrt(np.mean(self.buf[-n:] ** 2)))
+        last = np.take(self.buf, np.arange(self.pos - n, self.pos), mode="wrap")
+        rms = float(np.sqrt(np.mean(last ** 2)))
         self.peak = max(rms, self.peak * self.decay)
         return float(np.clip(rms / self.peak, 0.0, 1.0))
 
@@ -109,27 +114,44 @@ class BeatService(AudioStreamService):
 
     # -- processing -----------------------------------------------------------------
     def process(self, items: dict[str, list[Item]], now: float) -> dict[str, list]:
-        """Audio in rounds: round ``r`` feeds the ``r``-th chunk of every source to the batch in one
-        call (end-of-stream entries up to a source's next chunk are handled on the way)."""
+        """Audio in rounds: each round feeds every source's next run of audio (up to ``ROUND_S``) to
+        the batch in one call; end-of-stream entries are handled between rounds.
+
+        A source's frames read together go in one chunk: the per-source work of a step is then paid
+        once per read, not once per 20 ms frame, so a busy processor does less per frame the further
+        behind it is (and catches up); the cap keeps a catch-up renewing its leases between rounds."""
         pending = {name: deque(queue) for name, queue in items.items()}
         out: dict[str, list] = {name: [] for name in items}
+        sr = self.settings.sr
         while pending:
             self.keep_leases()
             chunks = {}
             now = time.time()
             for name in list(pending):
                 queue, src = pending[name], self.owned[name]
-                while queue:
-                    _, event, entry_id = queue.popleft()
+                parts: list[np.ndarray] = []
+                while queue and sum(len(p) for p in parts) < ROUND_S * sr:
+                    _, event, entry_id = queue[0]
+                    if parts and not self._joins(src, event):
+                        break                   # an end or a long gap: track the audio before it first
+                    queue.popleft()
                     samples = self.admit(src, event, entry_id, now, out[name])
                     if samples is not None:
-                        chunks[name] = samples
-                        break
+                        parts.append(samples)
+                if parts:
+                    chunks[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 if not queue:
                     del pending[name]
             for name, events in self._track(chunks).items():
                 out[name].extend(events)
         return out
+
+    @staticmethod
+    def _joins(src: OwnedSource, event) -> bool:
+        """Whether ``event`` continues the audio gathered for this round (no end, no state reset)."""
+        if isinstance(event, StreamEnd):
+            return False
+        return src.expected is None or event.sample_index - src.expected <= MAX_GAP_S * event.sr
 
     def _track(self, chunks: dict[str, np.ndarray]) -> dict[str, list[BeatEvent]]:
         """One batch step over some sources' new audio; their beat events."""

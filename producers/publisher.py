@@ -53,13 +53,16 @@ class Publisher(Service):
         self._retry_at = 0.0
         self._backoff = Backoff()
         self._iter = iter(audio)
+        self.claimed = False
 
     def setup(self) -> None:
         if not self.lease.acquire():
             raise SourceClaimedError(
                 f"source {self.source!r} is already produced by {self.lease.holder()}; "
                 f"stop it or choose another --source")
+        self.claimed = True
         SOURCE_UP.labels(self.source, "producer").set(1)
+        FRAMES_DROPPED.labels("broker_down")  # exported at 0 from the start: "none lost" is visible
 
     def _keepalive(self) -> None:
         now = time.monotonic()
@@ -100,7 +103,9 @@ class Publisher(Service):
             self._retry_at = time.monotonic() + min(2.0, 0.05 * 2 ** self._backoff.attempt)
             self._backoff.attempt += 1
 
-    def step(self, stop: threading.Event) -> bool:
+    def step(self, stop: threading.Event, *, flush: bool = True) -> bool:
+        """Publish the next chunk (``flush=False``: only buffer it in :attr:`pending`; the load
+        generator sends many sources' frames in one round trip)."""
         try:
             chunk = next(self._iter)
         except StopIteration:
@@ -112,14 +117,19 @@ class Publisher(Service):
         self.seq += 1
         self.samples_out = chunk.sample_index + len(chunk.samples)
         self._enqueue(to_fields(frame))
-        self._flush(stop)
+        if flush:
+            self._flush(stop)
         return True
 
     def drain(self) -> None:
         """Send what is buffered (briefly retrying), then the end-of-stream marker."""
+        if not self.claimed:             # refused at setup: the source is another producer's, say nothing on it
+            close = getattr(self.audio, "close", None)
+            if close:
+                close()
+            return
         end = StreamEnd(source=self.source, timestamp=self.samples_out / self.settings.sr,
                         reason="eof" if self.finished else ("error" if self.error else "stopped"), emitted_at=time.time())
-        self._enqueue(to_fields(end))
         deadline = time.monotonic() + 3.0
         stop = threading.Event()
         while self.pending and time.monotonic() < deadline:
@@ -131,6 +141,12 @@ class Publisher(Service):
             FRAMES_DROPPED.labels("shutdown").inc(len(self.pending))
             log.warning("frames lost at shutdown: broker unreachable", extra={"frames": len(self.pending)})
         try:
+            # the end is recorded with the stream and written only while we still hold the source:
+            # readers ignore an end anyone else adds (beatbus.bus.Bus.end_stream)
+            if not self.pending and self.bus.end_stream(self.stream, end, maxlen=self.settings.maxlen_audio,
+                                                        lease=self.lease) is None:
+                log.warning("end of stream not sent: the source is no longer ours",
+                            extra={"source": self.source, "holder": self.lease.holder()})
             self.lease.release()
         except BROKER_ERRORS:
             pass

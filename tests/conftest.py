@@ -16,8 +16,16 @@ from beatbus.bus import Bus
 from beatbus.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The real annotated audio lives in ../shared beside the checkout (CI clones next to it).
 DATA = ROOT.parent / "shared" / "data"
 BEATS_DIR = DATA / "beats"
+
+
+def pytest_sessionstart(session):
+    """Real-data tests never skip silently: without the data the run stops with one clear line."""
+    if not BEATS_DIR.is_dir():
+        pytest.exit(f"tests: real annotated audio missing: expected {BEATS_DIR} (../shared beside the "
+                    "checkout)", returncode=4)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +40,17 @@ def bus(broker):
     b.redis.flushall()
     yield b
     b.close()
+
+
+@pytest.fixture(autouse=True)
+def _led_preview_hub_per_test():
+    """The in-process LED preview hub is process-wide: no test sees the ``web://`` devices of another."""
+    yield
+    web = sys.modules.get("consumers.led.outputs.web")     # only if a test loaded the LED consumer
+    if web is not None:
+        with web.HUB._cond:
+            web.HUB.meta.clear()
+            web.HUB._frames.clear()
 
 
 @pytest.fixture
@@ -95,3 +114,18 @@ def beatbus_cmd(*args: str, env: dict | None = None, **kw) -> subprocess.Complet
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "beatbus.cli", *args], capture_output=True, text=True,
                           env=full_env, cwd=ROOT, **kw)
+
+
+def eventually(cond, timeout: float = 20.0, what: str = "condition", interval: float = 0.02):
+    """Poll ``cond`` until it returns a truthy value (returned) or fail naming ``what`` after ``timeout`` s.
+
+    Tests wait on conditions with generous deadlines, never on fixed sleeps: a loaded CI machine
+    only makes them slower, never red."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

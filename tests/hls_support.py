@@ -12,7 +12,7 @@ from hls.backend import ensure_library
 
 __all__ = ["BEATS", "shipped_project"]
 
-BEATS = Path("/work/shared/data/beats")  # real annotated dev songs
+from conftest import BEATS_DIR as BEATS  # real annotated dev songs
 
 
 def shipped_project(tmp_path_factory) -> Path:

@@ -95,3 +95,72 @@ class TcpCapture:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def parse_ddp(packet: bytes) -> dict:
+    """A DDP packet per the 3waylabs spec (10-byte header, big-endian), without our encoder."""
+    flags, seq, dtype, dest = packet[0], packet[1] & 0x0F, packet[2], packet[3]
+    offset = int.from_bytes(packet[4:8], "big")
+    length = int.from_bytes(packet[8:10], "big")
+    return {"version": flags >> 6, "push": bool(flags & 0x01), "seq": seq, "type": dtype, "dest": dest,
+            "offset": offset, "length": length, "data": packet[10:10 + length]}
+
+
+class BeatbusProcess:
+    """A real ``beatbus`` command in a subprocess, its output in files (no pipe to fill up)."""
+
+    def __init__(self, tmp, *args: str, env: dict | None = None, name: str = "proc"):
+        import os
+        import subprocess
+        import sys
+
+        from conftest import ROOT
+
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("BEATBUS_") and k != "REDIS_URL"}
+        full_env.update(env or {})
+        self.out_path, self.err_path = tmp / f"{name}.out", tmp / f"{name}.err"
+        self._out, self._err = open(self.out_path, "wb"), open(self.err_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "beatbus.cli", *args], cwd=ROOT, env=full_env,
+                                     stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> bytes:
+        return self.out_path.read_bytes()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for_stderr(self, text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            err = self.stderr
+            if text in err:
+                return err
+            if not self.alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in stderr (rc={self.proc.poll()}):\n{self.stderr}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        import signal
+
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.alive():
+                self.proc.kill()
+                self.proc.wait()
+            self._out.close()
+            self._err.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

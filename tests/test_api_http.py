@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import httpx
@@ -87,7 +88,7 @@ def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200
     doc = r.json()
-    assert doc["status"] == "ok" and doc["service"] == "beatbus" and doc["fpga_enabled"] is False
+    assert doc["status"] == "healthy" and doc["service"] == "beatbus" and doc["fpga_enabled"] is False
     assert doc["backends"]["broker"] == "ok" and doc["backends"]["beat"] == "beatnet"
     assert doc["backends"]["error_generator"] == "circuit closed"
 
@@ -126,7 +127,8 @@ def test_analyze_song_metadata_heuristic(client):
 
 
 @pytest.mark.parametrize("body, status, needle", [
-    ({"title": "x"}, 422, "body.duration: Field required"),
+    ({"title": "x", "duration": 2}, 422, "body.duration: Input should be greater than or equal to 5"),
+    ({"audio_features": {"tempo": 500}}, 422, "body.audio_features.tempo"),
     ({"duration": 99999}, 422, "body.duration: Input should be less than or equal to 3600"),
     ({"duration": 60, "tempo": 10}, 422, "body.tempo"),
     ({"duration": 60, "meter": 40}, 422, "body.meter"),
@@ -190,7 +192,44 @@ def test_body_size_limit_on_json_routes(client):
             yield b" " * 1024
 
     r = client.post("/api/beat-trigger", content=chunks(), headers={"content-type": "application/json"})
-    assert r.status_code == 413
+    assert r.status_code == 413 and detail(r) == f"request body is larger than the limit of {LIMITS.body_bytes} bytes"
+    r = client.post("/api/sources/stage/control", content=b" " * (LIMITS.body_bytes + 1),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.headers["content-type"] == "application/json", r.text   # was plain text
+
+
+@pytest.mark.parametrize("path", ["/api/beat-trigger", "/api/start-rhythm-mode", "/api/sources/stage/control",
+                                  "/api/analyze-song"])
+def test_malformed_json_is_said_one_way(client, bus, path):
+    live_source(bus, "stage")
+    r = client.post(path, content=b'{"section": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and detail(r) == "body: invalid JSON (Expecting value at position 12)", r.text
+    r = client.post(path, content=b'\xff{}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and detail(r) == "body: invalid JSON (not UTF-8 text at position 0)", r.text
+
+
+def test_openapi_documents_every_answer(client):
+    """Item 12: one error body on every route, the real ranges, security only where keys exist."""
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "securitySchemes" not in doc["components"]   # open mode
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = {c: r["content"]["application/json"]["schema"] for c, r in op["responses"].items()
+                     if c[0] in "45"}
+            expect = {"422", "413"} if "requestBody" in op else set()
+            expect |= {"401", "403", "429"} if path != "/health" else {"503"}
+            expect |= {"404"} if "{" in path else set()
+            assert expect <= set(codes), (method, path, sorted(codes))
+            assert all(s == error for c, s in codes.items() if c not in ("502", "503")), (method, path, codes)
+            assert "security" not in op
+    bpm = schemas["ControlRequest"]["properties"]["bpm_override"]["anyOf"]
+    assert {"type": "number", "enum": [0]} in bpm and {"type": "number", "minimum": 30.0, "maximum": 300.0} in bpm
+    assert (schemas["SongPlan"]["properties"]["meter"]["minimum"], schemas["SongPlan"]["properties"]["meter"]["maximum"]) \
+        == (2, 12)
+    health = doc["paths"]["/health"]["get"]["responses"]["503"]["content"]["application/json"]["schema"]
+    assert health == {"$ref": "#/components/schemas/Health"}
 
 
 # -- sources and controls --------------------------------------------------------------------------
@@ -270,7 +309,7 @@ def test_beat_trigger_failing_receiver_is_502(client, receiver):
 @pytest.mark.parametrize("body, needle", [
     ({"section": "solo", "beat_num": 1}, "body.section"),
     ({"section": "verse", "beat_num": -1}, "body.beat_num"),
-    ({"section": "verse"}, "body.beat_num: Field required"),
+    ({"section": "verse", "beat_num": 1.5}, "body.beat_num"),
     ({"section": "verse", "beat_num": 1, "tempo": 0}, "body.tempo"),
     ({"section": "verse", "beat_num": 1, "url": "http://elsewhere"}, "body.url"),
 ])
@@ -318,7 +357,7 @@ def test_rhythm_mode_follows_a_live_source(client, bus, receiver):
 
 @pytest.mark.parametrize("body, status, needle", [
     ({"song_data": {"tempo": 120}, "duration": 0}, 422, "body.duration"),
-    ({"song_data": {}, "duration": 10}, 422, "body.song_data.tempo: Field required"),
+    ({"song_data": {"audio_features": {"tempo": 500}}, "duration": 10}, 422, "body.song_data.audio_features.tempo"),
     ({"song_data": {"tempo": 120, "sections": [{"label": "verse", "start": 5, "end": 1}]}, "duration": 10}, 422,
      "end=1.0 must not be before start=5.0"),
     ({"song_data": {"tempo": 120}, "duration": 10, "source": "ghost"}, 409, "source 'ghost' is not live"),
@@ -363,27 +402,41 @@ def test_websocket_streams_the_sources_events(client, server, bus):
     assert err.value.response.status_code == 422 and b"path.source" in err.value.response.body
 
 
-def test_led_preview_streams_the_led_consumers_frames(client, server):
-    """With the LED consumer's web output in this process, the dashboard gets its frames."""
-    from consumers.led.outputs.web import HUB
+def test_led_preview_streams_the_led_consumers_frames(client, server, bus, api_settings):
+    """An LED consumer in this process (as in `beatbus run --led`), its outputs built from URLs by
+    create_output(): the dashboard lists its devices and streams their frames, the web:// one from
+    this process, the DDP one relayed through the broker byte for byte as it went to the strip."""
+    from consumers.led import HUB, build_led_service
+    from led_support import UdpCapture, parse_ddp
 
-    HUB.register("api-test-strip", pixels=4, fps=30)
-    try:
-        _led_preview_round_trip(HUB, client, server)
-    finally:
-        HUB.meta.pop("api-test-strip", None)      # other tests' dashboards should not see it
-
-
-def _led_preview_round_trip(HUB, client, server):
-    HUB.publish("api-test-strip", bytes([255, 0, 0] * 4))
-    assert "api-test-strip" in client.get("/api/led/devices").json()["devices"]
-    url = server.url.replace("http://", "ws://")
-    with ws_connect(f"{url}/ws/led/api-test-strip", open_timeout=5) as ws:
-        hello = orjson.loads(ws.recv(timeout=5))
-        assert hello == {"type": "hello", "device": "api-test-strip", "format": "rgb8", "pixels": 4, "fps": 30}
-        assert ws.recv(timeout=5) == bytes([255, 0, 0] * 4)
-        HUB.publish("api-test-strip", bytes([0, 0, 255] * 4))
-        assert ws.recv(timeout=5) == bytes([0, 0, 255] * 4)
+    with UdpCapture() as cap:
+        svc = build_led_service(bus, api_settings, outputs=["web://api-test-strip", f"ddp://127.0.0.1:{cap.port}"],
+                                pixels=4, fps=30)
+        stop = threading.Event()
+        thread = threading.Thread(target=svc.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            assert svc.ready.wait(10)
+            assert wait_for(lambda: {"api-test-strip", "ddp:127.0.0.1"}
+                            <= set(client.get("/api/led/devices").json()["devices"]))
+            url = server.url.replace("http://", "ws://")
+            with ws_connect(f"{url}/ws/led/api-test-strip", open_timeout=5) as ws:
+                web_hello = orjson.loads(ws.recv(timeout=5))
+                web_frames = [ws.recv(timeout=5) for _ in range(10)]
+            with ws_connect(f"{url}/ws/led/ddp:127.0.0.1", open_timeout=5) as ws:
+                ddp_hello = orjson.loads(ws.recv(timeout=5))
+                ddp_frames = [ws.recv(timeout=5) for _ in range(10)]
+            time.sleep(0.2)
+            sent = {parse_ddp(p)["data"] for _, p in cap.packets}
+        finally:
+            stop.set()
+            thread.join(10)
+            HUB.meta.pop("api-test-strip", None)      # the process-wide registry outlives the consumer
+    assert svc.error is None
+    assert web_hello == {"type": "hello", "device": "api-test-strip", "format": "rgb8", "pixels": 4, "fps": 30.0}
+    assert all(isinstance(f, bytes) and len(f) == 12 for f in web_frames) and len(set(web_frames)) > 1
+    assert ddp_hello["pixels"] == 4 and ddp_hello["output"] == "ddp"
+    assert all(f in sent for f in ddp_frames) and len(set(ddp_frames)) > 1
     with pytest.raises(InvalidStatus) as err:
         ws_connect(f"{url}/ws/led/no-such-strip", open_timeout=5)
     assert err.value.response.status_code == 404 and b"no LED preview device 'no-such-strip'" in err.value.response.body

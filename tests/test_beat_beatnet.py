@@ -12,7 +12,7 @@ from processors.beat.features import StreamingSpectrogram, beatnet_features
 torch = pytest.importorskip("torch")
 bda = pytest.importorskip("processors.beat.bda")
 
-SHARED = Path("/work/shared/data")
+from conftest import DATA as SHARED
 BEATS = SHARED / "beats"
 REF = SHARED / "reference" / "beatnet"
 SR = 22050

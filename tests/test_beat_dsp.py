@@ -9,9 +9,7 @@ import pytest
 from processors.beat import Beat, BeatProcessor, track_file
 
 SR = 22050
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "beats"
-if not DATA.is_dir():  # the repo may be checked out elsewhere; the shared data lives at /work/shared
-    DATA = Path("/work/shared/data/beats")
+from conftest import BEATS_DIR as DATA
 
 
 def click_track(bpm: float, *, seconds: float = 20.0, start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from processors.beat.evaluate import evaluate_dir, format_table, load_annotation
 
 pytest.importorskip("mir_eval")
 
-BEATS = Path("/work/shared/data/beats")
+from conftest import BEATS_DIR as BEATS
 KEYS = {"file", "F", "CMLt", "AMLt", "dbF", "tempo_acc1", "delay_p50", "pred_err_p50", "rtf"}
 
 
@@ -105,5 +105,5 @@ def test_bad_inputs(tmp_path: Path) -> None:
         evaluate_dir(BEATS, ["nope"])
     with pytest.raises(ValueError, match="no annotated audio"):
         evaluate_dir(tmp_path, ["dsp"])
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ValueError, match="no such folder or file"):
         evaluate_dir(tmp_path / "missing", ["dsp"])

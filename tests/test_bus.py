@@ -10,6 +10,8 @@ from beatbus.bus import Bus, Group, Lease, Reader
 from beatbus.errors import BrokerError
 from schemas import StreamEnd, TriggerRequest, from_fields
 
+from conftest import eventually
+
 S = keys.stream("t1", keys.StreamKind.BEATS)
 
 
@@ -60,11 +62,11 @@ def test_consumer_group_redelivers_after_consumer_dies(bus):
     bus.publish(S, trig, maxlen=100)
     got = a.read()
     assert len(got) == 1                       # a took it and "crashed" without XACK
+    patient = Group(bus, S, "g", "b", claim_idle_ms=60_000, block_ms=50)
+    assert patient.read(block_ms=20) == []     # not delivered twice as new
+    assert patient.claim_stale() == []         # not idle long enough yet (60 s: no load makes it so)
     b = Group(bus, S, "g", "b", claim_idle_ms=100, block_ms=50)
-    assert b.read(block_ms=20) == []           # not delivered twice as new
-    assert b.claim_stale() == []               # not idle long enough yet
-    time.sleep(0.15)
-    claimed = b.claim_stale()
+    claimed = eventually(b.claim_stale, what="the dead consumer's entry to be claimable")
     assert [e[1] for e in claimed] == [got[0][1]]
     assert from_fields(claimed[0][2]) == trig
     b.ack(claimed[0][1])
@@ -101,15 +103,16 @@ def test_malformed_entry_is_counted_and_dead_lettered(bus):
 
 def test_lease_exclusive_and_taken_over_when_owner_stops_renewing(bus):
     key = keys.lease("t1", "beat")
-    a, b = Lease(bus, key, "a", ttl=0.3), Lease(bus, key, "b", ttl=0.3)
+    a, b = Lease(bus, key, "a", ttl=30), Lease(bus, key, "b", ttl=30)
     assert a.acquire() and not b.acquire()
     assert not b.renew()                       # a non-owner cannot extend it
-    time.sleep(0.15)
-    assert a.renew()                           # the owner keeps it alive
-    time.sleep(0.2)
+    bus.redis.pexpire(key, 1000)               # most of a's lease has run out ...
+    assert a.renew() and bus.redis.pttl(key) > 1000   # ... the owner extends it to a full ttl again
     assert not b.acquire()
-    time.sleep(0.35)                           # a stopped renewing: the lease lapses
-    assert b.acquire() and b.holder() == "b"
+    a.ttl_ms = 300
+    assert a.renew()                           # a's last renewal is short; then a stops renewing
+    eventually(b.acquire, what="b to take the lapsed lease")   # the lease lapses and b takes it
+    assert b.holder() == "b"
     assert not a.renew() and not a.release()   # the old owner finds out and cannot delete b's lease
     assert b.holder() == "b"
 

@@ -22,7 +22,7 @@ from consumers.generate.spec import GenerationJob, build_job, parse_params
 from schemas import AudioFrame, BeatEvent, SectionEvent, float_to_pcm
 
 from conftest import free_port
-from generate_support import UvicornThread, build_models, context, encode, gen_config, tone, work_burst
+from generate_support import UvicornThread, build_models, context, encode, gen_config, offering, tone, work_burst
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,12 @@ def models(tmp_path_factory):
     return build_models(tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture(scope="module")
-def config(models, tmp_path_factory):
-    return gen_config(tmp_path_factory.mktemp("state"), models)
+@pytest.fixture
+def config(models, tmp_path):
+    return gen_config(tmp_path / "state", models)       # per test: uploads of one test never show in another
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(broker, config):
     bus = Bus.connect(broker.url, name="generate-api-test")
     app = FastAPI()
@@ -46,9 +46,9 @@ def server(broker, config):
 
 
 @pytest.fixture
-def client(server, bus):
-    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
-        yield c
+def client(server, bus, ctx):
+    with offering(ctx, bus), httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
+        yield c                                 # a live worker offers every model: the API queues
 
 
 @pytest.fixture
@@ -197,8 +197,8 @@ def test_unknown_ids_and_bad_uploads(client, config):
                  f"/api/similar/{unknown}"):
         r = client.get(path)
         assert r.status_code == 404 and r.json()["detail"], path
-    r = client.get("/api/status/bad%20id!")
-    assert r.status_code == 422 and "not a valid id" in r.json()["detail"]
+    r = client.get("/api/status/bad%20id!")             # the id pattern is in the OpenAPI document
+    assert r.status_code == 422 and "generation_id" in str(r.json()["detail"])
     assert client.post("/api/generate", content=b"{not json", headers={"content-type": "application/json"}
                        ).status_code == 422
 

@@ -11,6 +11,7 @@ from consumers.generate.jobs import generate_local
 from consumers.generate.spec import build_job, parse_params
 from consumers.generate.storage import Store
 
+from conftest import free_port
 from generate_support import build_models, context, gen_config, tone
 
 
@@ -86,10 +87,18 @@ def test_melody_conditioned_generation(models):
         MusicGen.load(str(models["musicgen"])).generate("x", duration=1.0, melody=(tone(1.0), 22050))
 
 
-def test_missing_weights_are_a_clear_offline_error(tmp_path):
-    with pytest.raises(ModelUnavailable, match="BEATBUS_MUSICGEN_MODEL"):
-        MusicGen.load("facebook/musicgen-small")            # not in any cache here, and never downloaded
-    with pytest.raises(ModelUnavailable, match="not available offline"):
+def test_missing_weights_are_a_clear_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")     # nothing listens
+    with pytest.raises(ModelUnavailable, match="not in the Hugging Face cache .* hub at http://127.0.0.1:.* is "
+                                               "unreachable .*BEATBUS_MUSICGEN_MODEL"):
+        MusicGen.load("facebook/musicgen-small")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelUnavailable, match="cannot be downloaded: HF_HUB_OFFLINE is set"):
+        MusicGen.load("facebook/musicgen-small")
+    with pytest.raises(ModelUnavailable, match="directory .*nothing-here does not exist"):
         MusicGen.load(str(tmp_path / "nothing-here"))
     with pytest.raises(ModelUnavailable, match="BEATBUS_CLAP_MODEL"):
         ClapEmbedder.load(str(tmp_path))

@@ -17,7 +17,7 @@ from consumers.generate.service import GenerationService
 from consumers.generate.spec import GenerationJob
 from schemas import AudioFrame, BeatEvent, IntensityEvent, SectionEvent, float_to_pcm
 
-from generate_support import build_models, context, gen_config, gen_settings, tone, work_burst
+from generate_support import build_models, context, gen_config, gen_settings, offering, tone, work_burst
 
 SR = 22050
 HOP = 2205
@@ -117,6 +117,13 @@ def models(tmp_path_factory):
     return build_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture
+def offered(bus, broker, models, tmp_path):
+    """A live worker offering every model (the service queues only what a live worker can run)."""
+    with offering(context(bus, broker, gen_config(tmp_path / "offering", models)), bus) as worker:
+        yield worker
+
+
 def _run(service):
     stop = threading.Event()
     t = threading.Thread(target=service.run, args=(stop,), daemon=True)
@@ -134,7 +141,7 @@ def _wait(cond, timeout=10.0):
     return False
 
 
-def test_service_queues_one_job_per_source_with_stream_conditioning(bus, broker, models, tmp_path):
+def test_service_queues_one_job_per_source_with_stream_conditioning(bus, broker, models, tmp_path, offered):
     cfg = gen_config(tmp_path / "state", models, policy="section", duration=5.0)
     ctx = context(bus, broker, cfg)
     queue = GenerationQueue(bus.redis, cfg, store=ctx.store)
@@ -181,7 +188,7 @@ def test_service_queues_one_job_per_source_with_stream_conditioning(bus, broker,
     assert bus.redis.xlen(keys.dead_letter(keys.stream("band", "sections"))) >= 1
 
 
-def test_in_flight_lease_of_an_ended_job_is_taken_over(bus, broker, models, tmp_path):
+def test_in_flight_lease_of_an_ended_job_is_taken_over(bus, broker, models, tmp_path, offered):
     """A holder whose job already ended (its worker died, say) never blocks the source."""
     cfg = gen_config(tmp_path / "state", models, policy="bars", every_bars=2, kind="lstm")
     queue = GenerationQueue(bus.redis, cfg)
@@ -200,7 +207,7 @@ def test_in_flight_lease_of_an_ended_job_is_taken_over(bus, broker, models, tmp_
         t.join(5)
 
 
-def test_events_of_several_streams_are_judged_in_publication_order(bus, broker, models, tmp_path):
+def test_events_of_several_streams_are_judged_in_publication_order(bus, broker, models, tmp_path, offered):
     """One XREAD returns beats, sections and intensity grouped by stream; the section must still see
     the intensity published before it."""
     cfg = gen_config(tmp_path / "state", models, policy="section", capture_seconds=0.0)
@@ -215,3 +222,24 @@ def test_events_of_several_streams_are_judged_in_publication_order(bus, broker, 
     (source, job_id), = svc.queued
     spec = msgspec.json.decode(GenerationQueue(bus.redis, cfg).fetch(job_id).args[0], type=GenerationJob)
     assert spec.request.intensity == 0.95 and spec.request.prompt == "intense chorus, 100 bpm"
+
+
+def test_service_queues_nothing_while_no_live_worker_can_run_the_kind(bus, broker, models, tmp_path, caplog):
+    """A job no worker can run would wait forever holding the source: skipped, said once, resumed once."""
+    cfg = gen_config(tmp_path / "state", models, policy="bars", every_bars=1, kind="lstm")
+    svc = GenerationService(bus, settings=gen_settings(broker), config=cfg, sources=["quiet"])
+    svc.setup()
+    caplog.set_level("INFO", logger="beatbus.generate.service")
+    with offering(context(bus, broker, cfg), bus, kinds=("musicgen",)):        # a worker, but not for lstm
+        for i in range(12):
+            bus.publish(keys.stream("quiet", "beats"), beat("quiet", i, bpm=100.0), maxlen=1000)
+        svc.step(threading.Event())
+    assert svc.queued == [] and GenerationQueue(bus.redis, cfg).queue.count == 0
+    paused = [r for r in caplog.records if r.getMessage().startswith("generation paused")]
+    assert len(paused) == 1 and "no live worker can run lstm" in paused[0].error     # once, not per bar
+    with offering(context(bus, broker, cfg), bus, kinds=("lstm",)):
+        for i in range(12, 20):
+            bus.publish(keys.stream("quiet", "beats"), beat("quiet", i, bpm=100.0), maxlen=1000)
+        svc.step(threading.Event())
+    assert len(svc.queued) == 1
+    assert [r.getMessage() for r in caplog.records].count("generation resumed: a live worker can run it") == 1

@@ -172,8 +172,9 @@ def test_duration_limits_apply_before_decoding_everything():
     with pytest.raises(TooLarge, match="the limit is 3 s") as info:
         decode_audio(encode(tone(4.0), 22050), max_seconds=3)
     assert http_status(info.value) == 413
-    with pytest.raises(UnsupportedAudio, match="at least 1 s"):
+    with pytest.raises(InvalidRequest, match="at least 1 s") as info:       # audio, but too short: 422
         decode_audio(encode(tone(0.5), 22050), max_seconds=3, min_seconds=1.0)
+    assert http_status(info.value) == 422
 
 
 def test_wav_bytes_round_trip():
@@ -237,3 +238,18 @@ def test_key_estimate_names_major_and_minor():
     assert estimate_key(a_minor, 22050)[0] == "A minor"
     assert estimate_key(c_major, 22050)[0] == "C major"
     assert estimate_key(np.zeros(22050), 22050) == (None, 0.0)
+
+
+def test_a_first_use_download_does_not_count_against_the_jobs_timeout():
+    """rq times a job with SIGALRM: the alarm is held while the model downloads, then re-armed."""
+    import signal
+
+    from consumers.generate.models import _job_timeout_paused
+
+    signal.alarm(100)
+    try:
+        with _job_timeout_paused():
+            assert signal.alarm(0) == 0                     # no alarm pending during the download
+        assert 98 <= signal.alarm(0) <= 100                 # the job's remaining time, restored
+    finally:
+        signal.alarm(0)

@@ -125,7 +125,7 @@ def test_cli_queues_and_waits_for_a_worker_daemon_with_systemd_notify(broker, bu
     assert "beatbus: error: duration: Expected `float` >= 5.0" in capsys.readouterr().err
 
 
-def test_worker_without_weights_stops_with_one_line(broker, tmp_path, monkeypatch, capsys):
+def test_worker_asked_to_preload_missing_weights_stops_with_one_line(broker, tmp_path, monkeypatch, capsys):
     from beatbus.cli import main
 
     for k in [k for k in os.environ if k.startswith("BEATBUS_")]:
@@ -133,9 +133,10 @@ def test_worker_without_weights_stops_with_one_line(broker, tmp_path, monkeypatc
     monkeypatch.setenv("REDIS_URL", broker.url)
     monkeypatch.setenv("BEATBUS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("BEATBUS_MUSICGEN_MODEL", str(tmp_path / "no-model-here"))
-    assert main(["worker", "--burst", "--metrics-addr", "off"]) == 2
+    assert main(["worker", "--burst", "--metrics-addr", "off", "--preload", "musicgen"]) == 2
     err = capsys.readouterr().err
-    assert "beatbus: error: MusicGen model" in err and "not available offline" in err and "Traceback" not in err
+    assert f"beatbus: error: cannot preload musicgen: directory {tmp_path / 'no-model-here'} does not exist" in err
+    assert "Traceback" not in err
 
 
 def test_worker_killed_mid_job_is_retried_then_failed_never_stuck(broker, bus, model, tmp_path):

@@ -14,9 +14,15 @@ from conftest import beatbus_cmd  # noqa: E402
 from hls_support import BEATS, shipped_project  # noqa: E402
 from hls.backend import ensure_library  # noqa: E402
 from hls.model import build_frame_model, load_qmodel  # noqa: E402
-from hls.pipeline import CSIM_TOLERANCE, audio_features, csim_vs_qkeras  # noqa: E402
+from hls.pipeline import audio_features, csim_vs_qkeras  # noqa: E402
 from hls.project import (BUILD_STAMP, STATE_PATCH_MARK, CsimLibrary, find_library, load_config,  # noqa: E402
                          write_project)
+
+# Measured max |p_csim - p_qkeras| over all 40 dev songs (README, FPGA path): 0.0030. The gate is
+# defined here, not imported from the code under test (whose 0.02 target is looser than reality),
+# with 2x margin for another compiler's rounding; 0.16 / 0.55 were the known defects.
+CSIM_MEASURED_MAX = 0.003
+CSIM_GATE = 2 * CSIM_MEASURED_MAX
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +39,9 @@ def test_csim_matches_qkeras_on_a_real_song(project, song) -> None:
     z = ((audio_features(BEATS / f"{song}.flac") - mean) / std).astype(np.float32)
     res = csim_vs_qkeras(find_library(project), model, [z])
     assert res["frames"] > 850
-    # <= 0.003 measured on all 40 dev songs; 0.16 / 0.55 when hls4ml truncated the float GRU
-    # weights (hls/project.py) / when the first layer's output wrapped (hls/config.yaml)
-    assert res["max_abs_csim_qkeras"] <= CSIM_TOLERANCE
+    # 0.16 / 0.55 when hls4ml truncated the float GRU weights (hls/project.py) / when the first
+    # layer's output wrapped (hls/config.yaml)
+    assert res["max_abs_csim_qkeras"] <= CSIM_GATE, res["max_abs_csim_qkeras"]
     assert res["argmax_agree"] >= 0.99
 
 

@@ -70,9 +70,19 @@ def test_bad_values_refused_before_start(settings):
     with pytest.raises(ConfigError, match="no LED outputs"):
         plan_led(settings, check=False)
     with pytest.raises(ConfigError, match="cannot resolve host 'nowhere.invalid'"):
-        plan_led(settings, outputs=["ddp://nowhere.invalid"])
+        plan_led(settings, outputs=["ddp://nowhere.invalid"], check="strict")
     with pytest.raises(ConfigError, match="cannot connect to 127.0.0.1"):
-        plan_led(settings, outputs=[f"opc://127.0.0.1:{free_port()}"])
+        plan_led(settings, outputs=[f"opc://127.0.0.1:{free_port()}"], check="strict")
+    with pytest.raises(ConfigError, match="check 'loose' must be one of warn, strict, off"):
+        plan_led(settings, outputs=["ddp://127.0.0.1"], check="loose")
+
+
+def test_an_unreachable_controller_is_a_warning_by_default(settings, caplog):
+    # a controller that boots after the host must not stop the daemon (the render thread retries it)
+    plan = plan_led(settings, outputs=["ddp://nowhere.invalid", f"opc://127.0.0.1:{free_port()}"])
+    assert len(plan.devices) == 2
+    warned = [r for r in caplog.records if "not reachable yet" in r.getMessage()]
+    assert [r.device for r in warned] == ["ddp:nowhere.invalid", "opc:127.0.0.1"]
     with pytest.raises(ConfigError, match="'beats_per_cycle' is not a key of any device's effect"):
         plan_led(settings, outputs=["ddp://127.0.0.1"], effect_config={"beats_per_cycle": 8}, check=False)
     with pytest.raises(ConfigError, match="ambient"):

@@ -13,8 +13,9 @@ import orjson
 
 from consumers.led.config import parse_output_url
 from consumers.led.outputs import FrameHub, create_output
-from consumers.led.outputs.terminal import render_line
-from consumers.led.outputs.web import WebOutput, ws_accept
+from beatbus.console import console
+from consumers.led.outputs.terminal import TerminalOutput, render_line
+from consumers.led.outputs.web import HUB, ws_accept
 
 from led_support import TcpCapture, UdpCapture
 
@@ -167,14 +168,27 @@ def test_wled_drgb_dnrgb_warls_drgbw_and_release():
     assert packets[6] == bytes([2, 0]) and packets[7] == bytes([4, 0, 0, 0])   # timeout 0 releases
 
 
-def test_terminal_preview_draws_truecolor_blocks():
-    buf = io.StringIO()
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_terminal_preview_draws_truecolor_blocks_on_a_status_line_and_nothing_into_a_pipe():
     spec, _ = parse_output_url("terminal://?width=2")
-    out = create_output(spec, 4)
-    out.stream = buf
-    out.send(bytes([255, 0, 0, 255, 0, 0, 0, 0, 255, 0, 0, 255]))
-    assert buf.getvalue() == "\r\x1b[38;2;255;0;0m█\x1b[38;2;0;0;255m█\x1b[0m"
+    frame = bytes([255, 0, 0, 255, 0, 0, 0, 0, 255, 0, 0, 255])
+    tty = _Tty()
+    out = TerminalOutput(spec, 4, stream=tty)
+    out.send(frame)
+    assert tty.getvalue() == "\r\x1b[K\x1b[38;2;255;0;0m█\x1b[38;2;0;0;255m█\x1b[0m"
+    console(tty).line("beat")                  # a printed line goes above the strip, which is redrawn
+    assert tty.getvalue().endswith("\r\x1b[Kbeat\n\x1b[38;2;255;0;0m█\x1b[38;2;0;0;255m█\x1b[0m")
     assert render_line(bytes([0, 0, 0, 200, 200, 200]), 1) == "\x1b[38;2;100;100;100m█\x1b[0m"
+    pipe = io.StringIO()
+    out = TerminalOutput(spec, 4, stream=pipe)
+    out.open()
+    out.send(frame)
+    out.close()
+    assert pipe.getvalue() == ""
 
 
 def _ws_client(port: int) -> socket.socket:
@@ -211,15 +225,14 @@ def _ws_read(s: socket.socket) -> tuple[int, bytes]:
 
 def test_websocket_preview_streams_latest_frames():
     assert ws_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="    # RFC 6455 example
-    hub = FrameHub()
     spec, _ = parse_output_url("ws://127.0.0.1:0")
-    out = WebOutput(spec, 100, hub=hub, channel="strip")
+    out = create_output(spec, 100, name="ws-preview-test")     # as the LED consumer builds it from the URL
     out.open()
     try:
         client = _ws_client(out.server.port)
         op, hello = _ws_read(client)
-        assert op == 0x1 and orjson.loads(hello) == {"type": "hello", "device": "strip", "format": "rgb8",
-                                                     "pixels": 100, "fps": 30.0}
+        assert op == 0x1 and orjson.loads(hello) == {"type": "hello", "device": "ws-preview-test",
+                                                     "format": "rgb8", "pixels": 100, "fps": 30.0}
         frame = _frame(100)
         out.send(frame)
         op, data = _ws_read(client)
@@ -236,6 +249,7 @@ def test_websocket_preview_streams_latest_frames():
         plain.close()
     finally:
         out.close()
+        HUB.meta.pop("ws-preview-test", None)              # the process-wide registry outlives the output
 
 
 def test_frame_hub_async_feed_for_the_api():

@@ -12,7 +12,7 @@ from beatbus.config import load_settings
 from consumers.led import HUB, build_led_service
 from schemas import BeatEvent, StreamEnd
 
-from conftest import free_port
+from conftest import eventually, free_port
 from led_support import TcpCapture, UdpCapture
 
 FLASH = {"intensity_amount": 0, "downbeat_emphasis": 0}
@@ -87,9 +87,10 @@ def test_a_failing_output_is_retried_without_stalling_the_others(bus, settings):
         svc = build_led_service(bus, settings, outputs=[f"ddp://127.0.0.1:{cap.port}", f"opc://127.0.0.1:{port}"],
                                 pixels=10, fps=30, check=False)
         stop, thread = _start(svc)
-        time.sleep(0.6)
         ddp, opc = svc.runners
-        assert opc.stats["errors"] >= 1                                  # refused, retried with backoff
+        # refused, retried with backoff, while DDP keeps sending (more than half a second at 30 fps)
+        eventually(lambda: opc.stats["errors"] >= 1 and len(cap.packets) > 15,
+                   what="the refused OPC output to be retried while DDP keeps sending")
         with TcpCapture(port) as srv:
             data = srv.wait_for(14 * 3, timeout=8)                       # the OPC peer appears: reconnects
         stop.set()
@@ -191,3 +192,27 @@ def test_control_events_from_the_api_set_offset_sensitivity_and_effects(bus, set
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_a_render_thread_that_dies_stops_the_daemon_with_one_line_naming_the_device(bus, settings):
+    import struct
+
+    from beatbus.errors import BeatbusError
+    from beatbus.runtime import run_services
+    from consumers.led.outputs import Output
+    from consumers.led.render import RenderThreadDied
+    from consumers.led.service import LedService, plan_led
+
+    class Buggy(Output):                   # a bug, not an I/O error: the loop cannot go on
+        def send(self, frame):
+            raise struct.error("argument for 's' must be a bytes object")
+
+    plan = plan_led(settings, outputs=["web://buggy"], pixels=4)
+    svc = LedService(bus, settings=settings, plan=plan, outputs={"buggy": Buggy(plan.devices[0].spec, 4)})
+    t0 = time.monotonic()
+    with pytest.raises(RenderThreadDied) as err:
+        run_services([svc], duration=10)
+    assert time.monotonic() - t0 < 5                                     # not a silent run to the end
+    assert str(err.value) == ("LED device buggy (web://buggy): render thread died: "
+                              "error: argument for 's' must be a bytes object")
+    assert isinstance(err.value, BeatbusError)     # the CLI prints `beatbus: error: ...` and exits 2

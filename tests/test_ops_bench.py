@@ -12,9 +12,12 @@ def test_bench_load_prints_cpu_lag_and_latency_tables(tmp_path):
                     "--json", str(out), timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| processor-1 |" in r.stdout and "| capture-to-event latency (ms) |" in r.stdout
-    doc = json.loads(out.read_text())
+    assert "| sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core |" in r.stdout
+    [doc] = json.loads(out.read_text())                      # one run per source count
     assert doc["leases"] == [2] and doc["beats"] > 0 and doc["frames_dropped"] == [0]
     assert 0 < doc["capture_latency_ms"]["50"] < 10_000
+    assert doc["backend"] == "beatnet"                       # the daemon's own default: nothing passed
+    assert 0 < doc["cpu_percent_per_source"] < 100 and doc["sources_per_core"] > 1
 
 
 def test_bench_soak_samples_rss_and_judges_growth(tmp_path):
@@ -32,4 +35,4 @@ def test_bench_soak_samples_rss_and_judges_growth(tmp_path):
 
 def test_bench_rejects_nonsense_sizes():
     r = beatbus_cmd("bench", "load", "--sources", "0")
-    assert r.returncode == 2 and "--sources 0 must be positive" in r.stderr
+    assert r.returncode == 2 and "--sources: '0': source counts must be positive" in r.stderr

@@ -20,7 +20,7 @@ from conftest import beatbus_cmd
 BEATBUS = str(Path(sys.prefix) / "bin" / "beatbus")
 needs_systemd_analyze = pytest.mark.skipif(not shutil.which("systemd-analyze"),
                                            reason="systemd-analyze missing (install.sh installs the systemd package)")
-INSTALL = ["--producer", "stage=mic --device 2", "--producer", "bar=file /srv/music/set.flac --loop",
+INSTALL = ["--producer", "stage=mic --mic-device 2", "--producer", "bar=file /srv/music/set.flac --loop",
            "--processors", "2", "--intensity", "1", "--structure", "1", "--workers", "1",
            "--led", "strip=--output ddp://10.0.0.20 --source stage", "--trigger", "--generate", "--api"]
 
@@ -32,6 +32,24 @@ def unit_settings(text: str) -> dict[str, list[str]]:
             k, _, v = line.partition("=")
             out.setdefault(k, []).append(v)
     return out
+
+
+@pytest.fixture(scope="module")
+def staged_reachable(tmp_path_factory):
+    """The same install with ExecStart in a venv every user can reach (outside /tmp, on the system's python):
+    this checkout's own venv may resolve into /root/.pyenv, which a DynamicUser cannot enter."""
+    from test_ops_verify_chain import SYSTEM_PYTHON, make_venv, outside_private_dirs
+
+    if SYSTEM_PYTHON is None:
+        pytest.skip("no system python3 to build a reachable venv from")
+    folder = outside_private_dirs()
+    script = make_venv(folder / "venv", python=SYSTEM_PYTHON)
+    root = tmp_path_factory.mktemp("root-reachable")
+    r = beatbus_cmd("deploy", "install", "--prefix", str(root), "--exec", str(script),
+                    "--redis-url", "redis://:s3cret@10.0.0.5:6379/0", *INSTALL, timeout=60)
+    assert r.returncode == 0, r.stderr
+    yield root
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +90,11 @@ def test_env_files_are_private_and_targets_list_every_instance(staged):
     env = conf / "beatbus.env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     text = env.read_text()
-    assert "REDIS_URL=redis://:s3cret@10.0.0.5:6379/0" in text and "ERROR_GENERATOR_URL=http://10.0.0.9:9090" in text
+    assert "REDIS_URL=redis://:s3cret@10.0.0.5:6379/0" in text and "\nBEATBUS_ERROR_GENERATOR_URL=http://10.0.0.9:9090\n" in text
     for p in conf.glob("*.env"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert (conf / "producer@stage.env").read_text().splitlines()[1:] == [
-        "BEATBUS_METRICS_ADDR=127.0.0.1:9701", "BEATBUS_PRODUCE_ARGS=mic --device 2"]
+        "BEATBUS_METRICS_ADDR=127.0.0.1:9701", "BEATBUS_PRODUCE_ARGS=mic --mic-device 2"]
     targets = json.loads((conf / "prometheus-targets.json").read_text())
     by_unit = {t["labels"]["unit"]: t["targets"][0] for t in targets}
     assert by_unit == {"beatbus-processor@1": "127.0.0.1:9601", "beatbus-processor@2": "127.0.0.1:9602",
@@ -117,11 +135,12 @@ def test_a_dedicated_user_replaces_the_dynamic_one():
 
 
 @needs_systemd_analyze
-def test_systemd_analyze_verify_and_security_pass_on_every_unit(staged, capsys):
+def test_systemd_analyze_verify_and_security_pass_on_every_unit(staged_reachable, capsys):
+    staged = staged_reachable
     results = check_units(staged / "etc/systemd/system", config_dir=staged / "etc/beatbus", prefix=staged)
     with capsys.disabled():
         print("\n" + format_report(results))
-    assert all(r.ok for r in results), [(r.unit, r.verify, r.command_error) for r in results if not r.ok]
+    assert all(r.ok for r in results), [(r.unit, r.problems) for r in results if not r.ok]
     services = [r for r in results if r.unit.endswith(".service")]
     assert len(services) == 12                        # every configured instance, and the unconfigured ones
     assert all(r.exposure is not None and r.exposure <= 2.5 for r in services), \

@@ -111,10 +111,12 @@ def test_processor_takeover_after_kill(broker, bus):
         proc.wait()
         killed = time.monotonic()
         stop = threading.Event()
-        while "s1" not in standby.owned and time.monotonic() - killed < 5:
+        while "s1" not in standby.owned and time.monotonic() - killed < 20:
             standby.step(stop)
         took = time.monotonic() - killed
-        assert "s1" in standby.owned and took < 1.0 + 0.5, took
+        # taken over once the 1 s lease lapses; the generous margin is for a loaded 2-core CI machine
+        # (a standby that ignored leases would take minutes, or never)
+        assert "s1" in standby.owned and took < 1.0 + 4.0, took
         assert bus.redis.get(lease_key).decode() == standby.owner
         standby.drain()
     finally:
@@ -178,7 +180,7 @@ def test_daemon_serves_metrics_and_drains_on_sigterm(broker, bus):
         families = {f.name: f for f in text_string_to_metric_families(_metrics_text(port))}
         published = families["beatbus_events_published"]   # the parser strips _total
         assert any(s.labels.get("kind") == "audio" and s.value > 0 for s in published.samples)
-        assert "beatbus_stage_latency_seconds" in families
+        assert "beatbus_stage_latency_seconds" not in families     # the processors' metric, not a producer's
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
         assert proc.returncode == 0, err

@@ -13,8 +13,10 @@ import soundfile as sf
 
 from producers import AudioSourceError, Chunk, FileSource, open_source
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "beats" / "madmom_sample.flac"
-needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} not present")
+from conftest import BEATS_DIR
+
+SAMPLE = BEATS_DIR / "madmom_sample.flac"
+needs_sample = pytest.mark.usefixtures()  # the data is required (conftest stops the run without it)
 
 
 def collect(src) -> list[Chunk]:
@@ -119,12 +121,13 @@ def test_realtime_catches_up_without_drift_or_drops(tmp_path):
         for c in src:
             chunks.append(c)
             if len(chunks) == 5:
-                time.sleep(0.3)  # a slow consumer: the next chunks come at once, none lost
+                time.sleep(0.6)  # a slow consumer: the next chunks come at once, none lost
         end = time.monotonic() - t0
     check_stream(chunks, 441)
     assert len(chunks) == 50
     assert src.stats["late_chunks"] > 0
-    assert end < 1.2, f"schedule drifted by the stall: finished after {end:.2f} s"
+    # on schedule: 1.0 s; a schedule that drifted by the stall: >= 1.6 s (the gap leaves room for load)
+    assert 0.99 <= end < 1.5, f"schedule drifted by the stall: finished after {end:.2f} s"
 
 
 def test_loop_continues_sample_index(tmp_path):

@@ -41,9 +41,9 @@ def test_consume_trigger_daemon_posts_to_the_reference_receiver(broker, bus):
     consumer = None
     try:
         line = rx.stdout.readline()
-        assert line.startswith(f"ERROR_GENERATOR_URL=http://127.0.0.1:{port}") and "test double" in line
+        assert line.startswith(f"BEATBUS_ERROR_GENERATOR_URL=http://127.0.0.1:{port}") and "test double" in line
         consumer = _spawn("consume", "trigger", "--sources", "cli", "--max-age", "5",
-                          env={"REDIS_URL": broker.url, "ERROR_GENERATOR_URL": f"http://127.0.0.1:{port}",
+                          env={"REDIS_URL": broker.url, "BEATBUS_ERROR_GENERATOR_URL": f"http://127.0.0.1:{port}",
                                "BEATBUS_METRICS_ADDR": "off"})
         stream = keys.stream("cli", "beats")
         assert wait_for(lambda: bus.redis.exists(stream) and bus.redis.xinfo_groups(stream), timeout=20), \
@@ -69,11 +69,11 @@ def test_consume_trigger_daemon_posts_to_the_reference_receiver(broker, bus):
 
 
 @pytest.mark.parametrize("args, env, needle", [
-    (["consume", "trigger"], {"REDIS_URL": "redis://127.0.0.1:1/0"}, "no error generator URL: pass --url or set "
-                                                                     "ERROR_GENERATOR_URL"),
-    (["consume", "trigger", "--url", "ftp://x"], {}, "must be an http:// or https:// URL"),
-    (["consume", "trigger", "--url", "http://127.0.0.1:9"], {}, "no broker: set REDIS_URL"),
-    (["consume", "trigger", "--timeout", "0"], {"ERROR_GENERATOR_URL": "http://h"}, "timeout"),
+    (["consume", "trigger"], {"REDIS_URL": "redis://127.0.0.1:1/0"},
+     "no error generator URL: pass --error-generator-url or set BEATBUS_ERROR_GENERATOR_URL"),
+    (["consume", "trigger", "--error-generator-url", "ftp://x"], {}, "must be an http:// or https:// URL"),
+    (["consume", "trigger", "--error-generator-url", "http://127.0.0.1:9"], {}, "no broker: set REDIS_URL"),
+    (["consume", "trigger", "--timeout", "0"], {"BEATBUS_ERROR_GENERATOR_URL": "http://h"}, "timeout"),
 ])
 def test_trigger_user_errors_are_one_line(args, env, needle):
     r = beatbus_cmd(*args, env=env, timeout=60)

@@ -231,18 +231,20 @@ def test_circuit_opens_while_receiver_is_down_and_closes_when_it_returns(bus, se
 
 def test_stale_triggers_are_dropped(bus, settings, receiver):
     stale_before = metric("beatbus_triggers_total", outcome="stale")
-    # a beat emitted 2 s ago is off-beat by now
-    svc = make_service(bus, settings, receiver, max_age=0.25, concurrency=1)
+    # a beat emitted 20 s ago is off-beat by now
+    # (the margins, 1.5 s to send the first trigger, 1.5 s past max_age for those queued behind a
+    # 3 s POST, hold on a loaded machine)
+    svc = make_service(bus, settings, receiver, max_age=1.5, timeout=10.0, concurrency=1)
     with running(svc):
-        publish(bus, "beats", beat_event(1, emitted_at=time.time() - 2.0))
+        publish(bus, "beats", beat_event(1, emitted_at=time.time() - 20.0))
         assert wait_for(lambda: svc.outcomes.get("stale") == 1)
         assert receiver.received() == []
-        # a slow receiver and one connection: triggers queued behind a 400 ms POST go stale
-        receiver.set_fault(status=None, delay_ms=400)
+        # a slow receiver and one connection: triggers queued behind a 3 s POST go stale
+        receiver.set_fault(status=None, delay_ms=3000)
         now = time.time()
         for i in range(2, 6):
             publish(bus, "beats", beat_event(i, emitted_at=now))
-        assert wait_for(lambda: sum(svc.outcomes.values()) >= 5 and not svc._open)
+        assert wait_for(lambda: sum(svc.outcomes.values()) >= 5 and not svc._open, timeout=30)
     assert [r["body"]["beat"] for r in receiver.received()] == [2]
     assert svc.outcomes == {"stale": 4, "delivered": 1}
     assert metric("beatbus_triggers_total", outcome="stale") - stale_before == 4

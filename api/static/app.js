@@ -174,7 +174,9 @@ setInterval(drawTimeline, 1000);
 
 // -- LED preview: the LED consumer's web output if there is one, else beat flashes ----------
 async function setupLed() {
+  // ?led=NAME picks a device of GET /api/led/devices; ?led=ws://HOST:PORT a standalone ws:// preview
   let url = params.get("led");
+  if (url && !/^wss?:\/\//.test(url)) url = `${wsBase}/ws/led/${encodeURIComponent(url)}`;
   if (!url) {
     try {
       const d = await api("/api/led/devices");

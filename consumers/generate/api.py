@@ -15,7 +15,9 @@
 
 Errors are ``{"detail": "<one line naming the cause>"}`` with 404 (unknown id), 413 (too
 large or long), 415 (not audio), 422 (parameter out of range), 409 (not ready), 503 (broker
-or model unavailable), 507 (disk full). Every parameter is checked before a job is queued.
+unavailable, or no live worker offers the model: :mod:`.offers`), 507 (disk full). Every
+parameter is checked, and a live worker that can run the job found, before a job is queued;
+an upload whose CLAP embedding no live worker can compute is stored without one.
 Ids are generated server-side; a client's file name is kept as display text only.
 
 ``build_router(..., read_dependencies=[...], write_dependencies=[...])`` lets the API app
@@ -24,10 +26,10 @@ attach authentication and rate limits per route class (reads vs. uploads/generat
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import msgspec
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -40,11 +42,12 @@ from .audio import decode_audio
 from .clap import EmbeddingIndex
 from .conditioning import Conditioning, snapshot
 from .config import GenerateConfig
-from .errors import GenerationError, InvalidRequest, NotFound, TooLarge, UnsupportedAudio, http_status
+from .errors import GenerationError, InvalidRequest, NotFound, NoWorker, TooLarge, UnsupportedAudio, http_status
 from .jobqueue import GenerationQueue, embedding_job_id
 from .metrics import UPLOADS
+from .offers import job_kind, require_worker
 from .service import capture_conditioning
-from .spec import GenerateParams, build_job, parse_params
+from .spec import ID_RE, GenerateParams, build_job, parse_params
 from .storage import Store
 
 __all__ = ["build_router", "GENERATE_SCHEMA"]
@@ -53,6 +56,14 @@ __all__ = ["build_router", "GENERATE_SCHEMA"]
 GENERATE_SCHEMA = msgspec.json.schema(GenerateParams)["$defs"]["GenerateParams"]
 _MULTIPART_SLACK = 64 * 1024          # headers and boundaries around the file part
 _JSON_BODY_LIMIT = 64 * 1024
+# The OpenAPI document states the id format, so a client learns it from there (and no schema-valid
+# id is refused); the answers are the codes of the module docstring, each {"detail": "..."}.
+IdPath = Annotated[str, Path(pattern=ID_RE.pattern, description="an id this API returned")]
+_ERRORS = {404: {"description": "unknown id"}, 409: {"description": "not ready, or failed"},
+           413: {"description": "too large or too long"}, 415: {"description": "not audio"},
+           422: {"description": "a parameter out of range"},
+           503: {"description": "broker unavailable, or no live worker offers the model"},
+           507: {"description": "disk full"}}
 _MEDIA = {"wav": ("audio.wav", "audio/wav"), "mid": ("music.mid", "audio/midi"), "json": ("meta.json", None)}
 
 
@@ -99,7 +110,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     store = store or Store(config.state_path)
     queue = GenerationQueue(bus.redis, config, store=store)
     index = EmbeddingIndex(store)
-    router = APIRouter(tags=["generation"])
+    router = APIRouter(tags=["generation"], responses=_ERRORS)
     read, write = list(read_dependencies), list(write_dependencies)
 
     def _job_response(spec, request: Request) -> JSONResponse:
@@ -153,13 +164,19 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
         body = {"audio_id": audio_id, "duration": round(len(x) / sr, 3), "sr": sr,
                 "name": store.upload_meta(audio_id)["name"], "embedding": None}
         if config.embed_uploads:
-            job = await run_in_threadpool(queue.submit_embedding, audio_id, duration=len(x) / sr)
-            body["embedding"] = {"job_id": job.id, "status": "queued", "url": f"/api/embedding/{audio_id}"}
+            try:
+                await run_in_threadpool(require_worker, bus.redis, config.queue, "clap")
+            except NoWorker as exc:
+                body["embedding_unavailable"] = str(exc)
+            else:
+                job = await run_in_threadpool(queue.submit_embedding, audio_id, duration=len(x) / sr)
+                body["embedding"] = {"job_id": job.id, "status": "queued", "url": f"/api/embedding/{audio_id}"}
         return JSONResponse(status_code=201, content=body)
 
-    @router.get("/api/embedding/{audio_id}", dependencies=read)
+    @router.get("/api/embedding/{audio_id}", dependencies=read,
+                responses={202: {"description": "the embedding is being computed"}})
     @_http
-    async def embedding(audio_id: str):
+    async def embedding(audio_id: IdPath):
         """The upload's CLAP embedding (202 while it is being computed)."""
         vector = await run_in_threadpool(store.load_embedding, audio_id)
         if vector is not None:
@@ -180,12 +197,13 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     @router.post("/api/generate/{audio_id}", status_code=202, dependencies=write, openapi_extra=generate_body,
                  max_body_size=_JSON_BODY_LIMIT)
     @_http
-    async def generate_from_upload(audio_id: str, request: Request, body: dict | None = Body(None)):
+    async def generate_from_upload(audio_id: IdPath, request: Request, body: dict | None = Body(None)):
         """Generate from an upload: MusicGen continues it (or follows its melody with ``melody``)."""
         params = parse_params(body)
         store.upload_meta(audio_id)                      # 404 before anything is queued
         if params.kind != "musicgen":
             raise InvalidRequest("kind: lstm composes MIDI from tokens and takes no audio; use POST /api/generate")
+        await run_in_threadpool(require_worker, bus.redis, config.queue, job_kind(params.kind, melody=params.melody))
         spec = build_job(params, audio_id=audio_id, reason="api",
                          conditioning=await run_in_threadpool(_stream_conditioning, params))
         return await run_in_threadpool(_job_response, spec, request)
@@ -199,6 +217,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
     async def generate(request: Request, body: dict | None = Body(None)):
         """Generate from a prompt and/or a live source's conditioning (``source``)."""
         params = parse_params(body)
+        await run_in_threadpool(require_worker, bus.redis, config.queue, job_kind(params.kind, melody=params.melody))
 
         def prepare():
             cond = _stream_conditioning(params)
@@ -225,7 +244,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
 
     @router.get("/api/status/{generation_id}", dependencies=read)
     @_http
-    async def status(generation_id: str, request: Request):
+    async def status(generation_id: IdPath, request: Request):
         """Status and progress (0-100) of a generation; the error when it failed."""
         Store.check_id(generation_id, "generation id")
         await run_in_threadpool(_check_owner, generation_id, request)
@@ -233,7 +252,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
 
     @router.get("/api/download/{generation_id}", dependencies=read)
     @_http
-    async def download(generation_id: str, request: Request,
+    async def download(generation_id: IdPath, request: Request,
                        format: str | None = Query(None, pattern="^(wav|mid|json)$")):  # noqa: A002
         """The result file: WAV for musicgen, MIDI for lstm (``format`` picks another)."""
         Store.check_id(generation_id, "generation id")
@@ -257,7 +276,7 @@ def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None
 
     @router.get("/api/similar/{audio_id}", dependencies=read)
     @_http
-    async def similar(audio_id: str, k: int = Query(5, ge=1, le=100)):
+    async def similar(audio_id: IdPath, k: int = Query(5, ge=1, le=100)):
         """Uploads most similar to this one (cosine similarity of CLAP embeddings)."""
         if await run_in_threadpool(store.load_embedding, audio_id) is None:
             raise HTTPException(409, f"audio {audio_id} has no embedding yet; see /api/embedding/{audio_id}")

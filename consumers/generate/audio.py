@@ -19,7 +19,7 @@ from scipy.signal import lfilter
 
 from processors.intensity.kweight import k_weighting
 
-from .errors import TooLarge, UnsupportedAudio
+from .errors import InvalidRequest, TooLarge, UnsupportedAudio
 
 __all__ = ["decode_audio", "to_mono", "resample", "integrated_loudness", "normalize_loudness", "wav_bytes",
            "AUDIO_FORMATS"]
@@ -46,7 +46,9 @@ def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float = 0.0) -
     Raises
     ------
     UnsupportedAudio
-        The bytes are not a supported audio format, or decode to nothing usable.
+        The bytes are not a supported audio format (HTTP 415).
+    InvalidRequest
+        Decodable audio that is unusable: shorter than ``min_seconds``, or not finite (HTTP 422).
     TooLarge
         The audio is longer than ``max_seconds``.
     """
@@ -67,9 +69,9 @@ def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float = 0.0) -
     if len(x) / sr > max_seconds:
         raise TooLarge(f"audio is longer than the limit of {max_seconds:g} s")
     if len(x) == 0 or len(x) / sr < min_seconds:
-        raise UnsupportedAudio(f"audio is {len(x) / sr:.2f} s long; at least {min_seconds:g} s is needed")
+        raise InvalidRequest(f"audio is {len(x) / sr:.2f} s long; at least {min_seconds:g} s is needed")
     if not np.all(np.isfinite(x)):
-        raise UnsupportedAudio("audio contains NaN or infinite samples")
+        raise InvalidRequest("audio contains NaN or infinite samples")
     return x, sr
 
 

@@ -62,7 +62,7 @@ def _context(args: argparse.Namespace, bus=None):
 def cmd_worker(args: argparse.Namespace) -> int:
     from .worker import PRELOADS, run_worker
 
-    bad = [p for p in args.preload if p not in PRELOADS]
+    bad = [p for p in args.preload or () if p not in PRELOADS]
     if bad:
         raise ConfigError(f"--preload {bad[0]!r} is not one of {', '.join(PRELOADS)}")
     settings, config, _ = _configs(args)
@@ -96,17 +96,39 @@ def _params(args: argparse.Namespace, kind: str) -> dict:
     return out
 
 
-def _write_out(files: dict[str, bytes], out: str | None, default: str) -> Path:
-    path = Path(out or default)
-    data = files.get("audio.wav" if path.suffix.lower() == ".wav" else "music.mid") or next(iter(files.values()))
-    path.write_bytes(data)
-    return path
+_SUFFIXES = {"musicgen": (".wav",), "lstm": (".mid", ".midi")}
+
+
+def _check_out(out: str | None, kind: str) -> None:
+    """Refuse an --out whose extension is not what the piece is (before any work is done)."""
+    if out is None or Path(out).suffix.lower() in _SUFFIXES[kind]:
+        return
+    if kind == "lstm":
+        raise ConfigError(f"--out {out}: an LSTM piece is MIDI, so the name must end in .mid "
+                          "(--render-audio writes its audio beside it, as NAME.wav)")
+    raise ConfigError(f"--out {out}: MusicGen writes WAV audio, so the name must end in .wav")
+
+
+def _out_paths(out: str | None, kind: str, files, job_id: str) -> dict[str, Path]:
+    """Result file -> where it goes: --out (or ID.wav / ID.mid) for the piece, rendered audio beside a MIDI."""
+    main = Path(out or f"{job_id}{_SUFFIXES[kind][0]}")
+    if kind == "musicgen":
+        return {"audio.wav": main}
+    return {"music.mid": main, **({"audio.wav": main.with_suffix(".wav")} if "audio.wav" in files else {})}
+
+
+def _written(paths: dict[str, Path]) -> dict[str, str]:
+    """The JSON fields naming what was written: ``out`` (the piece) and ``audio`` (a MIDI's rendering)."""
+    main = paths.get("music.mid") or paths["audio.wav"]
+    return {"out": str(main), **({"audio": str(paths["audio.wav"])} if "music.mid" in paths and "audio.wav" in paths
+                                 else {})}
 
 
 def _run_piece(args: argparse.Namespace, kind: str) -> int:
     from .spec import build_job, parse_params
 
     params = parse_params(_params(args, kind))
+    _check_out(args.out, kind)
     seed_tokens = None
     if getattr(args, "seed_midi", None):
         from .backends.lstm import midi_seed_tokens
@@ -128,8 +150,10 @@ def _run_piece(args: argparse.Namespace, kind: str) -> int:
         spec = build_job(params, audio_id=audio_id, reason="cli", seed_tokens=seed_tokens,
                          base_prompt="" if params.prompt else ctx.config.prompt)
         files, meta = generate_local(spec, ctx)
-        path = _write_out(files, args.out, f"{spec.id}.{'wav' if kind == 'musicgen' else 'mid'}")
-        print(orjson.dumps({"out": str(path), "prompt": spec.request.prompt, "duration": spec.request.duration,
+        paths = _out_paths(args.out, kind, files, spec.id)
+        for name, path in paths.items():
+            path.write_bytes(files[name])
+        print(orjson.dumps({**_written(paths), "prompt": spec.request.prompt, "duration": spec.request.duration,
                             **{k: meta[k] for k in ("rtf", "steps", "notes", "tokens_per_second") if k in meta}}
                            ).decode())
         return 0
@@ -146,17 +170,21 @@ def _run_piece(args: argparse.Namespace, kind: str) -> int:
         cond = snapshot(bus, params.source) if params.source else None
         spec = build_job(params, conditioning=cond, audio_id=audio_id, reason="cli", seed_tokens=seed_tokens,
                          base_prompt="" if params.prompt else config.prompt)
+        from .offers import job_kind, require_worker
+
         queue = GenerationQueue(bus.redis, config, store=store)
+        require_worker(bus.redis, config.queue, job_kind(kind, melody=params.melody))
         job = queue.submit(spec)
         print(f"beatbus: queued {spec.id} (timeout {job.timeout} s); waiting for a worker ...", file=sys.stderr)
         st = queue.wait(spec.id, timeout=args.wait)
         if st["status"] != "finished":
             raise ConfigError(f"generation {spec.id} {st['status']}"
                               + (f": {st['error']}" if st.get("error") else f" after {args.wait:g} s"))
-        src = store.result_file(spec.id)
-        dst = Path(args.out or src.name)
-        shutil.copyfile(src, dst)
-        print(orjson.dumps({"out": str(dst), "id": spec.id}).decode())
+        made = {p.name for p in store.result_dir(spec.id).iterdir()}
+        paths = _out_paths(args.out, kind, made, spec.id)
+        for name, path in paths.items():
+            shutil.copyfile(store.result_dir(spec.id) / name, path)
+        print(orjson.dumps({**_written(paths), "id": spec.id}).decode())
         return 0
 
 
@@ -190,6 +218,9 @@ def cmd_generate_submit(args: argparse.Namespace) -> int:
 
         cond = snapshot(bus, params.source) if params.source else None
         spec = build_job(params, conditioning=cond, reason="cli", base_prompt="" if params.prompt else config.prompt)
+        from .offers import job_kind, require_worker
+
+        require_worker(bus.redis, config.queue, job_kind(params.kind, melody=params.melody))
         job = GenerationQueue(bus.redis, config).submit(spec)
         print(orjson.dumps({"generation_id": spec.id, "timeout": job.timeout, "prompt": spec.request.prompt}).decode())
     return 0
@@ -251,7 +282,7 @@ def _piece_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--key", help="e.g. 'A minor'")
     p.add_argument("--meter", type=int, help="beats per bar")
     p.add_argument("--seed", type=int, help="random seed (reproducible output)")
-    p.add_argument("--out", help="output file")
+    p.add_argument("--out", help="output file: NAME.wav for musicgen, NAME.mid for lstm (default: the job id)")
     p.add_argument("--local", action="store_true", help="run in this process instead of queueing for a worker")
     p.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for a queued job")
     if kind == "musicgen":
@@ -266,7 +297,7 @@ def _piece_options(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--bars", type=int, help="bars to compose")
         p.add_argument("--seed-midi", dest="seed_midi", help="MIDI file whose ending seeds the composer")
         p.add_argument("--render-audio", dest="render_audio", action="store_true",
-                       help="also render a WAV with FluidSynth")
+                       help="also render the MIDI with FluidSynth, to NAME.wav beside --out NAME.mid")
     add_common_options(p)
     _gen_options(p)
 
@@ -275,8 +306,9 @@ def register(commands: dict) -> None:
     top = commands["top"]
     w = top.add_parser("worker", help="rq generation worker (MusicGen, LSTM, CLAP); models stay loaded")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    w.add_argument("--preload", nargs="*", default=["musicgen"], metavar="MODEL",
-                   help="models to load before taking jobs: musicgen musicgen-melody clap lstm (default musicgen)")
+    w.add_argument("--preload", nargs="*", metavar="MODEL",
+                   help="models to load (downloading if need be) before taking jobs: musicgen musicgen-melody "
+                        "clap lstm; default: lstm, and musicgen when its weights are on this machine")
     w.add_argument("--max-jobs", dest="max_jobs", type=int, help="exit after this many jobs")
     w.add_argument("--name", help="worker name (default: random)")
     w.add_argument("--no-scheduler", dest="no_scheduler", action="store_true",

@@ -13,8 +13,8 @@ Example TOML::
     musicgen_model = "/srv/models/musicgen-small"
     job_timeout_factor = 4.0      # a GPU worker: ~4 s of compute per second of audio, at most
 
-Model ids are Hugging Face names or local directories; weights are never downloaded here
-(``HF_HUB_OFFLINE=1`` unless set otherwise): a name works only from a warm cache.
+Model ids are Hugging Face names or local directories; a name not in the Hugging Face cache is
+downloaded into it by the worker on first use (:mod:`.models`), unless ``HF_HUB_OFFLINE=1``.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ DESCRIPTIONS: dict[str, str] = {
     "duration": "Seconds of music a stream-triggered job generates (5-120).",
     "prompt": "Text prepended to the prompt built from the stream's conditioning.",
     "musicgen_engine": "transformers (default) or audiocraft (only if importable; it pins torch 2.1).",
-    "musicgen_model": "MusicGen model: local directory or HF id from a warm cache (also BEATBUS_MUSICGEN_MODEL).",
+    "musicgen_model": "MusicGen model: local directory or HF id, fetched on first use (also BEATBUS_MUSICGEN_MODEL).",
     "musicgen_melody_model": "MusicGen-Melody model (also BEATBUS_MUSICGEN_MELODY_MODEL).",
     "clap_model": "CLAP model for embeddings (also BEATBUS_CLAP_MODEL).",
     "lstm_checkpoint": "LSTM composer checkpoint (.pt); empty: the one shipped in the package.",

@@ -9,6 +9,7 @@
         │   └── TooLarge           an upload over the size or duration limit     (HTTP 413)
         ├── NotFound               an unknown audio or generation id             (HTTP 404)
         ├── ModelUnavailable       weights missing (no hub access) or unloadable (permanent)
+        ├── NoWorker               no live worker offers the model a job needs    (HTTP 503)
         ├── StorageFull            no space left for an upload or a result       (HTTP 507)
         └── TransientError         worth retrying (broker blip, CUDA OOM)
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from beatbus.errors import BeatbusError
 
 __all__ = ["GenerationError", "InvalidRequest", "UnsupportedAudio", "TooLarge", "NotFound",
-           "ModelUnavailable", "StorageFull", "TransientError", "http_status"]
+           "ModelUnavailable", "NoWorker", "StorageFull", "TransientError", "http_status"]
 
 
 class GenerationError(BeatbusError):
@@ -47,6 +48,10 @@ class ModelUnavailable(GenerationError):
     """A model cannot be loaded (weights not in a local directory or warm cache)."""
 
 
+class NoWorker(GenerationError):
+    """No live worker advertises the model a job needs: queueing it would only wait or fail."""
+
+
 class StorageFull(GenerationError, OSError):
     """The state directory's file system is full."""
 
@@ -56,7 +61,7 @@ class TransientError(GenerationError):
 
 
 _STATUS = ((UnsupportedAudio, 415), (TooLarge, 413), (InvalidRequest, 422), (NotFound, 404),
-           (StorageFull, 507), (ModelUnavailable, 503), (TransientError, 503))
+           (StorageFull, 507), (ModelUnavailable, 503), (NoWorker, 503), (TransientError, 503))
 
 
 def http_status(exc: BaseException) -> int:

@@ -213,7 +213,7 @@ def run_generation(payload: str) -> dict[str, Any]:
     job = get_current_job()
     try:
         spec = msgspec.json.decode(payload, type=GenerationJob)
-    except msgspec.ValidationError as exc:
+    except msgspec.DecodeError as exc:          # malformed JSON or a schema violation
         raise InvalidRequest(f"job payload is invalid: {exc}") from None
     if job is not None and job.enqueued_at is not None:
         QUEUE_WAIT.labels(spec.request.backend).observe(max(0.0, time.time() - job.enqueued_at.timestamp()))

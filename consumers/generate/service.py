@@ -14,6 +14,8 @@
   (:meth:`~.jobqueue.GenerationQueue.claim_source`) is held by the job id and freed when the
   job ends; a trigger that finds it held is skipped and counted
   (``beatbus_generation_skipped_total{reason="busy"}``).
+- A trigger while no live worker offers the configured kind is skipped
+  (``reason="no_worker"``), said once when that starts and once when it ends.
 - Conditioning: tempo, meter, intensity and section from the events; the last
   ``capture_seconds`` of audio from ``bb:{src}:audio`` (stored as an upload with a
   generated id, its key estimated from its chroma) for continuation or melody.
@@ -34,9 +36,10 @@ from schemas import BeatEvent, Event, IntensityEvent, SectionEvent
 
 from .conditioning import Conditioning, capture_audio, estimate_key
 from .config import GenerateConfig
-from .errors import GenerationError
+from .errors import GenerationError, NoWorker
 from .jobqueue import GenerationQueue
 from .metrics import SKIPPED
+from .offers import job_kind, require_worker
 from .policy import GenerationPolicy, Trigger
 from .spec import GenerateParams, build_job, new_id
 from .storage import Store
@@ -74,6 +77,7 @@ class GenerationService(Service):
         self.reader = Reader(bus, [], block_ms=settings.block_ms)
         self.queued: list[tuple[str, str]] = []          # (source, job id), for tests and logs
         self._backoff = Backoff()
+        self._no_worker = False                          # said once per change, not per trigger
 
     # -- sources and ownership ------------------------------------------------------
     def _manage(self) -> None:
@@ -129,6 +133,8 @@ class GenerationService(Service):
         if not self.owns(trigger.source):
             SKIPPED.labels("not_owner").inc()
             return None
+        if not self._worker_ready():
+            return None
         cond = self.policy.conditioning(trigger.source)
         job_id = new_id("g")
         lease = self.queue.claim_source(self.bus, trigger.source, job_id, duration=self.config.duration)
@@ -160,6 +166,23 @@ class GenerationService(Service):
         log.info("generation queued", extra={"source": trigger.source, "reason": trigger.reason,
                                              "detail": trigger.detail, "job": job_id, "prompt": spec.request.prompt})
         return job_id
+
+
+    def _worker_ready(self) -> bool:
+        """Whether a live worker offers the configured kind; a change is logged once."""
+        kind = job_kind(self.config.kind, melody=self.config.melody)
+        try:
+            require_worker(self.bus.redis, self.config.queue, kind)
+        except NoWorker as exc:
+            SKIPPED.labels("no_worker").inc()
+            if not self._no_worker:
+                log.warning("generation paused: no live worker can run it", extra={"error": str(exc)})
+            self._no_worker = True
+            return False
+        if self._no_worker:
+            log.info("generation resumed: a live worker can run it", extra={"kind": kind})
+        self._no_worker = False
+        return True
 
 
 def capture_conditioning(bus: Bus, store: Store, source: str, seconds: float, cond: Conditioning) -> str | None:

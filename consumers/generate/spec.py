@@ -95,6 +95,8 @@ def parse_params(data: bytes | dict | None) -> GenerateParams:
             return GenerateParams()
         if isinstance(data, (bytes, str)):
             return msgspec.json.decode(data, type=GenerateParams)
+        if isinstance(data, dict):      # JSON has one number type: 4.0 is an integer to the API's schema
+            data = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
         return msgspec.convert(data, GenerateParams)
     except msgspec.ValidationError as exc:
         raise _field_error(exc) from None

@@ -11,7 +11,12 @@ dominate short jobs) with three additions:
   the next registry sweep instead of sitting "started" until the timeout;
 - :func:`~.jobs.on_failure` as exception handler (retry only transient failures);
 - systemd ``READY=1`` once models are loaded, ``WATCHDOG=1`` while its loop or the job's
-  heartbeat is alive, ``STOPPING=1`` on exit.
+  heartbeat is alive, ``STOPPING=1`` on exit;
+- the models it can run (:mod:`.availability`: shipped, local, cached or downloadable) are
+  advertised in its rq registration (:mod:`.offers`), so the API refuses what no live worker
+  can run; models it cannot run are said once at start, one line each;
+- one log line when a job starts and one when it ends (rq's own chatter is kept at WARNING
+  unless the log level is debug); a failed job's traceback is logged at debug only.
 
 One worker per GPU (``--device cuda:N``); more CPU workers are more processes.
 SIGTERM is rq's warm shutdown: the running job finishes first (size systemd's
@@ -26,15 +31,19 @@ import threading
 import time
 
 import redis
+from rq.job_lifecycle import call_exception_handlers
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker, WorkerStatus
 
 from beatbus.log import get_logger
 from beatbus.metrics import serve_metrics
-from beatbus.runtime import sd_notify
+from beatbus.runtime import children_die_with_parent, sd_notify
 
+from .availability import check_models
+from .errors import ModelUnavailable
 from .jobqueue import rq_connection
 from .jobs import WorkerContext, install_context, load_clap, load_composer, load_musicgen, on_failure
+from .offers import advertise
 
 __all__ = ["GenerationWorker", "run_worker", "PRELOADS", "set_torch_threads"]
 
@@ -61,7 +70,7 @@ class GenerationWorker(SimpleWorker):
         Installed for the jobs of this process.
     """
 
-    def __init__(self, queues, *, context: WorkerContext, **kwargs):
+    def __init__(self, queues, *, context: WorkerContext, models=(), **kwargs):
         cfg = context.config
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("job_monitoring_interval", max(1, int(math.ceil(cfg.heartbeat))))
@@ -70,8 +79,21 @@ class GenerationWorker(SimpleWorker):
         handlers = list(kwargs.pop("exception_handlers", None) or []) + [on_failure]
         super().__init__(queues, exception_handlers=handlers, **kwargs)
         self.context = context
+        self.models = tuple(models)          # advertised kinds (see .offers)
+        self.announce = None                 # called once registered: READY=1 then means "the API can see me"
         self.tick = time.monotonic()
         install_context(context)
+
+    def register_birth(self):
+        super().register_birth()
+        advertise(self.connection, self.key, self.models)
+        if self.announce is not None:
+            self.announce()
+
+    def handle_exception(self, job, *exc_info):
+        # rq logs the whole traceback at ERROR; on_failure logs the one-line cause instead.
+        log.debug("job traceback", exc_info=exc_info, extra={"job": job.id})
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
         # The started-registry entry lapses this long after the last heartbeat.
@@ -94,11 +116,17 @@ class GenerationWorker(SimpleWorker):
         beat = threading.Thread(target=self._beat_while_busy, args=(job, execution, stop),
                                 name="rq-job-heartbeat", daemon=True)
         beat.start()
+        kind = job.meta.get("kind", "?")
+        log.info("job started", extra={"job": job.id, "kind": kind})
+        started = time.monotonic()
         try:
-            self.perform_job(job, queue, execution)
+            ok = self.perform_job(job, queue, execution)
         finally:
             stop.set()
             beat.join(timeout=5)
+        if ok:                               # a failure was logged by on_failure, with its cause
+            log.info("job finished", extra={"job": job.id, "kind": kind,
+                                            "seconds": round(time.monotonic() - started, 2)})
         self.set_state(WorkerStatus.IDLE)
         try:
             self.context.store.prune(results_older_than=self.context.config.result_ttl,
@@ -131,25 +159,60 @@ def _watchdog(worker: GenerationWorker, stop: threading.Event) -> None:
             sd_notify("WATCHDOG=1")
 
 
-def run_worker(ctx: WorkerContext, *, burst: bool = False, preload: list[str] | tuple[str, ...] = (),
+def _offers(ctx: WorkerContext, preload: list[str] | tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """(kinds this worker offers, kinds to preload); each model's availability said once.
+
+    ``preload`` None loads the LSTM and MusicGen when their weights are on this machine (never
+    a download); a model named explicitly must be available (downloaded now if need be).
+    """
+    found = {a.kind: a for a in check_models(ctx.config)}
+    for kind in preload or ():
+        if not found[kind].ok:
+            raise ModelUnavailable(f"cannot preload {kind}: {found[kind].reason}")
+    for a in found.values():
+        if a.ok:
+            log.info("model offered", extra={"kind": a.kind, "model": a.model, "from": a.source
+                                             + (" (downloaded by its first job)" if a.source == "hub" else "")})
+        else:
+            log.warning("model not offered", extra={"kind": a.kind, "reason": a.reason})
+    offered = [k for k, a in found.items() if a.ok]
+    if not offered:
+        raise ModelUnavailable("this worker can run no model (see the lines above)")
+    if preload is None:
+        preload = [k for k in ("lstm", "musicgen") if found[k].source in ("shipped", "local", "cache")]
+    return offered, list(preload)
+
+
+def _rq_log_level(level: str) -> str:
+    # rq says ~10 INFO lines per job; GenerationWorker says one at each end instead.
+    return "DEBUG" if level.lower() == "debug" else "WARNING"
+
+
+def run_worker(ctx: WorkerContext, *, burst: bool = False, preload: list[str] | tuple[str, ...] | None = None,
                with_scheduler: bool = True, max_jobs: int | None = None, name: str | None = None) -> int:
     """Load models, then work the queue until SIGTERM (or, with ``burst``, until it is empty)."""
     set_torch_threads(ctx.config.torch_threads)
+    children_die_with_parent()       # rq's scheduler process must not outlive a killed worker
     install_context(ctx)
-    _preload(ctx, list(preload))
-    bound = serve_metrics(ctx.settings.metrics_addr)
+    offered, preload = _offers(ctx, preload)
+    _preload(ctx, preload)
+    bound = serve_metrics(ctx.settings.metrics_addr, role="worker")
     if bound:
         log.info("metrics served", extra={"url": f"http://{bound[0]}:{bound[1]}/metrics"})
     worker = GenerationWorker([ctx.config.queue], connection=rq_connection(ctx.settings.redis_url), context=ctx,
-                              name=name)
+                              name=name, models=offered)
     stop = threading.Event()
     threading.Thread(target=_watchdog, args=(worker, stop), name="watchdog", daemon=True).start()
-    sd_notify("READY=1")
-    log.info("worker ready", extra={"queue": ctx.config.queue, "device": ctx.device,
-                                    "models": ",".join(k for k, _, _ in ctx.models.loaded()) or "lazy"})
+
+    def announce():
+        sd_notify("READY=1")
+        log.info("worker ready", extra={"queue": ctx.config.queue, "device": ctx.device, "offers": ",".join(offered),
+                                        "loaded": ",".join(k for k, _, _ in ctx.models.loaded()) or "none"})
+
+    worker.announce = announce
     try:
         worker.work(burst=burst, with_scheduler=with_scheduler and not burst, max_jobs=max_jobs,
-                    logging_level=ctx.settings.log_level.upper())
+                    logging_level=_rq_log_level(ctx.settings.log_level))
     finally:
         stop.set()
         sd_notify("STOPPING=1")

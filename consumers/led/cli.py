@@ -7,10 +7,14 @@ import sys
 import threading
 
 
+from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
 from beatbus.log import setup_logging
 
-__all__ = ["register", "cmd_consume_led", "cmd_bench_led_timing", "cmd_bench_led_render", "parse_params"]
+__all__ = ["register", "cmd_consume_led", "cmd_bench_led_timing", "cmd_bench_led_render", "parse_params",
+           "serve_preview_dashboard"]
+
+DASHBOARD_PORT = 8000           # `beatbus api`'s default; another free port when it is taken
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
@@ -56,6 +60,27 @@ def _read_taps(svc, stop: threading.Event) -> None:
                   file=sys.stderr)
 
 
+def serve_preview_dashboard(bus, settings, devices):
+    """``beatbus run --led web://NAME``: serve the dashboard in this process (``run``'s broker is
+    private, so no ``beatbus api`` could show it) and print its URL. None when no device is web://."""
+    from urllib.parse import quote
+
+    names = [d.name for d in devices if d.spec.scheme == "web"]
+    if not names:
+        return None
+    from api.app import create_app
+    from api.server import ApiServer
+
+    app = create_app(bus, settings)
+    try:
+        server = ApiServer(app, port=DASHBOARD_PORT).start()
+    except ConfigError:
+        server = ApiServer(app, port=0).start()
+    print(f"beatbus: LED preview of {', '.join(names)} in the dashboard: {server.url}/?led={quote(names[0])}",
+          file=sys.stderr, flush=True)
+    return server
+
+
 def cmd_consume_led(args: argparse.Namespace) -> int:
     from beatbus.cli import connect
     from beatbus.runtime import run_services
@@ -67,7 +92,7 @@ def cmd_consume_led(args: argparse.Namespace) -> int:
     settings, led_toml = _settings(args)
     plan = plan_led(settings, outputs=args.output or (), effect=args.effect, pixels=args.pixels, fps=args.fps,
                     offset_ms=args.offset_ms, output_latency_ms=args.output_latency_ms, source=args.source,
-                    effect_config=parse_params(args.param), config=led_toml, check=not args.no_check)
+                    effect_config=parse_params(args.param), config=led_toml, check=args.check)
     with connect(settings, embedded_ok=False) as bus:
         svc = LedService(bus, settings=settings, plan=plan, exit_on_end=args.exit_on_end)
         stop = threading.Event()
@@ -102,6 +127,8 @@ def register(commands: dict) -> None:
     """Add ``consume led`` and the LED benchmarks to the ``beatbus`` parser."""
     from beatbus.cli import BACKENDS, add_common_options, subcommands
 
+    from .service import CHECK_MODES
+
     p = commands["consume"].add_parser(
         "led", help="drive LED strips on the beat (DDP, sACN, Art-Net, OPC, WLED UDP, terminal, web)",
         description="Render beat-synced effects to LED devices. Output URLs: ddp://HOST[:PORT], "
@@ -115,12 +142,17 @@ def register(commands: dict) -> None:
     p.add_argument("--fps", type=float, help="frames per second, 1-200 (default 60; terminal/web 30)")
     p.add_argument("--offset-ms", dest="offset_ms", type=float,
                    help="shift every flash by hand: positive = later (default 0)")
-    p.add_argument("--latency-ms", dest="output_latency_ms", type=float,
-                   help="output latency (send -> light) compensated for every device (default 0)")
+    p.add_argument("--output-latency-ms", dest="output_latency_ms", type=float,
+                   help="output latency (send -> light) compensated for every device (default 0; "
+                        "a URL's output_latency_ms wins)")
+    add_deprecated_option(p, "--latency-ms", "--output-latency-ms", type=float)
     p.add_argument("--calibrate", action="store_true",
                    help="tap Enter on each beat you hear: the offset is learned from the taps")
     p.add_argument("--exit-on-end", action="store_true", help="exit when the source's stream ends")
-    p.add_argument("--no-check", action="store_true", help="don't check that output hosts are reachable")
+    p.add_argument("--check", choices=CHECK_MODES, default="warn",
+                   help="at start, check that output hosts resolve and are reachable: warn (default: log it and "
+                        "keep retrying, for controllers that boot late), strict (exit 2), off")
+    p.add_argument("--no-check", dest="check", action="store_const", const="off", help="same as --check off")
     p.add_argument("--list-effects", action="store_true", help="list effects and their parameters")
     add_common_options(p)
     p.set_defaults(func=cmd_consume_led)

@@ -216,7 +216,9 @@ def resolve_devices(config: LedConfig) -> list[Device]:
         spec, url_keys = parse_output_url(dc.output)
         merged = {**msgspec.structs.asdict(dc), **{k: v for k, v in url_keys.items() if v != ""}}
         cls = OUTPUTS[spec.scheme]
-        name = merged["name"] or (f"{spec.scheme}:{spec.host}" if spec.host else spec.scheme)
+        # web://NAME is a preview device called NAME; others are scheme:host unless named
+        name = merged["name"] or (spec.host if spec.scheme == "web" and spec.host else
+                                  f"{spec.scheme}:{spec.host}" if spec.host else spec.scheme)
         base, n = name, 2
         while name in names:
             name, n = f"{base}#{n}", n + 1

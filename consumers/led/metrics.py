@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "SEND_LATENESS", "EVENTS_IGNORED",
+from beatbus.metrics import owned_by
+
+__all__ = ["FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "OUTPUT_UP", "SEND_LATENESS", "EVENTS_IGNORED",
            "AMBIENT", "OFFSET", "TAPS"]
 
 FRAMES = Counter("beatbus_led_frames_total", "Frames sent to an LED output", ["device", "kind"])
 FRAMES_SKIPPED = Counter("beatbus_led_frames_skipped_total",
                          "Frame deadlines missed by more than a frame (render loop fell behind)", ["device"])
 OUTPUT_ERRORS = Counter("beatbus_led_output_errors_total", "Failed sends or reconnects of an output", ["device"])
+OUTPUT_UP = Gauge("beatbus_led_output_up", "1 while the output takes frames, 0 while it is down (retried with backoff)",
+                  ["device"])
 SEND_LATENESS = Histogram("beatbus_led_send_lateness_seconds", "Send time minus the frame's deadline",
                           ["device"], buckets=(.0002, .0005, .001, .002, .003, .005, .01, .02, .05))
 EVENTS_IGNORED = Counter("beatbus_led_events_ignored_total",
@@ -17,3 +21,4 @@ EVENTS_IGNORED = Counter("beatbus_led_events_ignored_total",
 AMBIENT = Gauge("beatbus_led_ambient_ratio", "Share of the ambient effect in the output (0 music .. 1 ambient)")
 OFFSET = Gauge("beatbus_led_offset_seconds", "Global light offset in use (manual or tap-calibrated)")
 TAPS = Counter("beatbus_led_taps_total", "Calibration taps", ["result"])
+owned_by("led", AMBIENT, OFFSET)      # unlabelled: only a process rendering LEDs publishes them

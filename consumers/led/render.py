@@ -10,7 +10,11 @@ another device, and no device ever waits on the broker (the bus reader only upda
 2. just before it, renders the effect for the deadline's *display* time (send + output
    latency - offset), crossfaded with the ambient effect when the music stops, and maps
    it onto the device (segments, reverse, brightness cap);
-3. sends it at the deadline; a send error closes the output and retries it with backoff.
+3. sends it at the deadline; a send error closes the output and retries it with backoff
+   (:class:`~consumers.led.health.OutputHealth`: down and back are each logged once).
+
+A render loop that dies on an unexpected error records it in :attr:`DeviceRunner.error`;
+the service then stops the process with one line naming the device (never a silent exit 0).
 """
 from __future__ import annotations
 
@@ -21,19 +25,24 @@ from typing import Callable
 
 import numpy as np
 
-from beatbus.bus import Backoff
+from beatbus.errors import BeatbusError
 from beatbus.log import get_logger
 
 from .config import Device
 from .effects import create_effect
-from .metrics import AMBIENT, FRAMES, FRAMES_SKIPPED, OUTPUT_ERRORS, SEND_LATENESS
+from .health import OutputHealth
+from .metrics import AMBIENT, FRAMES, FRAMES_SKIPPED, SEND_LATENESS
 from .outputs import Output, create_output
 from .state import LedState, RenderContext
 from .timing import MIN_GAP_S, LightTiming, OnsetGate, display_time, next_wake, send_deadline
 
-__all__ = ["PixelMap", "DeviceRunner", "compose"]
+__all__ = ["PixelMap", "DeviceRunner", "RenderThreadDied", "compose"]
 
 log = get_logger("led.render")
+
+
+class RenderThreadDied(BeatbusError):
+    """A device's render loop stopped on an unexpected error (a bug: the process must not carry on silently)."""
 
 
 def compose(music: np.ndarray, ambient: np.ndarray | None, mix: float) -> np.ndarray:
@@ -104,6 +113,9 @@ class DeviceRunner:
         self.latency_s = device.output_latency_ms / 1000.0
         self.frame_dt = 1.0 / device.fps
         self.stats = {"frames": 0, "beat_frames": 0, "skipped": 0, "errors": 0, "cpu_s": 0.0}
+        self.health = OutputHealth(device.name, self.output.label)
+        self.error: RenderThreadDied | None = None
+        self.last_frame: bytes | None = None       # the newest rendered frame (for the preview relay)
         self._opened = False
         self.trace: collections.deque | None = collections.deque(maxlen=100000) if record else None
         self._stop = threading.Event()
@@ -132,30 +144,23 @@ class DeviceRunner:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _send(self, frame: bytes, backoff: Backoff) -> None:
+    def _send(self, frame: bytes) -> None:
         try:
             if not self._opened:
                 self.output.open()
                 self._opened = True
             self.output.send(frame)
-            if backoff.attempt:
-                log.info("output back", extra={"device": self.device.name})
-            backoff.reset()
+            self.health.sent()
         except OSError as exc:
             self.stats["errors"] += 1
-            OUTPUT_ERRORS.labels(self.device.name).inc()
-            if backoff.attempt == 0:
-                log.warning("output failed; retrying with backoff",
-                            extra={"device": self.device.name, "output": self.output.label, "error": str(exc)})
             self._opened = False
             try:
                 self.output.close()
             except OSError:
                 pass
-            backoff.wait(self._stop)       # only this device's thread waits
+            self.health.failed(exc, self._stop)
 
     def _run(self) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
         cpu0 = time.thread_time()
         next_regular = time.monotonic()
         beat_send: float | None = None
@@ -177,12 +182,13 @@ class DeviceRunner:
                 if is_beat:
                     t_disp = max(t_disp, beat_onset + 1e-6)     # never a hair before the onset
                 frame, ctx = self.render(t_disp)
+                self.last_frame = frame
                 done = time.monotonic()
                 render_s += 0.1 * ((done - start) - render_s)
                 if due > done:
                     time.sleep(due - done)
                 sent = time.monotonic()
-                self._send(frame, backoff)
+                self._send(frame)
                 self.stats["frames"] += 1
                 (self._m_beats if is_beat else self._m_frames).inc()
                 self._m_late.observe(max(0.0, sent - due))
@@ -207,16 +213,21 @@ class DeviceRunner:
                         self.stats["skipped"] += missed
                         FRAMES_SKIPPED.labels(self.device.name).inc(missed)
                 self.stats["cpu_s"] = time.thread_time() - cpu0
+        except Exception as exc:   # a bug: recorded for the service, which ends the process
+            self.error = RenderThreadDied(f"LED device {self.device.name} ({self.output.label}): render thread "
+                                          f"died: {type(exc).__name__}: {exc}")
+            log.debug("render thread traceback", exc_info=exc, extra={"device": self.device.name})
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        # best effort, and never a second error over the one that ended the loop
         if self._opened:
             try:
                 self.output.send(bytes(self.device.pixels * 3))      # lights off
-            except OSError:
+            except Exception:
                 pass
         try:
             self.output.close()
-        except OSError:
+        except Exception:
             pass

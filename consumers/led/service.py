@@ -4,6 +4,8 @@ The reader is a fan-out XREAD from ``$`` on the source's beats, intensity, secti
 control streams (a stale beat is worse than a missed one). It never blocks the lights:
 the render threads start first and draw ambient until beats arrive, keep going through
 broker outages (on the last tempo, then ambient), and stop only at :meth:`drain`.
+A :class:`~consumers.led.preview.PreviewRelay` thread lists the devices in the broker and
+relays the frames of watched ones to the dashboard of ``beatbus api``.
 
 Control events (``type: control`` on ``bb:{source}:control``, published by the API) set
 ``led_offset_ms`` (the global offset), ``effects_enabled`` (false: ambient only) and
@@ -33,11 +35,12 @@ from schemas import BeatEvent, ControlEvent, Event, StreamEnd
 
 from .config import Device, LedConfig, check_reachable, load_led_toml, resolve_devices
 from .outputs import Output
+from .preview import PreviewRelay
 from .render import DeviceRunner
 from .state import LedState
 from .timing import LightTiming
 
-__all__ = ["LedService", "LedPlan", "plan_led", "build_led_service"]
+__all__ = ["LedService", "LedPlan", "plan_led", "build_led_service", "CHECK_MODES"]
 
 log = get_logger("led")
 LEASE_CHECK_S = 1.0
@@ -45,6 +48,10 @@ LEASE_CHECK_S = 1.0
 # can wait up to 5 ms behind a busy thread of the same process (e.g. the beat processor
 # under `beatbus run`); 1 ms bounds that wait at the cost of a few more thread switches.
 SWITCH_INTERVAL_S = 0.001
+# Reachability check of output hosts at start. "warn" by default: a controller that boots
+# after the host (or a DNS name not resolvable yet) must not stop the daemon; the render
+# thread retries it with backoff. "strict" exits instead; "off" skips the check.
+CHECK_MODES = ("warn", "strict", "off")
 
 
 @dataclass
@@ -59,11 +66,13 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
              pixels: int | None = None, fps: float | None = None, offset_ms: float | None = None,
              output_latency_ms: float | None = None, source: str | None = None,
              effect_config: dict[str, Any] | None = None, config: LedConfig | str | Path | None = None,
-             check: bool = True) -> LedPlan:
+             check: str | bool = "warn") -> LedPlan:
     """Merge a TOML/``LedConfig`` with flag values and validate everything.
 
     Arguments left None keep the config's value. ``outputs`` add devices to the config's.
-    With ``check``, every output host must resolve and be routable (TCP: accept a connection).
+    ``check`` (one of :data:`CHECK_MODES`; True = "strict", False = "off"): whether every
+    output host must resolve and be routable (TCP: accept a connection), with "warn" only
+    logging the ones that are not (yet).
 
     Raises
     ------
@@ -86,9 +95,17 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
     except msgspec.ValidationError as exc:
         raise ConfigError(f"LED config: {exc}") from None
     devices = resolve_devices(cfg)
-    if check:
-        for d in devices:
+    mode = ("strict" if check else "off") if isinstance(check, bool) else check
+    if mode not in CHECK_MODES:
+        raise ConfigError(f"check {check!r} must be one of {', '.join(CHECK_MODES)}")
+    for d in devices if mode != "off" else ():
+        try:
             check_reachable(d)
+        except ConfigError as exc:
+            if mode == "strict":
+                raise
+            log.warning("output not reachable yet; starting anyway and retrying it with backoff",
+                        extra={"device": d.name, "error": str(exc)})
     return LedPlan(config=cfg, devices=devices, source=keys.check_source(cfg.source or settings.source))
 
 
@@ -127,6 +144,7 @@ class LedService(Service):
                         (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS)]
         self.control_stream = keys.stream(self.source, keys.StreamKind.CONTROL)
         self.reader: Reader | None = None
+        self.preview = PreviewRelay(bus, self.runners, self.source)
         self.events = 0
         self._backoff = Backoff()
         self._next_lease_check = 0.0
@@ -143,6 +161,7 @@ class LedService(Service):
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         for r in self.runners:          # lights first: they never wait for the broker
             r.start()
+        self.preview.start()
         self._connect()
 
     def _connect(self) -> bool:
@@ -161,6 +180,9 @@ class LedService(Service):
         self.state.set_processor_alive(bool(self.bus.redis.exists(keys.lease(self.source, PROCESSOR_ROLE))))
 
     def step(self, stop: threading.Event) -> bool:
+        for r in self.runners:
+            if r.error is not None:
+                raise r.error                  # the CLI prints it as one line and exits non-zero
         try:
             if self.reader is None and not self._connect():
                 raise ConnectionError("broker unavailable")
@@ -213,13 +235,14 @@ class LedService(Service):
     def drain(self) -> None:
         for r in self.runners:
             r.stop()
+        self.preview.stop()
 
 
 def build_led_service(bus: Bus, settings: Settings, *, outputs: Iterable[str] = (), effect: str | None = None,
                       pixels: int | None = None, source: str | None = None, fps: float | None = None,
                       offset_ms: float | None = None, output_latency_ms: float | None = None,
                       effect_config: dict[str, Any] | None = None, config: LedConfig | str | Path | None = None,
-                      check: bool = True, exit_on_end: bool = False) -> LedService:
+                      check: str | bool = "warn", exit_on_end: bool = False) -> LedService:
     """Validate and build the LED consumer, e.g. for ``beatbus run ... --led ddp://127.0.0.1``.
 
     Example
@@ -232,7 +255,7 @@ def build_led_service(bus: Bus, settings: Settings, *, outputs: Iterable[str] = 
     ------
     ConfigError
         Bad URL, unknown effect or palette, pixel count out of the protocol's range,
-        unreachable host: before anything starts.
+        unreachable host (with ``check="strict"``): before anything starts.
     """
     plan = plan_led(settings, outputs=outputs, effect=effect, pixels=pixels, fps=fps, offset_ms=offset_ms,
                     output_latency_ms=output_latency_ms, source=source, effect_config=effect_config,

@@ -19,6 +19,8 @@ import collections
 import statistics
 import threading
 
+from beatbus.metrics import publish_role
+
 from .metrics import OFFSET, TAPS
 
 __all__ = ["display_time", "send_deadline", "next_wake", "OnsetGate", "TapCalibrator", "LightTiming"]
@@ -134,6 +136,7 @@ class LightTiming:
         self._lock = threading.Lock()
         self.offset_s = offset_s
         self.calibrator = calibrator or TapCalibrator()
+        publish_role("led")                # this process renders lights: its LED metrics are its own
         OFFSET.set(offset_s)
 
     def set_offset(self, offset_s: float) -> None:

@@ -5,8 +5,9 @@ import argparse
 import sys
 
 from beatbus.cli import add_common_options, cli_settings, connect, subcommands
+from beatbus.deprecation import add_deprecated_option
 
-from .config import DESCRIPTIONS, URL_ENV
+from .config import DESCRIPTIONS, URL_ENV, URL_FLAG
 
 __all__ = ["register"]
 
@@ -18,9 +19,9 @@ def cmd_consume_trigger(args: argparse.Namespace) -> int:
     from .service import TriggerService
 
     settings = cli_settings(args)
-    config = load_trigger_config({"url": args.url, "timeout": args.timeout, "max_age": args.max_age,
-                                  "retries": args.retries, "concurrency": args.concurrency,
-                                  "group": args.group}, config_file=args.config)
+    config = load_trigger_config({"error_generator_url": args.error_generator_url, "timeout": args.timeout,
+                                  "max_age": args.max_age, "retries": args.retries,
+                                  "concurrency": args.concurrency, "group": args.group}, config_file=args.config)
     config.endpoint  # noqa: B018  (a missing URL is a one-line error before connecting)
     with connect(settings, embedded_ok=False) as bus:
         svc = TriggerService(bus, settings=settings, config=config, sources=args.sources or None)
@@ -57,7 +58,8 @@ def cmd_bench_trigger(args: argparse.Namespace) -> int:
 
 def register(commands: dict) -> None:
     c = commands["consume"].add_parser("trigger", help="POST error-generator triggers on beats (daemon)")
-    c.add_argument("--url", help=DESCRIPTIONS["url"])
+    c.add_argument(URL_FLAG, dest="error_generator_url", metavar="URL", help=DESCRIPTIONS["error_generator_url"])
+    add_deprecated_option(c, "--url", URL_FLAG)
     c.add_argument("--sources", nargs="*", help="sources to serve (default: every live source)")
     c.add_argument("--timeout", type=float, help=DESCRIPTIONS["timeout"])
     c.add_argument("--max-age", dest="max_age", type=float, help=DESCRIPTIONS["max_age"])

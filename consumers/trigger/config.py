@@ -2,7 +2,10 @@
 
 Precedence (later wins), as for :func:`beatbus.config.load_settings`: built-in defaults <
 the ``[trigger]`` table of the TOML file (``--config`` / ``BEATBUS_CONFIG``) < environment
-(``ERROR_GENERATOR_URL``, ``BEATBUS_TRIGGER_<KEY>``) < command-line flags.
+(``BEATBUS_ERROR_GENERATOR_URL``, ``BEATBUS_TRIGGER_<KEY>``) < command-line flags
+(``--error-generator-url``). The error generator's URL has that one name everywhere; the old
+spellings (``ERROR_GENERATOR_URL``, ``BEATBUS_TRIGGER_URL``, the key ``url``) still work and say
+the new name once.
 
 Example TOML (core keys go under ``[beatbus]`` when a file has other tables)::
 
@@ -10,7 +13,7 @@ Example TOML (core keys go under ``[beatbus]`` when a file has other tables)::
     source = "stage"
 
     [trigger]
-    url = "http://127.0.0.1:9090"
+    error_generator_url = "http://127.0.0.1:9090"
     max_age = 0.3
 
     [trigger.sections]
@@ -31,18 +34,21 @@ from urllib.parse import urlsplit
 import msgspec
 
 from beatbus.config import layered
+from beatbus.deprecation import deprecated
 from beatbus.errors import ConfigError
 
 from .patterns import DEFAULT_PATTERNS, DEFAULT_SECTIONS, PatternBook, Rule
 
-__all__ = ["TriggerConfig", "load_trigger_config", "check_url", "DESCRIPTIONS", "URL_ENV"]
+__all__ = ["TriggerConfig", "load_trigger_config", "check_url", "DESCRIPTIONS", "URL_ENV", "URL_FLAG"]
 
 M = msgspec.Meta
-URL_ENV = "ERROR_GENERATOR_URL"
+URL_ENV = "BEATBUS_ERROR_GENERATOR_URL"
+URL_FLAG = "--error-generator-url"
+_OLD_URL_ENVS = ("ERROR_GENERATOR_URL", "BEATBUS_TRIGGER_URL")   # deprecated spellings of URL_ENV
 
 
 class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    url: str | None = None
+    error_generator_url: str | None = None
     path: Annotated[str, M(pattern=r"^/[A-Za-z0-9_./-]*$")] = "/api/rhythm-trigger"
     timeout: Annotated[float, M(gt=0.0, le=30.0)] = 0.5
     max_age: Annotated[float, M(gt=0.0, le=3600.0)] = 0.5
@@ -59,10 +65,15 @@ class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     patterns: dict[str, Rule] = msgspec.field(default_factory=lambda: dict(DEFAULT_PATTERNS))
 
     @property
+    def url(self) -> str | None:
+        """Short for :attr:`error_generator_url`."""
+        return self.error_generator_url
+
+    @property
     def endpoint(self) -> str:
-        """Full URL triggers are POSTed to (``url`` + ``path``)."""
+        """Full URL triggers are POSTed to (``error_generator_url`` + ``path``)."""
         if not self.url:
-            raise ConfigError(f"no error generator URL: pass --url or set {URL_ENV}")
+            raise ConfigError(f"no error generator URL: pass {URL_FLAG} or set {URL_ENV}")
         return self.url.rstrip("/") + self.path
 
     def book(self) -> PatternBook:
@@ -70,7 +81,7 @@ class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 DESCRIPTIONS: dict[str, str] = {
-    "url": f"Base URL of the error generator (also {URL_ENV}); triggers go to URL + path.",
+    "error_generator_url": f"Base URL of the error generator (also {URL_ENV}); triggers go to URL + path.",
     "path": "Path of the trigger endpoint.",
     "timeout": "Seconds one POST may take (connect, write, read) before it counts as failed.",
     "max_age": "Seconds after its due time a trigger is dropped as stale (a late trigger is off-beat).",
@@ -94,15 +105,19 @@ def check_url(url: str | None) -> None:
         return
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"trigger url {url!r} must be an http:// or https:// URL with a host")
+        raise ConfigError(f"error generator URL {url!r} must be an http:// or https:// URL with a host")
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if env.get(URL_ENV):
-        out["url"] = env[URL_ENV]
+    for name in (URL_ENV, *_OLD_URL_ENVS):
+        if env.get(name):
+            if name != URL_ENV:
+                deprecated(name, URL_ENV)
+            out["error_generator_url"] = env[name]
+            break
     for key in TriggerConfig.__struct_fields__:
-        if key in ("sections", "patterns"):
+        if key in ("sections", "patterns", "error_generator_url"):
             continue
         val = env.get(f"BEATBUS_TRIGGER_{key.upper()}")
         if val:
@@ -123,8 +138,15 @@ def load_trigger_config(flags: dict[str, Any] | None = None, *, config_file: str
         Naming the key and the problem.
     """
     env = dict(os.environ) if env is None else env
+    flags = dict(flags or {})
+    if "url" in flags:              # Python callers' short name (the CLI says --error-generator-url)
+        url = flags.pop("url")
+        flags["error_generator_url"] = flags.get("error_generator_url") or url
     merged = layered(TriggerConfig.__struct_fields__, table="trigger", from_env=_from_env, flags=flags,
                      config_file=config_file, env=env)
+    if "url" in merged:             # only the TOML table's old key can put it there
+        deprecated("[trigger] url", "[trigger] error_generator_url")
+        merged.setdefault("error_generator_url", merged.pop("url"))
     merged["sections"] = {**DEFAULT_SECTIONS, **(merged.get("sections") or {})}
     patterns = {k: msgspec.structs.asdict(v) for k, v in DEFAULT_PATTERNS.items()}
     patterns.update(merged.get("patterns") or {})

@@ -27,6 +27,7 @@ import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
 from beatbus.log import get_logger
+from beatbus.metrics import owned_by, publish_role
 
 from .config import TriggerConfig
 
@@ -42,6 +43,8 @@ CIRCUIT_STATE = Gauge("beatbus_trigger_circuit_state", "Error-generator circuit:
 TRIGGER_LATENCY = Histogram("beatbus_trigger_latency_seconds", "Due time of a trigger to the receiver's response",
                             buckets=(.001, .0025, .005, .01, .02, .035, .05, .075, .1, .15, .25, .5, 1, 2.5))
 TRIGGERS_IN_FLIGHT = Gauge("beatbus_triggers_in_flight", "Triggers accepted for delivery, not yet settled")
+# unlabelled: only a process that delivers triggers publishes them (DeliveryThread.start)
+owned_by("trigger", CIRCUIT_STATE, TRIGGER_LATENCY, TRIGGERS_IN_FLIGHT)
 
 
 class Outcome(str, enum.Enum):
@@ -259,6 +262,7 @@ class DeliveryThread:
         return self._pending
 
     def start(self) -> "DeliveryThread":
+        publish_role("trigger")
         self._thread.start()
         self._started.wait(5)
         return self

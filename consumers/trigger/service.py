@@ -353,12 +353,12 @@ def _source_of(stream: str) -> str:
 
 def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = None, sources: list[str] | None = None,
                           config: TriggerConfig | None = None, config_file: str | None = None) -> TriggerService:
-    """A :class:`TriggerService` for ``beatbus run ... --trigger URL`` and friends.
+    """A :class:`TriggerService` for ``beatbus run ... --error-generator-url URL`` and friends.
 
     Parameters
     ----------
     url : str, optional
-        Error-generator base URL; overrides ``config``/``ERROR_GENERATOR_URL``.
+        Error-generator base URL; overrides ``config``/``BEATBUS_ERROR_GENERATOR_URL``.
     sources : list of str, optional
         Sources to serve (None: every live source).
     config : TriggerConfig, optional
@@ -372,6 +372,6 @@ def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = Non
     cfg = config or load_trigger_config({"url": url}, config_file=config_file)
     if url and cfg.url != url:
         check_url(url)
-        cfg = msgspec.structs.replace(cfg, url=url)
+        cfg = msgspec.structs.replace(cfg, error_generator_url=url)
     cfg.endpoint  # noqa: B018  (raises ConfigError when no URL is configured)
     return TriggerService(bus, settings=settings, config=cfg, sources=sources)

@@ -67,7 +67,8 @@ class FluxCoherence:
     number of bands when they rise together (an onset). After a 0.5 s warm-up of the mean, ``r`` is
     clipped at ``CLIP`` (so one loud onset, e.g. the start of a sound, cannot dominate the window)
     and averaged over ``SECONDS``.
-    Measured here: white and pink noise at any level 1.5-2.0 after the first second; real music
+    Measured here: white, pink and brown noise at any level 1.5-2.0 after the first 2 s (higher
+    before: see ``YOUNG_EXCESS``); real music
     3.2 or more (5th percentile of the softest excerpt of shared/data/beats). The score maps
     ``NOISE .. MUSIC`` to 0..1 and is amplitude-invariant: quiet noise is rejected like loud noise.
 
@@ -79,6 +80,10 @@ class FluxCoherence:
 
     SECONDS = 4.0
     WARMUP = 25  # frames (0.5 s) for the running mean before the first score
+    # A young average of noise is high (up to 7.5 just after the warm-up, 3.6 at 1 s, 2.6 at 2 s):
+    # the noise threshold starts YOUNG_EXCESS higher and decays with YOUNG_FRAMES (music: 6 or more).
+    YOUNG_EXCESS = 6.0
+    YOUNG_FRAMES = 20
     CLIP = 20.0
     NOISE = 2.2
     MUSIC = 3.0
@@ -110,7 +115,8 @@ class FluxCoherence:
             energy = float(d @ d)
             r = min(self.CLIP, float(d.sum()) ** 2 / energy) if energy > 1e-12 else 0.0
             self._coherence += max(self._alpha, 1.0 / k) * (r - self._coherence)
-            out[i] = min(1.0, max(0.0, (self._coherence - self.NOISE) / (self.MUSIC - self.NOISE)))
+            noise = self.NOISE + self.YOUNG_EXCESS * np.exp(-k / self.YOUNG_FRAMES)
+            out[i] = min(1.0, max(0.0, (self._coherence - noise) / (self.MUSIC - self.NOISE)))
         return out
 
 
@@ -157,6 +163,7 @@ class DspActivation:
         self._norm = OnsetNormaliser(fps=fps)
         self._low_norm = OnsetNormaliser(fps=fps)
         self._cue = DownbeatCue(fps=fps, **self.CUE)
+        self._coherence = FluxCoherence(fps=fps)
         self.reset()
 
     @property
@@ -170,6 +177,7 @@ class DspActivation:
         self._norm.reset()
         self._low_norm.reset()
         self._cue.reset()
+        self._coherence.reset()
 
     def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Feed samples; return activations, silence gate, onset strength and the periodic signal
@@ -214,5 +222,9 @@ class DspActivation:
         # downbeat share 0.3..0.6: no bass says little against a downbeat, bass a little for it
         w = self._cue(a, 0.3 + 0.3 * low, level)
         act = np.stack([a * (1 - w), a * w], axis=1)
-        onset = np.where(gate, onset, 0.0)
-        return act, gate, onset, act.sum(axis=1)
+        # as for the networks: only music-like (coherent across bands) flux counts as onset activity,
+        # so the flux of pink noise, which now and then repeats at some period, gets no confidence
+        music = self._coherence(diff)
+        onset = np.where(gate, onset, 0.0) * music
+        periodic = np.where(music > 0, act.sum(axis=1), 0.0)
+        return act, gate, onset, periodic

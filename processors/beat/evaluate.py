@@ -25,6 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from beatbus.errors import AudioSourceError, ConfigError
+
 from .processor import BeatProcessor, load_audio
 from .tracker import Beat
 
@@ -56,12 +58,20 @@ def load_annotations(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     beat_in_bar : np.ndarray [shape=(n,), dtype=int] or None
         Bar positions (1 = downbeat), None when the file has a single column.
     """
-    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read annotations ({exc.strerror or exc})") from None
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not rows:
         return np.zeros(0), None
+    bad = ConfigError(f"{path}: every line must be 'time' or 'time<TAB>beat_in_bar'")
     if len({len(r) for r in rows}) != 1 or len(rows[0]) not in (1, 2):
-        raise ValueError(f"{path}: every line must be 'time' or 'time<TAB>beat_in_bar'")
-    arr = np.array(rows, dtype=float)
+        raise bad
+    try:
+        arr = np.array(rows, dtype=float)
+    except ValueError:
+        raise bad from None
     times = arr[:, 0]
     return times, (arr[:, 1].astype(int) if arr.shape[1] == 2 else None)
 
@@ -146,7 +156,8 @@ def _prediction_error(beats: Sequence[Beat], ref_times: np.ndarray) -> float | N
     return float(np.median(np.abs(pred - ref_times[k[locked] + 1])))
 
 
-def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | Path | None = None, **kwargs) -> dict:
+def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | Path | None = None,
+                  progress=None, **kwargs) -> dict:
     """Stream one annotated file through ``backend`` causally and score it.
 
     Parameters
@@ -155,6 +166,8 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
         Audio file; its annotations are ``audio.with_suffix('.beats')`` unless ``beats_file``.
     backend : str
         A :attr:`BeatProcessor.BACKENDS` name.
+    progress : callable, optional
+        Called with the seconds of audio processed so far, about once per second of audio.
     **kwargs
         Passed to :class:`BeatProcessor` (e.g. tracker options).
 
@@ -165,12 +178,19 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
     """
     audio = Path(audio)
     ref_times, ref_bar = load_annotations(beats_file or audio.with_suffix(".beats"))
-    y = load_audio(audio, sr=22050)
+    try:
+        y = load_audio(audio, sr=22050)
+    except (RuntimeError, OSError) as exc:  # soundfile's errors: corrupt or unsupported file
+        raise AudioSourceError(f"{audio}: cannot read audio ({str(exc) or type(exc).__name__})") from None
+    if y.size == 0:
+        raise AudioSourceError(f"{audio}: contains no audio samples")
     proc = BeatProcessor(backend=backend, sr=22050, **kwargs)
     t0 = time.perf_counter()
     beats: list[Beat] = []
     for i in range(0, y.size, CHUNK):
         beats.extend(proc.process(y[i : i + CHUNK]))
+        if progress is not None and i % (50 * CHUNK) == 0:  # every second of audio
+            progress(i / 22050)
     beats.extend(proc.flush())
     elapsed = time.perf_counter() - t0
     out = {"file": audio.stem}
@@ -181,8 +201,14 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
 
 
 def _find_files(directory: Path, files: str | Iterable[str] | None) -> list[Path]:
+    if directory.is_file():  # one annotated audio file
+        if directory.suffix.lower() not in AUDIO_EXTS:
+            raise ConfigError(f"{directory}: neither a folder nor an audio file ({', '.join(AUDIO_EXTS)})")
+        if not directory.with_suffix(".beats").is_file():
+            raise ConfigError(f"{directory}: no annotation {directory.with_suffix('.beats').name} next to it")
+        return [directory]
     if not directory.is_dir():
-        raise ValueError(f"dir={str(directory)!r} is not a directory")
+        raise ConfigError(f"{directory}: no such folder or file")
     out = []
     for ann in sorted(directory.glob("*.beats")):
         audio = next((ann.with_suffix(e) for e in AUDIO_EXTS if ann.with_suffix(e).is_file()), None)
@@ -194,7 +220,8 @@ def _find_files(directory: Path, files: str | Iterable[str] | None) -> list[Path
                 continue
         out.append(audio)
     if not out:
-        raise ValueError(f"no annotated audio (<name>.beats + audio) in {str(directory)!r} matching files={files!r}")
+        which = f" matching {', '.join([files] if isinstance(files, str) else list(files))}" if files else ""
+        raise ConfigError(f"{directory}: no annotated audio (<name>.beats next to <name>.flac/.wav/...){which}")
     return out
 
 
@@ -214,7 +241,8 @@ def evaluate_dir(
     Parameters
     ----------
     dir : path
-        Folder with ``<name>.beats`` + ``<name>.flac`` (or another audio extension).
+        Folder with ``<name>.beats`` + ``<name>.flac`` (or another audio extension), or one such
+        audio file.
     backends : sequence of str
         Backend names, each a :attr:`BeatProcessor.BACKENDS` entry.
     files : str, iterable of str or None
@@ -233,15 +261,24 @@ def evaluate_dir(
         backends = [backends]
     for b in backends:
         if b not in BeatProcessor.BACKENDS:
-            raise ValueError(f"backend={b!r} must be one of {BeatProcessor.BACKENDS}")
+            raise ConfigError(f"backend={b!r} must be one of {BeatProcessor.BACKENDS}")
     paths = _find_files(Path(dir), files)
     result: dict = {
         "backends": {},
         "conventions": "mir_eval, causal streaming in 441-sample chunks, 5 s trim, +/-70 ms; delays in s",
     }
-    for b in backends:
-        rows = [evaluate_file(p, backend=b, **kwargs) for p in paths]
-        result["backends"][b] = {"files": rows, "mean": _mean(rows)}
+    from beatbus.progress import Progress
+
+    with Progress("eval beats", len(paths) * len(backends), "files") as bar:
+        for b in backends:
+            rows = []
+            for p in paths:
+                note = f"{b}: {p.name}"
+                bar.set(bar.done, note=note)
+                rows.append(evaluate_file(p, backend=b, progress=lambda s: bar.set(bar.done, note=f"{note} {s:.0f} s"),
+                                          **kwargs))
+                bar.update(1)
+            result["backends"][b] = {"files": rows, "mean": _mean(rows)}
     return result
 
 
@@ -272,7 +309,7 @@ def format_table(result: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``DIR [--backend NAME ...] [--json FILE] [--files GLOB]`` to a parser."""
-    parser.add_argument("dir", help="folder with <name>.beats and audio files")
+    parser.add_argument("dir", help="folder with <name>.beats and audio files (or one annotated audio file)")
     parser.add_argument(
         "--backend", action="append", choices=BeatProcessor.BACKENDS, help="backend to evaluate (repeatable; default beatnet)"
     )

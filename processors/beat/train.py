@@ -181,8 +181,13 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
     songs_dir.mkdir(parents=True, exist_ok=True)
     want = [songs_dir / f"synth_{seed}_{i:04d}.flac" for i in range(count)]
     missing = [i for i, p in enumerate(want) if not (p.is_file() and p.with_suffix(".beats").is_file())]
-    for i in missing:  # one at a time so a partial run keeps what it rendered
-        render_songs(songs_dir, count=1, seed=seed, first=i, duration_range=duration_range, sr=SR)
+    from beatbus.progress import Progress
+
+    with Progress(f"render songs -> {songs_dir}", len(missing), "songs") as bar:
+        for i in missing:  # one at a time so a partial run keeps what it rendered
+            bar.set(bar.done, note=want[i].name)
+            render_songs(songs_dir, count=1, seed=seed, first=i, duration_range=duration_range, sr=SR)
+            bar.update(1)
     teacher = None
     if distill > 0:
         from .bda import BDA
@@ -192,8 +197,10 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
     for i in range(count):
         items += [(i, k) for k in range(1 + (augment if i < count - val_songs else 0))]
     data = []
+    bar = Progress("features and targets", len(items), "songs")
     for i, k in items:
         p = want[i]
+        bar.set(bar.done, note=p.name if k == 0 else f"{p.name} (degraded copy {k})")
         cache = p.with_suffix(".small.npz" if k == 0 else f".aug{AUG_VERSION}_{k}.small.npz")
         aug_rng = None if k == 0 else np.random.default_rng([seed, i, k, AUG_VERSION])
         if cache.is_file():
@@ -208,6 +215,8 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
             np.savez(cache, feats=feats, labels=labels, soft=soft)
         target = labels if distill <= 0 else (1.0 - distill) * labels + distill * soft
         data.append((feats, target.astype(np.float32)))
+        bar.update(1)
+    bar.close()
     log(f"dataset: {len(data)} songs, {sum(f.shape[0] for f, _ in data)} frames")
     return data
 
@@ -277,12 +286,16 @@ def train_small(
         z, _ = net.logits(feats)
         return -(target * torch.log_softmax(z, dim=-1)).sum(-1).mean()
 
+    from beatbus.progress import Progress
+
     train_loss = float("nan")
+    bar = Progress("train beat-small", epochs, "epochs")
     for ep in range(epochs):
         net.train()
         order = rng.permutation(np.repeat(np.arange(len(train)), -(-4 // (1 + augment))))
         losses = []
         for i in range(0, len(order), batch):
+            bar.set(ep + i / len(order), note=f"train loss {train_loss:.4f}" if ep else "")
             xs, ts = [], []
             for j in order[i : i + batch]:
                 f, t = train[j]
@@ -304,7 +317,9 @@ def train_small(
         sched.step()
         train_loss = float(np.mean(losses))
         if ep % 5 == 0 or ep == epochs - 1:
+            bar.clear()
             log(f"epoch {ep + 1}/{epochs}: train loss {train_loss:.4f}")
+    bar.close()
     net.eval()
     with torch.no_grad():
         val_loss = float(np.mean([float(loss_of(torch.from_numpy(f)[None], torch.from_numpy(t)[None])) for f, t in val]))

@@ -36,8 +36,8 @@ import numpy as np
 from .offline import analyze_structure, load_mono
 from .online import OnlineStructure
 
-__all__ = ["functional_label", "load_reference", "score", "run_online", "evaluate_dir", "add_arguments",
-           "run", "main", "KEYS"]
+__all__ = ["functional_label", "load_reference", "pad_reference", "score", "run_online", "evaluate_dir",
+           "add_arguments", "run", "main", "KEYS"]
 
 KEYS = ("F05", "F3", "pairwise_F", "label_acc", "confirm_delay_p50")
 AUDIO_EXT = (".flac", ".wav", ".ogg", ".mp3")
@@ -61,11 +61,56 @@ def functional_label(label: str) -> str | None:
 
 
 def load_reference(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """``.sections`` file -> (intervals [n, 2], labels)."""
-    rows = [ln.split("\t") for ln in Path(path).read_text().splitlines() if ln.strip()]
-    ints = np.array([[float(a), float(b)] for a, b, *_ in rows])
-    labs = [r[2].strip() if len(r) > 2 else "unknown" for r in rows]
-    return ints, labs
+    """``.sections`` file -> (intervals [n, 2], labels), in time order, as annotated (gaps kept).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, no sections, or a line that is not ``start<TAB>end[<TAB>label]``.
+    """
+    from beatbus.errors import ConfigError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read annotations ({getattr(exc, 'strerror', None) or exc})") from None
+    ints, labs = [], []
+    for n, ln in enumerate(lines, start=1):
+        if not ln.strip() or ln.lstrip().startswith("#"):
+            continue
+        parts = ln.split("\t") if "\t" in ln else ln.split(None, 2)
+        try:
+            start, end = float(parts[0]), float(parts[1])
+        except (IndexError, ValueError):
+            raise ConfigError(f"{path}:{n}: expected 'start<TAB>end<TAB>label', got {ln.strip()[:60]!r}") from None
+        if not 0 <= start <= end:
+            raise ConfigError(f"{path}:{n}: section {start:g}-{end:g} s must have 0 <= start <= end")
+        ints.append([start, end])
+        labs.append(parts[2].strip() if len(parts) > 2 and parts[2].strip() else "unknown")
+    if not ints:
+        raise ConfigError(f"{path}: no sections (one 'start<TAB>end<TAB>label' per line)")
+    order = np.argsort([a for a, _ in ints], kind="stable")
+    return np.array(ints, dtype=float)[order], [labs[i] for i in order]
+
+
+def pad_reference(ints: np.ndarray, labs: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Annotations made contiguous from 0 s, as mir_eval's own ``segment.evaluate`` pads them.
+
+    Real annotations leave gaps (the first section starting after 0 s, unannotated stretches
+    between sections); mir_eval's structure metrics need intervals that start at 0. The lead-in
+    gets ``__T_MIN`` (:func:`mir_eval.util.adjust_intervals`), inner gaps ``__GAP``: neither is a
+    functional label, so neither is scored by ``label_acc``.
+    """
+    import mir_eval
+
+    filled, flabs = [ints[0]], [labs[0]]
+    for (start, end), lab in zip(ints[1:], labs[1:]):
+        if start > filled[-1][1] + 1e-6:
+            filled.append(np.array([filled[-1][1], start]))
+            flabs.append("__GAP")
+        filled.append(np.array([max(start, filled[-1][1]), max(end, filled[-1][1])]))
+        flabs.append(lab)
+    return mir_eval.util.adjust_intervals(np.array(filled, dtype=float), flabs, t_min=0.0)
 
 
 def _label_at(ints: np.ndarray, labs: list, t: float):
@@ -79,6 +124,7 @@ def score(ref_int: np.ndarray, ref_lab: list[str], est_int: np.ndarray, est_lab:
     """The metrics of one file (see the module docstring)."""
     import mir_eval
 
+    ref_int, ref_lab = pad_reference(np.asarray(ref_int, dtype=float), list(ref_lab))
     end = float(ref_int[-1, 1])
     est_int = np.asarray(est_int, dtype=float).copy()
     est_int, grp = mir_eval.util.adjust_intervals(est_int, [str(g) for g in est_grp], t_min=0.0, t_max=end)
@@ -136,8 +182,11 @@ def _beats_for(audio: Path, mode: str) -> np.ndarray | None:
 
 
 def run_online(y: np.ndarray, *, sr: int = 22050, beats: np.ndarray | None = None, tracker: bool = False,
-               beat_latency: float = 0.1) -> tuple[OnlineStructure, list]:
-    """Stream ``y`` through :class:`OnlineStructure` in 20 ms chunks; return it and every update."""
+               beat_latency: float = 0.1, progress=None) -> tuple[OnlineStructure, list]:
+    """Stream ``y`` through :class:`OnlineStructure` in 20 ms chunks; return it and every update.
+
+    ``progress(seconds)``, if given, is called about once per second of audio streamed.
+    """
     ana = OnlineStructure(sr=sr, record=True)
     proc = None
     if tracker:
@@ -151,6 +200,8 @@ def run_online(y: np.ndarray, *, sr: int = 22050, beats: np.ndarray | None = Non
         chunk = y[i:i + hop]
         ana.process(chunk)
         now = (i + len(chunk)) / sr
+        if progress is not None and i % sr < hop:
+            progress(now)
         if beats is not None:
             while bi < len(beats) and beats[bi, 0] + beat_latency <= now:
                 pos = int(beats[bi, 1]) if beats.shape[1] > 1 else None
@@ -164,8 +215,16 @@ def run_online(y: np.ndarray, *, sr: int = 22050, beats: np.ndarray | None = Non
 
 
 def _find(path: Path) -> list[Path]:
+    from beatbus.errors import ConfigError
+
     if path.is_file():
+        if path.suffix.lower() not in AUDIO_EXT:
+            raise ConfigError(f"{path}: neither a folder nor an audio file ({', '.join(AUDIO_EXT)})")
+        if not path.with_suffix(".sections").is_file():
+            raise ConfigError(f"{path}: no annotation {path.with_suffix('.sections').name} next to it")
         return [path]
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such folder or file")
     return sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_EXT and p.with_suffix(".sections").exists())
 
 
@@ -176,32 +235,39 @@ def evaluate_dir(path: str | Path, *, modes=("offline", "online"), beats: str = 
     if not files:
         raise FileNotFoundError(f"{path}: no audio files with a .sections annotation")
     result: dict = {"beats": beats, "modes": {}}
-    for mode in modes:
-        rows = []
-        for audio in files:
-            ref_int, ref_lab = load_reference(audio.with_suffix(".sections"))
-            bt = _beats_for(audio, beats)
-            bar_s = _bar_seconds(audio)
-            y = load_mono(audio)
-            t0 = time.perf_counter()
-            if mode == "offline":
-                secs = analyze_structure(y, bt).sections
-                extra: dict = {}
-            else:
-                ana, updates = run_online(y, beats=bt, tracker=beats == "tracker")
-                secs = ana.sections
-                confirmed = [(u.start, u.decided_at) for u in updates if u.status == "confirmed" and u.start > 0]
-                extra = {"confirmed": confirmed, "bar_s": bar_s, "live": updates}
-            dt = time.perf_counter() - t0
-            est_int = np.array([[s["start"], s["end"]] for s in secs])
-            m = score(ref_int, ref_lab, est_int, [s["label"] for s in secs], [s["group"] for s in secs], **extra)
-            m["rtf"] = dt / (len(y) / 22050)
-            rows.append({"file": audio.name, **m, "sections": [[s["start"], s["end"], s["label"]] for s in secs]})
-        mean = {}
-        for k in {k for r in rows for k in r if k not in ("file", "sections")}:
-            vals = [r[k] for r in rows if r.get(k) is not None]
-            mean[k] = float(np.mean(vals)) if vals else None
-        result["modes"][mode] = {"files": rows, "mean": mean}
+    from beatbus.progress import Progress
+
+    with Progress("eval sections", len(files) * len(modes), "files") as bar:
+        for mode in modes:
+            rows = []
+            for audio in files:
+                note = f"{mode}: {audio.name}"
+                bar.set(bar.done, note=note)
+                ref_int, ref_lab = load_reference(audio.with_suffix(".sections"))
+                bt = _beats_for(audio, beats)
+                bar_s = _bar_seconds(audio)
+                y = load_mono(audio)
+                t0 = time.perf_counter()
+                if mode == "offline":
+                    secs = analyze_structure(y, bt).sections
+                    extra: dict = {}
+                else:
+                    ana, updates = run_online(y, beats=bt, tracker=beats == "tracker",
+                                              progress=lambda t: bar.set(bar.done, note=f"{note} {t:.0f} s"))
+                    secs = ana.sections
+                    confirmed = [(u.start, u.decided_at) for u in updates if u.status == "confirmed" and u.start > 0]
+                    extra = {"confirmed": confirmed, "bar_s": bar_s, "live": updates}
+                dt = time.perf_counter() - t0
+                est_int = np.array([[s["start"], s["end"]] for s in secs])
+                m = score(ref_int, ref_lab, est_int, [s["label"] for s in secs], [s["group"] for s in secs], **extra)
+                m["rtf"] = dt / (len(y) / 22050)
+                rows.append({"file": audio.name, **m, "sections": [[s["start"], s["end"], s["label"]] for s in secs]})
+                bar.update(1)
+            mean = {}
+            for k in {k for r in rows for k in r if k not in ("file", "sections")}:
+                vals = [r[k] for r in rows if r.get(k) is not None]
+                mean[k] = float(np.mean(vals)) if vals else None
+            result["modes"][mode] = {"files": rows, "mean": mean}
     return result
 
 

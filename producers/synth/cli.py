@@ -36,11 +36,20 @@ def cmd_songs(args: argparse.Namespace) -> int:
         p = getattr(args, name)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')}={p} must be a probability in [0, 1]")
+    from beatbus.progress import Progress
+
+    def rendered(files) -> None:
+        bar.clear()                       # the path goes to stdout, between two redraws of the line
+        print(files.audio, flush=True)
+        bar.update(1)
+
     try:
-        songs = render_songs(args.out_dir, count=args.count, seed=args.seed, meters=meters,
-                             tempo_range=tempo_range, duration_range=duration_range, audio_format=args.format,
-                             sr=args.sr, plan_kw={"step_prob": args.tempo_changes, "ramp_prob": args.ramps},
-                             progress=lambda files: print(files.audio, flush=True))
+        with Progress(f"synth songs -> {args.out_dir}", args.count, "songs") as bar:
+            bar.set(0)
+            songs = render_songs(args.out_dir, count=args.count, seed=args.seed, meters=meters,
+                                 tempo_range=tempo_range, duration_range=duration_range, audio_format=args.format,
+                                 sr=args.sr, plan_kw={"step_prob": args.tempo_changes, "ramp_prob": args.ramps},
+                                 progress=rendered)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     print(f"{len(songs)} songs in {args.out_dir} ({time.monotonic() - t0:.1f} s)", file=sys.stderr)

@@ -23,5 +23,5 @@ OUTPUTS: dict[str, type[Output]] = {
 def create_output(spec: OutputSpec, pixels: int, name: str = "") -> Output:
     """The output for a parsed URL (see :func:`consumers.led.config.parse_output_url`)."""
     out = OUTPUTS[spec.scheme](spec, pixels)
-    out.name = name or out.name
+    out.device_name = name or out.device_name
     return out

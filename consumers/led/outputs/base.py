@@ -56,7 +56,8 @@ class Output:
     def __init__(self, spec: OutputSpec, pixels: int):
         self.spec, self.pixels = spec, int(pixels)
         self.params = spec.params
-        self.name = spec.host or spec.scheme      # the device's name, set by create_output
+        # not ``name``: protocols have their own names (sACN's source name) that must not collide
+        self.device_name = spec.host or spec.scheme      # set by create_output
 
     @classmethod
     def max_pixels(cls, params: dict[str, Any]) -> int:

@@ -43,7 +43,7 @@ class SacnOutput(UdpOutput):
         self.seq = {u: 0 for u in self.universes}
         # stable per host and URL, so a receiver sees the same source after a restart
         self.cid = uuid.uuid5(uuid.NAMESPACE_URL, f"beatbus:{socket.gethostname()}:{spec.url}").bytes
-        self.name = self.params.get("source_name", "beatbus").encode()[:63].ljust(64, b"\x00")
+        self.source_name = self.params.get("source_name", "beatbus").encode()[:63].ljust(64, b"\x00")
         self.multicast = spec.host == "multicast"
         self._addrs: dict[int, tuple] = {}
 
@@ -72,7 +72,7 @@ class SacnOutput(UdpOutput):
         n = len(data)
         total = 126 + n
         root = struct.pack(">HH12sHI16s", 0x0010, 0x0000, ACN_ID, 0x7000 | (total - 16), VECTOR_ROOT_DATA, self.cid)
-        framing = struct.pack(">HI64sBHBBH", 0x7000 | (total - 38), VECTOR_FRAMING_DATA, self.name,
+        framing = struct.pack(">HI64sBHBBH", 0x7000 | (total - 38), VECTOR_FRAMING_DATA, self.source_name,
                               self.params.get("priority", 100), 0, self.seq[universe], options, universe)
         dmp = struct.pack(">HBBHHHB", 0x7000 | (total - 115), VECTOR_DMP_SET, 0xA1, 0x0000, 0x0001, n + 1, 0x00)
         return root + framing + dmp + data

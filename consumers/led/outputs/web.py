@@ -50,6 +50,12 @@ class FrameHub:
         with self._cond:
             self.meta[name] = dict(meta)
 
+    def unregister(self, name: str) -> None:
+        """Forget a closed device, so the preview lists only live ones."""
+        with self._cond:
+            self.meta.pop(name, None)
+            self._frames.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self.meta)
 
@@ -224,7 +230,7 @@ class WebOutput(Output):
         """The hub channel: explicit, else NAME of ``web://NAME``, else the device's name."""
         if self.channel:
             return self.channel
-        return self.spec.host if self.spec.scheme == "web" and self.spec.host else self.name
+        return self.spec.host if self.spec.scheme == "web" and self.spec.host else self.device_name
 
     def open(self) -> None:
         max_fps = self.params.get("max_fps", 30.0)
@@ -242,3 +248,4 @@ class WebOutput(Output):
         if self.server is not None:
             self.server.stop()
             self.server = None
+        self.hub.unregister(self.hub_name)
