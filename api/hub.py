@@ -12,9 +12,7 @@ from typing import Union
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
-from beatbus.errors import SchemaError
-from beatbus.metrics import MALFORMED
-from schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, decode, encode
+from schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
 
 from .control import ControlEvent
 from .fanout import FanOut, Feed
@@ -45,13 +43,11 @@ class _EventFeed(Feed):
                 note_reconnect(exc, "websocket feed")
                 backoff.wait(hub.stop)
                 continue
-            for stream, _id, fields in entries:
-                try:
-                    text = encode(decode(fields.get(b"d", b""), HubEvent)).decode()
-                except SchemaError:
-                    MALFORMED.labels(stream.rsplit(":", 1)[-1]).inc()
-                    continue
-                self.send(targets, text)
+            for stream, entry_id, fields in entries:
+                # the bus counts and dead-letters malformed entries and ends not written by the producer
+                event = hub.bus.decode(stream, entry_id, fields, HubEvent)
+                if event is not None:
+                    self.send(targets, encode(event).decode())
 
 
 class EventHub(FanOut):

@@ -61,7 +61,8 @@ def test_transitions_of_a_song_and_tempo_changes_from_the_beats_stream(bus, sett
     assert len(tempo) == 1 and tempo[0].bpm_from == pytest.approx(150) and tempo[0].bpm_to == pytest.approx(170)
     drops = [t["time"] for t in truth["transitions"] if t["kind"] == "drop"]
     found = [e for e in trans if e.kind == "drop"]
-    assert sum(any(abs(e.timestamp - d) < 1.0 for e in found) for d in drops) >= len(drops) - 1
+    # every drop of the song (measured 3 of 3; README: drop recall 0.96 over 20 songs)
+    assert sum(any(abs(e.timestamp - d) < 1.0 for e in found) for d in drops) == len(drops) >= 1
     assert all(0 <= e.confidence <= 1 and e.detected_time >= e.timestamp - 1e-6 for e in trans
                if e.kind != "build-up" or e.predicted_time is None)
 
