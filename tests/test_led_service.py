@@ -65,6 +65,7 @@ def test_flashes_follow_predicted_beats_from_the_bus_and_bad_entries_are_survive
         bus.publish(stream, _beat(99, time.time(), bpm=0.0), maxlen=1000)  # impossible tempo: ignored
         _play_beats(bus, beats)
         time.sleep(0.15)
+        latest = HUB.latest("svc-test")                                   # while the device is live
         bus.publish(stream, StreamEnd(source="default", timestamp=3.0), maxlen=1000)
         thread.join(5)
         onsets = _onsets(cap.packets)
@@ -77,8 +78,8 @@ def test_flashes_follow_predicted_beats_from_the_bus_and_bad_entries_are_survive
     for k in range(1, 5):
         assert min(abs(b - (t0 + 0.5 * k)) for b in beat_frames) < 0.002                 # scheduled on it
         assert min(abs(o - (t0 + 0.5 * k)) for o in onsets) < 0.05, (k, [round(o - t0, 3) for o in onsets])
-    latest = HUB.latest("svc-test")
     assert latest is not None and len(latest[1]) == 30                   # web preview feed got frames too
+    assert "svc-test" not in HUB.names() and HUB.latest("svc-test") is None  # closed: no longer listed
 
 
 def test_a_failing_output_is_retried_without_stalling_the_others(bus, settings):
