@@ -163,7 +163,8 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     sd_notify("READY=1")
     wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
     wd_every = wd_usec / 2e6 if wd_usec else None
-    started = last_ping = time.monotonic()
+    started = time.monotonic()
+    last_ping = started - (wd_every or 0)    # first ping with READY: a slow first step must not cost a period
     waiters = list(until) if until is not None else list(services)
     try:
         while not stop.is_set():
