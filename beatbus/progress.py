@@ -13,10 +13,11 @@ import sys
 import time
 from typing import IO, Iterable, Iterator, TypeVar
 
+from .console import console
+
 __all__ = ["Progress", "track"]
 
 T = TypeVar("T")
-_CLEAR = "\r\x1b[K"          # carriage return + erase to the end of the line
 
 
 def _is_terminal(stream: IO[str]) -> bool:
@@ -99,8 +100,7 @@ class Progress:
         self._drawn = time.monotonic()
         width = _columns(self.stream) - 1
         try:
-            self.stream.write(_CLEAR + self.line()[:width])
-            self.stream.flush()
+            console(self.stream).set_status(self.line()[:width])
         except (OSError, ValueError):             # the terminal went away: stop drawing
             self.enabled = False
 
@@ -108,8 +108,7 @@ class Progress:
         """Erase the line so other output can be printed; the next update draws it again."""
         if self.enabled and self._drawn > -float("inf"):
             try:
-                self.stream.write(_CLEAR)
-                self.stream.flush()
+                console(self.stream).clear_status()
             except (OSError, ValueError):
                 self.enabled = False
         self._drawn = -float("inf")
