@@ -54,7 +54,7 @@ from beatbus.bus import BROKER_ERRORS, Bus
 from beatbus.config import Settings
 from beatbus.errors import BeatbusError
 from beatbus.log import get_logger
-from consumers.trigger import DeliveryThread, Outcome, PatternBook, Trigger, TriggerConfig, trigger_payload
+from beatbus.consumers.trigger import DeliveryThread, Outcome, PatternBook, Trigger, TriggerConfig, trigger_payload
 
 from .contract import JsonTooLarge, errors, field_errors, finish_openapi, invalid_json, too_large
 from .control import publish_control
@@ -422,7 +422,7 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
     # -- and the web:// outputs of an LED consumer running in this process --------------------
     def _led_hub():
         # Only if the LED consumer is loaded here (e.g. `beatbus run`): importing it costs ~1 s.
-        web = sys.modules.get("consumers.led.outputs.web")
+        web = sys.modules.get("beatbus.consumers.led.outputs.web")
         return web.HUB if web is not None else None
 
     @app.get("/api/led/devices", tags=["led"], dependencies=[require("read")], responses=errors(503))

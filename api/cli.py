@@ -21,8 +21,8 @@ log = get_logger("api")
 def _generation_router(bus, config_file):
     """Generation's routes when that stage is installed (else None, said once in the log)."""
     try:
-        from consumers.generate.api import build_router
-        from consumers.generate.config import load_generate_config
+        from beatbus.consumers.generate.api import build_router
+        from beatbus.consumers.generate.config import load_generate_config
     except ImportError as exc:
         log.info("generation routes not mounted", extra={"reason": str(exc)})
         return None
@@ -61,7 +61,7 @@ def _guard(args: argparse.Namespace, table: dict):
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from consumers.trigger import load_trigger_config
+    from beatbus.consumers.trigger import load_trigger_config
 
     from .app import ApiLimits, create_app
     from .server import bind, check_exposure, serve

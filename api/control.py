@@ -9,7 +9,7 @@ import time
 
 from beatbus import keys
 from beatbus.bus import Bus
-from schemas import ControlEvent
+from beatbus.schemas import ControlEvent
 
 __all__ = ["ControlEvent", "publish_control", "CONTROL_MAXLEN"]
 

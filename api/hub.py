@@ -12,7 +12,7 @@ from typing import Union
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
-from schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
 
 from .control import ControlEvent
 from .fanout import FanOut, Feed

@@ -22,7 +22,7 @@ from .fanout import FanOut, Feed
 
 __all__ = ["LedPreviews"]
 
-log = get_logger("api.led")
+log = get_logger("beatbus.api.led")
 REFRESH_S = 1.0                  # watch key refresh and liveness check
 
 

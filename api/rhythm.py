@@ -33,15 +33,15 @@ from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.runtime import Service
-from consumers.trigger import DeliveryThread, TriggerConfig, TriggerService
-from schemas import BeatEvent, SectionEvent, StreamEnd
+from beatbus.consumers.trigger import DeliveryThread, TriggerConfig, TriggerService
+from beatbus.schemas import BeatEvent, SectionEvent, StreamEnd
 
 from .models import RhythmModeStatus, SongData
 from .song_plan import sections_for
 
 __all__ = ["RhythmMode", "ScheduleService", "SongTimeline", "RHYTHM_SOURCE", "SourceNotLive"]
 
-log = get_logger("api.rhythm")
+log = get_logger("beatbus.api.rhythm")
 RHYTHM_SOURCE = "rhythm-mode"
 VIRTUAL_STREAMS_TTL_S = 60          # the virtual source's streams outlive a schedule run this long
 

@@ -18,7 +18,7 @@ from beatbus.runtime import sd_notify
 
 __all__ = ["ApiServer", "serve", "bind", "is_loopback", "check_exposure"]
 
-log = get_logger("api.server")
+log = get_logger("beatbus.api.server")
 
 
 def is_loopback(host: str) -> bool:

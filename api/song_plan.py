@@ -89,7 +89,7 @@ def plan_from_audio(path: str | PathLike, *, duration: float, backend: str = "ds
     ValueError
         Fewer than 4 beats found (silence, noise, or too short to tell).
     """
-    from processors.beat import track_file
+    from beatbus.processors.beat import track_file
 
     beats = track_file(path, backend=backend, sr=sr)
     if len(beats) < 4:

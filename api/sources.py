@@ -8,7 +8,7 @@ from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.errors import SchemaError
-from schemas import BeatEvent, Event, IntensityEvent, SectionEvent, decode
+from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent, decode
 
 from .models import SourceState
 

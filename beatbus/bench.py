@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import BeatEvent, decode
+from beatbus.schemas import BeatEvent, decode
 
 from .broker import EmbeddedBroker
 from .bus import Bus, Reader

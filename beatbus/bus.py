@@ -21,7 +21,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from schemas import StreamEnd, codec
+from beatbus.schemas import StreamEnd, codec
 
 from . import keys
 from .config import redact_url

@@ -23,8 +23,8 @@ __all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connec
 
 # Stage modules that add their own commands: each has ``register(commands)`` where
 # ``commands`` maps "top" and "consume" to argparse sub-parser collections.
-EXTENSIONS = ("producers.synth.cli", "processors.beat.cli", "consumers.led.cli", "consumers.trigger.cli", "consumers.generate.cli", "api.cli",
-              "processors.intensity.cli", "processors.structure.cli", "hls.cli", "deploy.cli")
+EXTENSIONS = ("beatbus.producers.synth.cli", "beatbus.processors.beat.cli", "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli", "beatbus.api.cli",
+              "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.hls.cli", "beatbus.deploy.cli")
 
 log = get_logger("cli")
 BACKENDS = ("dsp", "beatnet", "small", "hls")
@@ -67,7 +67,7 @@ def cli_settings(args: argparse.Namespace) -> Settings:
 
 
 def _make_processor(settings: Settings):
-    from processors.beat import BeatProcessor
+    from beatbus.processors.beat import BeatProcessor
 
     return lambda: BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
 
@@ -104,7 +104,7 @@ def _audio_source(kind: str, args: argparse.Namespace, settings: Settings):
 
 
 def _open_audio(kind: str, args: argparse.Namespace, settings: Settings):
-    import producers
+    from beatbus import producers
 
     if kind == "file":
         return producers.FileSource(args.path, sr=settings.sr, hop=settings.hop,
@@ -120,9 +120,9 @@ def _open_audio(kind: str, args: argparse.Namespace, settings: Settings):
 
 # -- commands -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumers.terminal import TerminalConsumer
-    from processors.service import BeatService
-    from producers.publisher import Publisher
+    from beatbus.consumers.terminal import TerminalConsumer
+    from beatbus.processors.service import BeatService
+    from beatbus.producers.publisher import Publisher
 
     from .runtime import run_services
 
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.bpm = args.click
     led_plan = None
     if args.led:  # validated before anything starts: a bad URL or effect is a one-line error
-        from consumers.led.service import plan_led
+        from beatbus.consumers.led.service import plan_led
 
         led_plan = plan_led(settings, outputs=args.led, effect=args.effect, pixels=args.pixels,
                             source=settings.source)
@@ -146,13 +146,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         consumers = [terminal]
         dashboard = None
         if led_plan is not None:
-            from consumers.led.cli import serve_preview_dashboard
-            from consumers.led.service import LedService
+            from beatbus.consumers.led.cli import serve_preview_dashboard
+            from beatbus.consumers.led.service import LedService
 
             consumers.append(LedService(bus, settings=settings, plan=led_plan))
             dashboard = serve_preview_dashboard(bus, settings, led_plan.devices)   # web:// outputs
         if args.error_generator_url:
-            from consumers.trigger import build_trigger_service
+            from beatbus.consumers.trigger import build_trigger_service
 
             # before the processor, so its consumer group exists before beats flow
             consumers.append(build_trigger_service(bus, settings, url=args.error_generator_url,
@@ -173,8 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import numpy as np
 
-    import producers
-    from processors.beat import BeatProcessor
+    from beatbus import producers
+    from beatbus.processors.beat import BeatProcessor
 
     from .progress import Progress
 
@@ -192,7 +192,7 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             {"time": round(b.time, 4), "beat_in_bar": b.beat_in_bar, "is_downbeat": b.is_downbeat,
              "bpm": round(b.bpm, 2), "confidence": round(b.confidence, 3)} for b in beats]}
         if getattr(args, "sections", False):
-            from processors.structure import analyze_sections
+            from beatbus.processors.structure import analyze_sections
 
             bar.interval = 0.0
             bar.set(bar.done, note=f"{len(beats)} beats; finding sections")
@@ -234,7 +234,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from producers.publisher import Publisher
+    from beatbus.producers.publisher import Publisher
 
     from .runtime import run_services
 
@@ -246,7 +246,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from processors.service import BeatService
+    from beatbus.processors.service import BeatService
 
     from .runtime import run_services
 
@@ -259,7 +259,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from consumers.terminal import TerminalConsumer
+    from beatbus.consumers.terminal import TerminalConsumer
 
     from .runtime import run_services
 
@@ -271,7 +271,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    import producers
+    from beatbus import producers
 
     devices = producers.list_devices()
     if not devices:
@@ -306,7 +306,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from schemas.export import SCHEMA_DIR, export_schemas, schema_documents
+    from beatbus.schemas.export import SCHEMA_DIR, export_schemas, schema_documents
 
     if args.check:
         stale = [n for n, data in schema_documents().items()
@@ -323,7 +323,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     setup_logging("warning")
     rest = list(args.rest)
-    targets = {"beats": "processors.beat.evaluate", "sections": "processors.structure.evaluate"}
+    targets = {"beats": "beatbus.processors.beat.evaluate", "sections": "beatbus.processors.structure.evaluate"}
     if not rest or rest[0] not in targets:
         raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE] | "
                           "beatbus eval sections DIR [--mode online|offline] [--json FILE]")

@@ -14,7 +14,7 @@ from beatbus.bus import Backoff, Bus, Reader, guarded
 from beatbus.config import Settings
 from beatbus.console import console
 from beatbus.runtime import Service
-from schemas import BeatEvent, Event, StreamEnd
+from beatbus.schemas import BeatEvent, Event, StreamEnd
 
 __all__ = ["TerminalConsumer", "format_beat"]
 

@@ -47,7 +47,7 @@ from beatbus.bus import Bus, Reader
 from beatbus.config import Settings
 from beatbus.progress import Progress
 from beatbus.threads import POOL_VARS
-from schemas import BeatEvent, decode
+from beatbus.schemas import BeatEvent, decode
 
 __all__ = ["bench_load", "bench_soak", "register_bench", "ProcessProbe", "rss_growth_bound_mb"]
 
@@ -286,7 +286,7 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
                 procs.append(fleet.spawn(f"processor-{k + 1}", args))
             _wait(lambda: all(p.metrics() for p in procs), 90, "the processors' /metrics", fleet)
             gen_args = ["--sources", str(sources), "--prefix", "load", *(["--file", file] if file else [])]
-            loadgen = fleet.spawn("loadgen", gen_args, module="deploy.loadgen", metrics=False)
+            loadgen = fleet.spawn("loadgen", gen_args, module="beatbus.deploy.loadgen", metrics=False)
             owners = lambda: [bus.redis.get(keys.lease(s, "beat")) for s in names]   # noqa: E731
             _wait(lambda: all(owners()), 60, f"all {sources} sources to be leased", fleet)
             tap = BeatTap(broker.url, names).start()
@@ -411,7 +411,7 @@ def _default_track(tmp: Path) -> str:
     """A 30 s click track written as a WAV (the soak loops a real file through the file producer)."""
     import soundfile as sf
 
-    from producers import ClickSource
+    from beatbus.producers import ClickSource
 
     x = np.concatenate([c.samples for c in ClickSource(124, realtime=False, duration=30.0)])
     path = tmp / "click-124.wav"
@@ -447,7 +447,7 @@ class _UdpSink:
 def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float = 10.0, warmup: float | None = None,
                backend: str = "dsp", json_path: str | None = None) -> int:
     """Run the soak and print its tables; returns 1 when a daemon's RSS grew past the bound."""
-    from consumers.trigger.receiver import ReferenceReceiver
+    from beatbus.consumers.trigger.receiver import ReferenceReceiver
 
     total = minutes * 60.0
     warmup = warmup if warmup is not None else min(60.0, 0.25 * total)

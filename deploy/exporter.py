@@ -24,7 +24,7 @@ __all__ = ["ExporterService", "default_queues"]
 def default_queues(config_file: str | None = None) -> list[str]:
     """The generation stage's rq queue (``[generate] queue`` / ``BEATBUS_GENERATE_QUEUE``)."""
     try:
-        from consumers.generate.config import load_generate_config
+        from beatbus.consumers.generate.config import load_generate_config
     except ImportError:
         return ["beatbus-generate"]
     return [load_generate_config({}, config_file=config_file).queue]

@@ -7,7 +7,7 @@ source's chunk is released when its last sample is due in real time, exactly lik
 source, and stamped with the wall time of its first sample; the frames due at one tick go to
 the broker in one pipeline, so the generator itself never makes the sources late.
 
-Run as ``python -m deploy.loadgen --sources 50 [--file PATH] [--duration S]`` with
+Run as ``python -m beatbus.deploy.loadgen --sources 50 [--file PATH] [--duration S]`` with
 ``REDIS_URL`` set; it stops on SIGTERM (each source then publishes its end-of-stream marker).
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ class ManySources(Service):
 
     def __init__(self, bus: Bus, *, settings: Settings, n: int, prefix: str = "load", file: str | None = None):
         super().__init__()
-        import producers
-        from producers.publisher import Publisher
+        from beatbus import producers
+        from beatbus.producers.publisher import Publisher
 
         self.bus, self.settings = bus, settings
         self.start_ns = time.time_ns()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from beatbus.cli import cli_settings, connect
     from beatbus.runtime import run_services
 
-    ap = argparse.ArgumentParser(prog="python -m deploy.loadgen", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m beatbus.deploy.loadgen", description=__doc__.splitlines()[0])
     ap.add_argument("--sources", type=int, default=50)
     ap.add_argument("--prefix", default="load", help="source names are PREFIX-000, PREFIX-001, ...")
     ap.add_argument("--file", help="loop this file on every source (default: click tracks)")

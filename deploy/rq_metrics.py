@@ -15,7 +15,7 @@ Series (``queue`` is a configured rq queue name, ``state`` a fixed word)::
 
 Use it in any process that serves /metrics::
 
-    from deploy.rq_metrics import RqCollector
+    from beatbus.deploy.rq_metrics import RqCollector
     RqCollector(redis_connection, ["beatbus-generate"]).register()
 
 ``beatbus exporter`` registers it (one exporter per deployment: every worker exporting the
@@ -37,7 +37,7 @@ from beatbus.log import get_logger
 
 __all__ = ["RqCollector", "JOB_STATES"]
 
-log = get_logger("deploy.rq_metrics")
+log = get_logger("beatbus.deploy.rq_metrics")
 JOB_STATES = ("queued", "started", "abandoned", "deferred", "scheduled", "failed", "finished", "canceled")
 # registries whose scores are expiry times (an entry past it is gone or, for started, abandoned)
 _EXPIRING = ("failed", "finished", "canceled")

@@ -35,7 +35,7 @@ from beatbus.log import get_logger
 
 __all__ = ["StreamCollector", "ROLES", "id_ms"]
 
-log = get_logger("deploy.stream_metrics")
+log = get_logger("beatbus.deploy.stream_metrics")
 ROLES = ("beat", "intensity", "structure")      # stateful roles that own a source by lease
 _WINDOW_S = 3600.0                             # heartbeats older than this are not reported
 

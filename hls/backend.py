@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from beatbus.errors import ConfigError, DependencyError
-from processors.beat.bda import BeatNetActivation
+from beatbus.processors.beat.bda import BeatNetActivation
 
 from .model import DEFAULT_WEIGHTS, softmax
 from .project import (DEFAULT_CONFIG, DEFAULT_PROJECT, CsimLibrary, build_key, compile_project, find_library,

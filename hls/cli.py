@@ -23,7 +23,7 @@ def _data_opts(p: argparse.ArgumentParser, *, epochs: int) -> None:
 
 
 def cmd_train_small(args: argparse.Namespace) -> int:
-    from processors.beat.train import train_small
+    from beatbus.processors.beat.train import train_small
 
     res = train_small(songs=args.songs, seed=args.seed, epochs=args.epochs, out=args.out, songs_dir=args.songs_dir,
                       distill=args.distill, augment=args.augment)

@@ -26,7 +26,7 @@ CSIM_TOLERANCE = 0.02
 
 
 def _songs(songs_dir, songs: int, seed: int, val_songs: int, log):
-    from processors.beat.train import build_dataset
+    from beatbus.processors.beat.train import build_dataset
 
     data = build_dataset(Path(songs_dir), count=songs, seed=seed, distill=0.0, log=log)
     feats = [f for f, _ in data]
@@ -35,15 +35,15 @@ def _songs(songs_dir, songs: int, seed: int, val_songs: int, log):
 
 def audio_features(path: str | Path) -> np.ndarray:
     """Raw feature frames ``[shape=(n, 272)]`` of an audio file (the backends' front end, whole file)."""
-    from processors.beat.features import beatnet_features
-    from processors.beat.processor import load_audio
+    from beatbus.processors.beat.features import beatnet_features
+    from beatbus.processors.beat.processor import load_audio
 
     return beatnet_features(load_audio(path, sr=22050))
 
 
 def _audio_files(paths) -> list[Path]:
     """Files as given; folders expanded to their audio files (sorted)."""
-    from processors.beat.evaluate import AUDIO_EXTS
+    from beatbus.processors.beat.evaluate import AUDIO_EXTS
 
     out = []
     for p in map(Path, paths):
@@ -84,7 +84,7 @@ def csim_vs_qkeras(lib: str | Path, model, songs: list[np.ndarray]) -> dict:
 def train_hls(*, checkpoint=None, songs_dir=None, songs: int = 60, seed: int = 0, epochs: int = 3,
               val_songs: int = 4, out: str | Path = DEFAULT_WEIGHTS, log=print) -> dict:
     """Distil the QKeras model from the ``small`` torch model (initialised with its weights)."""
-    from processors.beat.small import load_small
+    from beatbus.processors.beat.small import load_small
 
     t0 = time.perf_counter()
     net = load_small(checkpoint)
@@ -112,7 +112,7 @@ def csim_check(*, project: str | Path = DEFAULT_PROJECT, weights: str | Path = D
         ``songs``, the :func:`csim_vs_qkeras` keys (without ``probs``), ``max_abs_csim_torch``,
         ``max_abs_qkeras_torch``, ``tolerance``, ``ok``.
     """
-    from processors.beat.small import NumpySmall, load_small
+    from beatbus.processors.beat.small import NumpySmall, load_small
 
     files = _audio_files(audio) if audio else None  # a wrong path fails before the slow loads
     net = load_small(checkpoint)

@@ -25,8 +25,8 @@ from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP, child
 from beatbus.runtime import Service
-from producers.publisher import instance_id
-from schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
+from beatbus.producers.publisher import instance_id
+from beatbus.schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
 
 __all__ = ["AudioStreamService", "OwnedSource", "BeatEntry", "Item"]
 

@@ -18,9 +18,9 @@ from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.metrics import BEATS, BPM, STAGE_LATENCY
-from processors.audio_service import MAX_GAP_S, AudioStreamService, Item, OwnedSource
-from processors.beat import BeatBatch
-from schemas import BeatEvent, StreamEnd
+from beatbus.processors.audio_service import MAX_GAP_S, AudioStreamService, Item, OwnedSource
+from beatbus.processors.beat import BeatBatch
+from beatbus.schemas import BeatEvent, StreamEnd
 
 __all__ = ["BeatService", "BeatIntensity"]
 

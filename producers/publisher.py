@@ -20,7 +20,7 @@ from beatbus.errors import SourceClaimedError
 from beatbus.log import get_logger
 from beatbus.metrics import FRAMES_DROPPED, PUBLISH_ERRORS, SOURCE_UP
 from beatbus.runtime import Service
-from schemas import AudioFrame, StreamEnd, float_to_pcm, to_fields
+from beatbus.schemas import AudioFrame, StreamEnd, float_to_pcm, to_fields
 
 __all__ = ["Publisher", "instance_id"]
 

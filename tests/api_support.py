@@ -13,7 +13,7 @@ import httpx
 
 from beatbus import keys
 from beatbus.bus import Bus
-from schemas import BeatEvent
+from beatbus.schemas import BeatEvent
 
 from conftest import ROOT, free_port
 

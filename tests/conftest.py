@@ -46,7 +46,7 @@ def bus(broker):
 def _led_preview_hub_per_test():
     """The in-process LED preview hub is process-wide: no test sees the ``web://`` devices of another."""
     yield
-    web = sys.modules.get("consumers.led.outputs.web")     # only if a test loaded the LED consumer
+    web = sys.modules.get("beatbus.consumers.led.outputs.web")     # only if a test loaded the LED consumer
     if web is not None:
         with web.HUB._cond:
             web.HUB.meta.clear()

@@ -15,12 +15,12 @@ import uvicorn
 
 from beatbus.bus import Bus
 from beatbus.config import load_settings
-from consumers.generate.config import load_generate_config
-from consumers.generate.availability import KINDS
-from consumers.generate.jobs import WorkerContext, install_context
-from consumers.generate.storage import Store
-from consumers.generate.tiny import build_tiny_clap, build_tiny_musicgen, build_tiny_musicgen_melody
-from consumers.generate.worker import GenerationWorker, set_torch_threads
+from beatbus.consumers.generate.config import load_generate_config
+from beatbus.consumers.generate.availability import KINDS
+from beatbus.consumers.generate.jobs import WorkerContext, install_context
+from beatbus.consumers.generate.storage import Store
+from beatbus.consumers.generate.tiny import build_tiny_clap, build_tiny_musicgen, build_tiny_musicgen_melody
+from beatbus.consumers.generate.worker import GenerationWorker, set_torch_threads
 
 
 def build_models(root: Path) -> dict[str, Path]:

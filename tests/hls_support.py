@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hls.backend import ensure_library
+from beatbus.hls.backend import ensure_library
 
 __all__ = ["BEATS", "shipped_project"]
 

@@ -12,7 +12,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from beatbus import keys
-from schemas import BeatEvent, from_fields
+from beatbus.schemas import BeatEvent, from_fields
 
 from conftest import ROOT, free_port
 

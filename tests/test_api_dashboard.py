@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
-from api.auth import KeyStore
-from api.deps import Guard
-from api.server import ApiServer
+from beatbus.api.app import create_app
+from beatbus.api.auth import KeyStore
+from beatbus.api.deps import Guard
+from beatbus.api.server import ApiServer
 from beatbus import keys
 from beatbus.bus import Bus
-from processors.beat import BeatProcessor
-from processors.service import BeatService
-from producers import ClickSource
-from producers.publisher import Publisher
+from beatbus.processors.beat import BeatProcessor
+from beatbus.processors.service import BeatService
+from beatbus.producers import ClickSource
+from beatbus.producers.publisher import Publisher
 
 from conftest import free_port
 

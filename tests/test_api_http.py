@@ -13,14 +13,14 @@ import soundfile as sf
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from api.app import ApiLimits, create_app
-from api.server import ApiServer
+from beatbus.api.app import ApiLimits, create_app
+from beatbus.api.server import ApiServer
 from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import load_settings
-from consumers.trigger import load_trigger_config
-from consumers.trigger.receiver import ReferenceReceiver
-from schemas import BeatEvent, IntensityEvent, SectionEvent
+from beatbus.consumers.trigger import load_trigger_config
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
 
 from conftest import BEATS_DIR, free_port
 
@@ -406,7 +406,7 @@ def test_led_preview_streams_the_led_consumers_frames(client, server, bus, api_s
     """An LED consumer in this process (as in `beatbus run --led`), its outputs built from URLs by
     create_output(): the dashboard lists its devices and streams their frames, the web:// one from
     this process, the DDP one relayed through the broker byte for byte as it went to the strip."""
-    from consumers.led import HUB, build_led_service
+    from beatbus.consumers.led import HUB, build_led_service
     from led_support import UdpCapture, parse_ddp
 
     with UdpCapture() as cap:

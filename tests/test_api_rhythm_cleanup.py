@@ -19,8 +19,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from beatbus import keys
-from consumers.trigger.receiver import ReferenceReceiver
-from deploy import PROMETHEUS_DIR
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.deploy import PROMETHEUS_DIR
 
 from api_support import BeatSource, Command, api_command, wait_for
 from conftest import free_port

@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.app import ApiLimits, create_app
-from api.auth import KeyStore
-from api.deps import Guard, require
-from api.server import ApiServer
+from beatbus.api.app import ApiLimits, create_app
+from beatbus.api.auth import KeyStore
+from beatbus.api.deps import Guard, require
+from beatbus.api.server import ApiServer
 from beatbus.bus import Bus
 from beatbus.config import load_settings
-from consumers.trigger import load_trigger_config
-from consumers.trigger.receiver import ReferenceReceiver
+from beatbus.consumers.trigger import load_trigger_config
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
 
 from conftest import free_port
 from generate_support import gen_config
@@ -44,7 +44,7 @@ def test_every_schemathesis_check_passes(broker, bus, tmp_path):
                      embed_uploads=False, max_upload_bytes=128 * 1024, max_upload_seconds=2.0)
     api_bus = Bus.connect(broker.url, name="api-fuzz")
     with ReferenceReceiver() as rx:
-        from consumers.generate.api import build_router
+        from beatbus.consumers.generate.api import build_router
 
         router = build_router(api_bus, gen, read_dependencies=[require("read")],
                               write_dependencies=[require("generate")])

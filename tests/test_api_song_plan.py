@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from api.song_plan import FORM, sections_for
+from beatbus.api.song_plan import FORM, sections_for
 
 
 @settings(max_examples=300, deadline=None)

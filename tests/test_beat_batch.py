@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from beatbus import keys
-from processors.beat import BeatBatch, BeatProcessor
-from processors.service import BeatService
-from producers import ClickSource, click_times
-from schemas import AudioFrame, BeatEvent, StreamEnd, float_to_pcm, from_fields
+from beatbus.processors.beat import BeatBatch, BeatProcessor
+from beatbus.processors.service import BeatService
+from beatbus.producers import ClickSource, click_times
+from beatbus.schemas import AudioFrame, BeatEvent, StreamEnd, float_to_pcm, from_fields
 
 SR = 22050
 CHUNK = 441

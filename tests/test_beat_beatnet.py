@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.beat import BeatProcessor, load_audio, track_file
-from processors.beat.features import StreamingSpectrogram, beatnet_features
+from beatbus.processors.beat import BeatProcessor, load_audio, track_file
+from beatbus.processors.beat.features import StreamingSpectrogram, beatnet_features
 
 torch = pytest.importorskip("torch")
-bda = pytest.importorskip("processors.beat.bda")
+bda = pytest.importorskip("beatbus.processors.beat.bda")
 
 from conftest import DATA as SHARED
 BEATS = SHARED / "beats"
@@ -197,7 +197,7 @@ def test_music_after_noise_is_tracked_within_seconds() -> None:
 
 
 def test_flux_coherence_scores_noise_zero_and_onsets_one() -> None:
-    from processors.beat.dsp import FluxCoherence
+    from beatbus.processors.beat.dsp import FluxCoherence
 
     rng = np.random.default_rng(0)
     noise = np.maximum(0, rng.normal(0, 1, (400, 136)))  # independent positive flux per band

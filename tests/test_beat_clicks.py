@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import beatbus_cmd
-from processors.beat import Beat, BeatProcessor
-from producers import ClickSource, click_times
+from beatbus.processors.beat import Beat, BeatProcessor
+from beatbus.producers import ClickSource, click_times
 
 
 def track_clicks(backend: str, bpm: float, meter: int, duration: float) -> list[Beat]:

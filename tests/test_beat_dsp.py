@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.beat import Beat, BeatProcessor, track_file
+from beatbus.processors.beat import Beat, BeatProcessor, track_file
 
 SR = 22050
 from conftest import BEATS_DIR as DATA
@@ -219,7 +219,7 @@ def test_bad_chunks_raise_value_error() -> None:
 
 def test_small_backend_tracks_a_metronome() -> None:
     pytest.importorskip("torch")
-    from producers import ClickSource
+    from beatbus.producers import ClickSource
 
     y = np.concatenate([c.samples for c in ClickSource(120, realtime=False, duration=12.0)])
     beats = stream(y, backend="small")

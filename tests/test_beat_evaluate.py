@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.beat import Beat
-from processors.beat.evaluate import evaluate_dir, format_table, load_annotations, main, score_beats
+from beatbus.processors.beat import Beat
+from beatbus.processors.beat.evaluate import evaluate_dir, format_table, load_annotations, main, score_beats
 
 pytest.importorskip("mir_eval")
 

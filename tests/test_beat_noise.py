@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from processors.beat import track_file
+from beatbus.processors.beat import track_file
 
 SR = 22050
 SECONDS = 15

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-from processors.beat import backends_bench as bb  # noqa: E402
+from beatbus.processors.beat import backends_bench as bb  # noqa: E402
 
 MEASURED = ("p50_us", "p99_us", "per_stream_us", "frames_per_s", "rt_streams")
 CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
@@ -96,7 +96,7 @@ def test_fpga_row_uses_a_synthesis_report_when_there_is_one(tmp_path) -> None:
 def test_qkeras_step_carries_the_gru_state_like_the_sequence_model() -> None:
     """The per-frame QKeras call reproduces the sequence model frame by frame."""
     pytest.importorskip("qkeras")
-    from hls.model import load_qmodel, softmax
+    from beatbus.hls.model import load_qmodel, softmax
 
     step = bb.qkeras_step()
     feats, _ = bb.load_features(None, 40)

@@ -8,7 +8,7 @@ from beatbus import keys
 from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus, Group, Lease, Reader
 from beatbus.errors import BrokerError
-from schemas import StreamEnd, TriggerRequest, from_fields
+from beatbus.schemas import StreamEnd, TriggerRequest, from_fields
 
 from conftest import eventually
 

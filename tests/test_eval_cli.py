@@ -113,7 +113,7 @@ def test_eval_sections_scores_annotations_that_start_after_zero_and_have_gaps(tm
 
 
 def test_pad_reference_fills_the_lead_in_and_inner_gaps():
-    from processors.structure.evaluate import pad_reference
+    from beatbus.processors.structure.evaluate import pad_reference
 
     ints, labs = pad_reference(np.array([[1.0, 4.0], [6.0, 9.0]]), ["Intro", "Verse"])
     assert ints.tolist() == [[0.0, 1.0], [1.0, 4.0], [4.0, 6.0], [6.0, 9.0]]

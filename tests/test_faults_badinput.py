@@ -18,21 +18,21 @@ from beatbus.bus import Bus
 from beatbus.config import load_settings
 from beatbus.metrics import EVENTS_CONSUMED, FRAMES_DROPPED, MALFORMED
 from beatbus.runtime import run_services
-from consumers.led import build_led_service
-from consumers.terminal import TerminalConsumer
-from consumers.trigger import load_trigger_config
-from consumers.trigger.receiver import ReferenceReceiver
-from consumers.trigger.service import TriggerService
-from deploy.stream_metrics import StreamCollector
-from processors.beat import BeatProcessor
-from processors.intensity.service import IntensityService
-from processors.service import BeatService
-from processors.structure.service import StructureService
-from producers import ClickSource
-from producers.publisher import Publisher
-from schemas import (AudioFrame, BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode, float_to_pcm,
+from beatbus.consumers.led import build_led_service
+from beatbus.consumers.terminal import TerminalConsumer
+from beatbus.consumers.trigger import load_trigger_config
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.consumers.trigger.service import TriggerService
+from beatbus.deploy.stream_metrics import StreamCollector
+from beatbus.processors.beat import BeatProcessor
+from beatbus.processors.intensity.service import IntensityService
+from beatbus.processors.service import BeatService
+from beatbus.processors.structure.service import StructureService
+from beatbus.producers import ClickSource
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import (AudioFrame, BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode, float_to_pcm,
                      from_fields, to_fields)
-from schemas.events import EVENT_TYPES
+from beatbus.schemas.events import EVENT_TYPES
 
 from led_support import UdpCapture
 

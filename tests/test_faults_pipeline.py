@@ -17,11 +17,11 @@ from rq.serializers import JSONSerializer
 
 from beatbus import keys
 from beatbus.bus import Bus
-from consumers.generate.jobqueue import GenerationQueue
-from consumers.trigger import idempotency_key
-from consumers.trigger.receiver import ReferenceReceiver
-from deploy.rq_metrics import RqCollector
-from schemas import AudioFrame, from_fields
+from beatbus.consumers.generate.jobqueue import GenerationQueue
+from beatbus.consumers.trigger import idempotency_key
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.deploy.rq_metrics import RqCollector
+from beatbus.schemas import AudioFrame, from_fields
 
 from conftest import free_port
 from generate_support import gen_config

@@ -16,10 +16,10 @@ from rq.registry import FailedJobRegistry
 
 from beatbus import keys
 from beatbus.bus import Bus
-from consumers.generate.api import build_router
-from consumers.generate.jobqueue import GenerationQueue
-from consumers.generate.spec import GenerationJob, build_job, parse_params
-from schemas import AudioFrame, BeatEvent, SectionEvent, float_to_pcm
+from beatbus.consumers.generate.api import build_router
+from beatbus.consumers.generate.jobqueue import GenerationQueue
+from beatbus.consumers.generate.spec import GenerationJob, build_job, parse_params
+from beatbus.schemas import AudioFrame, BeatEvent, SectionEvent, float_to_pcm
 
 from conftest import free_port
 from generate_support import UvicornThread, build_models, context, encode, gen_config, offering, tone, work_burst

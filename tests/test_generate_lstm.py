@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 from music21 import chord, converter, key as m21key, meter as m21meter, note, stream, tempo as m21tempo
 
-from consumers.generate.backends.lstm import Composer, ComposerConfig, midi_seed_tokens, sample_next, train
-from consumers.generate.backends.lstm_tokens import Vocabulary, key_shift, load_corpus, parse_key, tokenize_score
-from consumers.generate.errors import InvalidRequest
-from consumers.generate.jobs import generate_local
-from consumers.generate.spec import build_job, parse_params
+from beatbus.consumers.generate.backends.lstm import Composer, ComposerConfig, midi_seed_tokens, sample_next, train
+from beatbus.consumers.generate.backends.lstm_tokens import Vocabulary, key_shift, load_corpus, parse_key, tokenize_score
+from beatbus.consumers.generate.errors import InvalidRequest
+from beatbus.consumers.generate.jobs import generate_local
+from beatbus.consumers.generate.spec import build_job, parse_params
 
 from conftest import beatbus_cmd
 from generate_support import context, gen_config

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consumers.generate.backends.musicgen import MusicGen, melody_chroma
-from consumers.generate.clap import ClapEmbedder, EmbeddingIndex
-from consumers.generate.errors import ModelUnavailable
-from consumers.generate.jobs import generate_local
-from consumers.generate.spec import build_job, parse_params
-from consumers.generate.storage import Store
+from beatbus.consumers.generate.backends.musicgen import MusicGen, melody_chroma
+from beatbus.consumers.generate.clap import ClapEmbedder, EmbeddingIndex
+from beatbus.consumers.generate.errors import ModelUnavailable
+from beatbus.consumers.generate.jobs import generate_local
+from beatbus.consumers.generate.spec import build_job, parse_params
+from beatbus.consumers.generate.storage import Store
 
 from conftest import free_port
 from generate_support import build_models, context, gen_config, tone
@@ -109,7 +109,7 @@ def test_local_job_writes_a_loudness_normalised_wav_and_metadata(broker, models,
 
     import soundfile as sf
 
-    from consumers.generate.audio import integrated_loudness
+    from beatbus.consumers.generate.audio import integrated_loudness
 
     ctx = context(None, broker, gen_config(tmp_path, models, loudness_lufs=-20.0))
     files, meta = generate_local(build_job(parse_params({"prompt": "lofi", "duration": 5, "seed": 4,

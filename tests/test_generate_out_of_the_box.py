@@ -29,7 +29,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from consumers.generate.tiny import build_tiny_musicgen
+from beatbus.consumers.generate.tiny import build_tiny_musicgen
 
 from conftest import ROOT, free_port
 from generate_support import FakeHub, to_hf_cache
@@ -243,7 +243,7 @@ def test_worker_defaults_offer_the_shipped_lstm_and_the_api_refuses_what_no_work
 
             # a job that fails: one line with its cause in the worker's log, no traceback
             queue = Queue("beatbus-generate", connection=_redis(broker), serializer=JSONSerializer)
-            bad = queue.enqueue("consumers.generate.jobs.run_generation", '{"id": 1}', job_id="bad-payload")
+            bad = queue.enqueue("beatbus.consumers.generate.jobs.run_generation", '{"id": 1}', job_id="bad-payload")
             wait_for(lambda: Job.fetch(bad.id, connection=queue.connection,
                                        serializer=JSONSerializer).get_status(refresh=True) == "failed", 60,
                      "the bad job to fail")

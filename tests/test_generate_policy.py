@@ -10,12 +10,12 @@ import pytest
 
 from beatbus import keys
 from beatbus.bus import Lease
-from consumers.generate.conditioning import capture_audio, snapshot
-from consumers.generate.jobqueue import GenerationQueue
-from consumers.generate.policy import GenerationPolicy
-from consumers.generate.service import GenerationService
-from consumers.generate.spec import GenerationJob
-from schemas import AudioFrame, BeatEvent, IntensityEvent, SectionEvent, float_to_pcm
+from beatbus.consumers.generate.conditioning import capture_audio, snapshot
+from beatbus.consumers.generate.jobqueue import GenerationQueue
+from beatbus.consumers.generate.policy import GenerationPolicy
+from beatbus.consumers.generate.service import GenerationService
+from beatbus.consumers.generate.spec import GenerationJob
+from beatbus.schemas import AudioFrame, BeatEvent, IntensityEvent, SectionEvent, float_to_pcm
 
 from generate_support import build_models, context, gen_config, gen_settings, offering, tone, work_burst
 

@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 
 from beatbus.errors import ConfigError
-from consumers.generate.audio import decode_audio, integrated_loudness, normalize_loudness, wav_bytes
-from consumers.generate.conditioning import Conditioning, build_prompt, energy_word, estimate_key
-from consumers.generate.config import job_timeout, load_generate_config
-from consumers.generate.errors import InvalidRequest, NotFound, TooLarge, UnsupportedAudio, http_status
-from consumers.generate.spec import build_job, parse_params
-from consumers.generate.storage import Store, display_name
+from beatbus.consumers.generate.audio import decode_audio, integrated_loudness, normalize_loudness, wav_bytes
+from beatbus.consumers.generate.conditioning import Conditioning, build_prompt, energy_word, estimate_key
+from beatbus.consumers.generate.config import job_timeout, load_generate_config
+from beatbus.consumers.generate.errors import InvalidRequest, NotFound, TooLarge, UnsupportedAudio, http_status
+from beatbus.consumers.generate.spec import build_job, parse_params
+from beatbus.consumers.generate.storage import Store, display_name
 
 from generate_support import encode, tone
 
@@ -116,8 +116,8 @@ def test_unknown_toml_key_is_refused(tmp_path):
 def test_audiocraft_engine_is_optional_and_says_why(tmp_path):
     from beatbus.config import load_settings
     from beatbus.errors import DependencyError
-    from consumers.generate.backends.audiocraft import available
-    from consumers.generate.jobs import WorkerContext, load_musicgen
+    from beatbus.consumers.generate.backends.audiocraft import available
+    from beatbus.consumers.generate.jobs import WorkerContext, load_musicgen
 
     if available():
         pytest.skip("audiocraft is installed here")
@@ -244,7 +244,7 @@ def test_a_first_use_download_does_not_count_against_the_jobs_timeout():
     """rq times a job with SIGALRM: the alarm is held while the model downloads, then re-armed."""
     import signal
 
-    from consumers.generate.models import _job_timeout_paused
+    from beatbus.consumers.generate.models import _job_timeout_paused
 
     signal.alarm(100)
     try:

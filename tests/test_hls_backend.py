@@ -11,10 +11,10 @@ pytest.importorskip("torch")
 
 from beatbus.errors import DependencyError  # noqa: E402
 from hls_support import BEATS, shipped_project  # noqa: E402
-from hls.backend import HlsActivation  # noqa: E402
-from hls.model import DEFAULT_WEIGHTS  # noqa: E402
-from processors.beat.processor import BeatProcessor  # noqa: E402
-from producers import ClickSource  # noqa: E402
+from beatbus.hls.backend import HlsActivation  # noqa: E402
+from beatbus.hls.model import DEFAULT_WEIGHTS  # noqa: E402
+from beatbus.processors.beat.processor import BeatProcessor  # noqa: E402
+from beatbus.producers import ClickSource  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_hls_backend_tracks_a_click_track(hls_env) -> None:
 
 def test_hls_backend_scores_on_a_real_song(hls_env) -> None:
     pytest.importorskip("mir_eval")
-    from processors.beat.evaluate import evaluate_file
+    from beatbus.processors.beat.evaluate import evaluate_file
 
     # onset_weight=0: the kernel's own activations; with the spectral flux mixed in (the default) a
     # broken kernel still tracks this song (F 1.0 from the flux alone), so it would prove nothing.

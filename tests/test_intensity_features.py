@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from processors.intensity import IntensityFeatures, PerBeatIntensity, k_weighting, lufs
-from processors.intensity.kweight import SILENCE_LUFS
+from beatbus.processors.intensity import IntensityFeatures, PerBeatIntensity, k_weighting, lufs
+from beatbus.processors.intensity.kweight import SILENCE_LUFS
 
 SR = 22050
 

@@ -7,11 +7,11 @@ import pytest
 from beatbus import keys
 from beatbus.errors import ConfigError
 from beatbus.runtime import run_services
-from processors.intensity.events import IntensityEntry, TransitionEvent
-from processors.intensity.service import IntensityService
-from producers import ClickSource, FileSource
-from producers.publisher import Publisher
-from schemas import AudioFrame, BeatEvent, IntensityEvent, StreamEnd, codec, float_to_pcm
+from beatbus.processors.intensity.events import IntensityEntry, TransitionEvent
+from beatbus.processors.intensity.service import IntensityService
+from beatbus.producers import ClickSource, FileSource
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import AudioFrame, BeatEvent, IntensityEvent, StreamEnd, codec, float_to_pcm
 
 from _synth_cache import load_truth, song
 from conftest import beatbus_cmd

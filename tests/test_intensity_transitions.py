@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from processors.intensity import IntensityFeatures, TempoChangeDetector, TransitionDetector
-from processors.intensity.evaluate import detect_file, evaluate_dir, score_song
+from beatbus.processors.intensity import IntensityFeatures, TempoChangeDetector, TransitionDetector
+from beatbus.processors.intensity.evaluate import detect_file, evaluate_dir, score_song
 
 from _synth_cache import load_truth, song
 from conftest import beatbus_cmd

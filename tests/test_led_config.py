@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from beatbus.errors import ConfigError
-from consumers.led.config import DeviceConfig, LedConfig, SegmentConfig, load_led_toml, parse_output_url, \
+from beatbus.consumers.led.config import DeviceConfig, LedConfig, SegmentConfig, load_led_toml, parse_output_url, \
     resolve_devices
-from consumers.led.render import PixelMap
-from consumers.led.service import plan_led
+from beatbus.consumers.led.render import PixelMap
+from beatbus.consumers.led.service import plan_led
 
 from conftest import beatbus_cmd, free_port
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from beatbus.errors import ConfigError
-from consumers.led import palettes
-from consumers.led.effects import EFFECTS, Effect, create_effect, get_effect, load_effects
-from consumers.led.params import Param, validate_config
-from consumers.led.state import RenderContext
+from beatbus.consumers.led import palettes
+from beatbus.consumers.led.effects import EFFECTS, Effect, create_effect, get_effect, load_effects
+from beatbus.consumers.led.params import Param, validate_config
+from beatbus.consumers.led.state import RenderContext
 
 EXPECTED = {"beat_flash", "downbeat_pulse", "chase", "bar_pattern", "section_colors", "energy", "spectrum",
             "strobe", "ambient"}

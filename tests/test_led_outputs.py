@@ -11,11 +11,11 @@ import uuid
 import numpy as np
 import orjson
 
-from consumers.led.config import parse_output_url
-from consumers.led.outputs import FrameHub, create_output
+from beatbus.consumers.led.config import parse_output_url
+from beatbus.consumers.led.outputs import FrameHub, create_output
 from beatbus.console import console
-from consumers.led.outputs.terminal import TerminalOutput, render_line
-from consumers.led.outputs.web import HUB, ws_accept
+from beatbus.consumers.led.outputs.terminal import TerminalOutput, render_line
+from beatbus.consumers.led.outputs.web import HUB, ws_accept
 
 from led_support import TcpCapture, UdpCapture
 

@@ -9,8 +9,8 @@ import pytest
 from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import load_settings
-from consumers.led import HUB, build_led_service
-from schemas import BeatEvent, StreamEnd
+from beatbus.consumers.led import HUB, build_led_service
+from beatbus.schemas import BeatEvent, StreamEnd
 
 from conftest import eventually, free_port
 from led_support import TcpCapture, UdpCapture
@@ -200,9 +200,9 @@ def test_a_render_thread_that_dies_stops_the_daemon_with_one_line_naming_the_dev
 
     from beatbus.errors import BeatbusError
     from beatbus.runtime import run_services
-    from consumers.led.outputs import Output
-    from consumers.led.render import RenderThreadDied
-    from consumers.led.service import LedService, plan_led
+    from beatbus.consumers.led.outputs import Output
+    from beatbus.consumers.led.render import RenderThreadDied
+    from beatbus.consumers.led.service import LedService, plan_led
 
     class Buggy(Output):                   # a bug, not an I/O error: the loop cannot go on
         def send(self, frame):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from consumers.led.config import DeviceConfig, LedConfig, resolve_devices
-from consumers.led.effects import create_effect
-from consumers.led.render import DeviceRunner, PixelMap
-from consumers.led.state import LedState
-from consumers.led.timing import LightTiming, OnsetGate, TapCalibrator, display_time, next_wake, send_deadline
-from schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
+from beatbus.consumers.led.config import DeviceConfig, LedConfig, resolve_devices
+from beatbus.consumers.led.effects import create_effect
+from beatbus.consumers.led.render import DeviceRunner, PixelMap
+from beatbus.consumers.led.state import LedState
+from beatbus.consumers.led.timing import LightTiming, OnsetGate, TapCalibrator, display_time, next_wake, send_deadline
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
 
 from led_support import UdpCapture
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from beatbus.cli import build_parser
-from deploy import SYSTEMD_DIR
-from deploy.units import DAEMONS, plan_install, plan_instances, render_unit
-from deploy.verify import check_units, expand_exec, format_report
+from beatbus.deploy import SYSTEMD_DIR
+from beatbus.deploy.units import DAEMONS, plan_install, plan_instances, render_unit
+from beatbus.deploy.verify import check_units, expand_exec, format_report
 
 from conftest import beatbus_cmd
 

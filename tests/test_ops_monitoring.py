@@ -19,20 +19,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from beatbus import keys
+from beatbus import keys, metrics
 from beatbus.bus import Bus, Group
-from deploy import GRAFANA_DIR, PROMETHEUS_DIR
-from deploy.rq_metrics import JOB_STATES, RqCollector
-from deploy.stream_metrics import StreamCollector
-from schemas import StreamEnd
+from beatbus.deploy import GRAFANA_DIR, PROMETHEUS_DIR
+from beatbus.deploy.rq_metrics import JOB_STATES, RqCollector
+from beatbus.deploy.stream_metrics import StreamCollector
+from beatbus.schemas import StreamEnd
 
 from conftest import ROOT, free_port
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool missing (install.sh installs prometheus)")
 # every module that defines metrics (imported so they register)
-METRIC_MODULES = ("beatbus.metrics", "consumers.trigger.delivery", "consumers.led.metrics",
-                  "consumers.generate.metrics", "processors.intensity.service", "processors.structure.service")
+METRIC_MODULES = ("beatbus.metrics", "beatbus.consumers.trigger.delivery", "beatbus.consumers.led.metrics",
+                  "beatbus.consumers.generate.metrics", "beatbus.processors.intensity.service", "beatbus.processors.structure.service")
 BOUNDED_LABELS = {"kind", "stage", "reason", "backend", "source", "role", "device", "outcome", "result", "status",
                   "queue", "state", "group", "scope"}
 UNITLESS_HISTOGRAMS = {"beatbus_generation_realtime_factor"}      # a ratio, not a duration
@@ -71,6 +71,8 @@ def beatbus_families(bus):
     for m in METRIC_MODULES:
         importlib.import_module(m)
     registered = [f for f in REGISTRY.collect() if f.name.startswith("beatbus_")]
+    # families a role keeps off /metrics until it runs here (metrics.owned_by): exported by that daemon
+    registered += [f for fams in metrics._owned.values() for fam in fams for f in fam.collect()]
     collectors = [f for c in (StreamCollector(bus.redis), RqCollector(bus.redis, ["q"])) for f in c.describe()]
     return registered + collectors
 

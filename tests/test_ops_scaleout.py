@@ -11,8 +11,8 @@ import time
 import pytest
 
 from beatbus import keys
-from consumers.trigger import idempotency_key
-from consumers.trigger.receiver import ReferenceReceiver
+from beatbus.consumers.trigger import idempotency_key
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
 
 from ops_support import Daemons, beat_event, beats, holders, metrics, owner, wait_until
 
@@ -41,7 +41,7 @@ def test_processors_share_sources_and_a_standby_takes_over_a_killed_one(bus, dae
     sources = [f"so-{i:03d}" for i in range(6)]
     p1 = daemons.start("processor-1", "process", "--sources", *sources[:3], **LEASES)
     p2 = daemons.start("processor-2", "process", "--sources", *sources[3:], **LEASES)
-    daemons.start("loadgen", "--sources", "6", "--prefix", "so", module="deploy.loadgen", **LEASES)
+    daemons.start("loadgen", "--sources", "6", "--prefix", "so", module="beatbus.deploy.loadgen", **LEASES)
     want = {**{s: owner(p1) for s in sources[:3]}, **{s: owner(p2) for s in sources[3:]}}
     wait_until(lambda: holders(bus, sources) == want, 90, "the shards to be leased", daemons)
     standby = daemons.start("processor-3", "process", metrics=True, **LEASES)   # follows every live source

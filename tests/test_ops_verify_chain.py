@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.reach import chain_problems, unit_sandbox
+from beatbus.deploy.reach import chain_problems, unit_sandbox
 
 from conftest import ROOT, beatbus_cmd
 

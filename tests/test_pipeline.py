@@ -16,12 +16,12 @@ from beatbus.bus import Bus, Lease
 from beatbus.config import load_settings
 from beatbus.errors import SourceClaimedError
 from beatbus.runtime import run_services
-from consumers.terminal import TerminalConsumer
-from processors.beat import BeatProcessor
-from processors.service import BeatService
-from producers import ClickSource, click_times
-from producers.publisher import Publisher
-from schemas import AudioFrame, BeatEvent, StreamEnd, from_fields
+from beatbus.consumers.terminal import TerminalConsumer
+from beatbus.processors.beat import BeatProcessor
+from beatbus.processors.service import BeatService
+from beatbus.producers import ClickSource, click_times
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import AudioFrame, BeatEvent, StreamEnd, from_fields
 
 from conftest import BEATS_DIR, ROOT, beatbus_cmd, free_port
 
@@ -249,7 +249,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, env, needle)
 
 def test_cli_devices_and_run_mic_through_portaudio(tmp_path):
     """`beatbus devices` lists an ALSA capture device (reading a raw click file) and `run --mic` uses it."""
-    from producers import ClickSource
+    from beatbus.producers import ClickSource
 
     x = np.concatenate([c.samples for c in ClickSource(120, realtime=False, duration=4.0)])
     raw = tmp_path / "in.raw"

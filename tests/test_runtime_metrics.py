@@ -15,7 +15,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from beatbus.metrics import METRICS_PORTS, PER_INSTANCE
-from deploy.units import DAEMONS
+from beatbus.deploy.units import DAEMONS
 from e2e.daemons import Daemon, daemon_env, wait_for
 
 from conftest import free_port

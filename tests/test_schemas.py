@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from beatbus.errors import SchemaError
-from schemas import (AudioFrame, BeatEvent, ControlEvent, Event, TransitionEvent, GenerationRequest, GenerationResult, IntensityEvent,
+from beatbus.schemas import (AudioFrame, BeatEvent, ControlEvent, Event, TransitionEvent, GenerationRequest, GenerationResult, IntensityEvent,
                      SectionEvent, StreamEnd, TriggerRequest, decode, encode, float_to_pcm, from_fields,
                      pcm_to_float, to_fields)
-from schemas.events import EVENT_TYPES
-from schemas.export import SCHEMA_DIR, schema_documents
+from beatbus.schemas.events import EVENT_TYPES
+from beatbus.schemas.export import SCHEMA_DIR, schema_documents
 
 NOW = 1_790_000_000.0
 
@@ -130,7 +130,7 @@ def test_exported_schema_ignores_docstring_indentation():
 
 
 def test_normalise_cleans_raw_descriptions_as_an_older_msgspec_leaves_them():
-    from schemas.export import normalise
+    from beatbus.schemas.export import normalise
 
     raw = {"description": "Top.\n\n    Body line.\n    ", "properties": {
         "x": {"description": "Field.\n        More."}, "items": [{"description": "  lead"}]}}

@@ -9,17 +9,17 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from api.app import ApiLimits, create_app
-from api.auth import KeyStore
-from api.deps import Guard, require
-from api.ratelimit import Rate, TokenBuckets, parse_rates
-from api.server import ApiServer
+from beatbus.api.app import ApiLimits, create_app
+from beatbus.api.auth import KeyStore
+from beatbus.api.deps import Guard, require
+from beatbus.api.ratelimit import Rate, TokenBuckets, parse_rates
+from beatbus.api.server import ApiServer
 from beatbus.bus import Bus
 from beatbus.config import load_settings
 from beatbus.errors import ConfigError
-from consumers.generate.api import build_router
-from consumers.trigger import load_trigger_config
-from consumers.trigger.receiver import ReferenceReceiver
+from beatbus.consumers.generate.api import build_router
+from beatbus.consumers.trigger import load_trigger_config
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
 
 from conftest import free_port
 from generate_support import context, encode, gen_config, offering, tone

@@ -21,13 +21,13 @@ from beatbus.bus import Bus
 from beatbus.config import load_settings, redact_url
 from beatbus.errors import BrokerError
 from beatbus.runtime import run_services
-from consumers.generate.jobqueue import rq_connection
-from consumers.terminal import TerminalConsumer
-from processors.beat import BeatProcessor
-from processors.service import BeatService
-from producers import ClickSource
-from producers.publisher import Publisher
-from schemas import BeatEvent, from_fields
+from beatbus.consumers.generate.jobqueue import rq_connection
+from beatbus.consumers.terminal import TerminalConsumer
+from beatbus.processors.beat import BeatProcessor
+from beatbus.processors.service import BeatService
+from beatbus.producers import ClickSource
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import BeatEvent, from_fields
 
 from conftest import beatbus_cmd, free_port
 from test_trigger_cli import _spawn, _stop

@@ -7,11 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from processors.beat.processor import BeatProcessor  # noqa: E402
-from processors.beat.tracker import BarTracker  # noqa: E402
-from processors.beat.small import DEFAULT_CHECKPOINT, NumpySmall, SmallActivation, SmallNet, load_small  # noqa: E402
-from processors.beat.train import frame_targets, train_small  # noqa: E402
-from producers import ClickSource  # noqa: E402
+from beatbus.processors.beat.processor import BeatProcessor  # noqa: E402
+from beatbus.processors.beat.tracker import BarTracker  # noqa: E402
+from beatbus.processors.beat.small import DEFAULT_CHECKPOINT, NumpySmall, SmallActivation, SmallNet, load_small  # noqa: E402
+from beatbus.processors.beat.train import frame_targets, train_small  # noqa: E402
+from beatbus.producers import ClickSource  # noqa: E402
 
 
 def small_processor() -> BeatProcessor:
@@ -113,7 +113,7 @@ def test_batched_streams_match_one_at_a_time() -> None:
 
 
 def test_augmented_copies_are_seeded_and_keep_the_beats_on_the_onsets() -> None:
-    from processors.beat.train import augment_audio
+    from beatbus.processors.beat.train import augment_audio
 
     sr, bpm = 22050, 120
     clicks = ClickSource(bpm, sr=sr, hop=441, realtime=False, duration=8.0)

@@ -11,10 +11,10 @@ from beatbus import keys
 from beatbus.config import load_settings
 from beatbus.leases import SourceLeases
 from beatbus.metrics import MALFORMED
-from processors.audio_service import AudioStreamService
-from processors.beat.processor import BeatProcessor
-from processors.service import BeatService
-from schemas import AudioFrame, StreamEnd, float_to_pcm
+from beatbus.processors.audio_service import AudioStreamService
+from beatbus.processors.beat.processor import BeatProcessor
+from beatbus.processors.service import BeatService
+from beatbus.schemas import AudioFrame, StreamEnd, float_to_pcm
 
 
 def _leases(bus, owner: str, **kw) -> SourceLeases:

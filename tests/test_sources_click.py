@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from producers import ClickSource, click_times, open_source
+from beatbus.producers import ClickSource, click_times, open_source
 
 
 def render_all(src: ClickSource) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from producers import AudioSourceError, Chunk, FileSource, open_source
+from beatbus.producers import AudioSourceError, Chunk, FileSource, open_source
 
 from conftest import BEATS_DIR
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers import AudioSourceError, list_devices
+from beatbus.producers import AudioSourceError, list_devices
 
 pytest.importorskip("pyaudio")
 
@@ -29,7 +29,7 @@ RATE, CLICK_EVERY, FIRST = 44100, 11025, 2205  # clicks every 0.25 s from 50 ms
 CAPTURE = r"""
 import json, sys, time
 import numpy as np
-from producers import AudioSourceError, MicSource, list_devices
+from beatbus.producers import AudioSourceError, MicSource, list_devices
 
 out = sys.argv[1]
 res = {"devices": list_devices(), "errors": {}}
@@ -65,7 +65,7 @@ json.dump(res, open(out + ".json", "w"))
 
 NO_DEVICE = r"""
 import json, sys
-from producers import AudioSourceError, MicSource, list_devices
+from beatbus.producers import AudioSourceError, MicSource, list_devices
 res = {"devices": list_devices()}
 try:
     MicSource()
@@ -178,7 +178,7 @@ def test_missing_pyaudio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyaudio", None)  # makes `import pyaudio` fail
     with pytest.raises(AudioSourceError, match=r"pip install 'beatbus\[audio\]'"):
         list_devices()
-    from producers import MicSource
+    from beatbus.producers import MicSource
     with pytest.raises(AudioSourceError, match="PyAudio is not installed"):
         MicSource()
 
@@ -186,6 +186,6 @@ def test_missing_pyaudio_names_the_extra(monkeypatch):
 @pytest.mark.parametrize("kw", [dict(channels=0), dict(device_rate=-1), dict(hop=500)])
 def test_bad_parameters_rejected_before_touching_the_device(monkeypatch, kw):
     monkeypatch.setitem(sys.modules, "pyaudio", None)
-    from producers import MicSource
+    from beatbus.producers import MicSource
     with pytest.raises(ValueError):
         MicSource(**kw)

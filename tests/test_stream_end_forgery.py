@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from beatbus import keys
 from e2e.daemons import Daemon, daemon_env, wait_for
-from producers import ClickSource
-from producers.publisher import Publisher
-from schemas import StreamEnd, from_fields
+from beatbus.producers import ClickSource
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import StreamEnd, from_fields
 
 from conftest import free_port
 

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from processors.structure import (OnlineStructure, Segment, analyze_sections, analyze_structure, label_segments,
+from beatbus.processors.structure import (OnlineStructure, Segment, analyze_sections, analyze_structure, label_segments,
                                   section_at)
-from processors.structure.evaluate import functional_label, load_reference, run_online, score
-from processors.structure.features import FrameFeatures, beat_sync
-from processors.structure.grid import estimate_tempo
-from processors.structure.segment import novelty, pick_peaks, similarity
+from beatbus.processors.structure.evaluate import functional_label, load_reference, run_online, score
+from beatbus.processors.structure.features import FrameFeatures, beat_sync
+from beatbus.processors.structure.grid import estimate_tempo
+from beatbus.processors.structure.segment import novelty, pick_peaks, similarity
 
 from _synth_cache import load_truth, song
 
@@ -138,7 +138,7 @@ def test_offline_finds_and_labels_the_sections_of_a_synthetic_song(pop):
 
 # -- online analysis --------------------------------------------------------------------
 def test_online_confirms_boundaries_within_four_bars_and_revises_labels(pop):
-    from processors.structure.offline import load_mono
+    from beatbus.processors.structure.offline import load_mono
 
     y = load_mono(pop.audio)
     beats = np.loadtxt(pop.beats)
@@ -157,7 +157,7 @@ def test_online_confirms_boundaries_within_four_bars_and_revises_labels(pop):
 
 
 def test_online_stream_joined_mid_song(pop):
-    from processors.structure.offline import load_mono
+    from beatbus.processors.structure.offline import load_mono
 
     y = load_mono(pop.audio)[int(14.4 * SR):]             # from the first chorus on
     ana, updates = run_online(y)
@@ -200,7 +200,7 @@ def test_functional_label_mapping():
 
 
 def test_a_long_stream_runs_in_bounded_memory(pop):
-    from processors.structure.offline import load_mono
+    from beatbus.processors.structure.offline import load_mono
 
     y = load_mono(pop.audio)
     ana = OnlineStructure(history_beats=64)

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from beatbus.errors import ConfigError
-from processors.structure import plan_from_metadata, prefer_audio
+from beatbus.processors.structure import plan_from_metadata, prefer_audio
 
 LABELS = {"intro", "verse", "chorus", "bridge", "outro"}
 

@@ -8,11 +8,11 @@ import pytest
 
 from beatbus import keys
 from beatbus.runtime import run_services
-from processors.structure.evaluate import KEYS, main as eval_main
-from processors.structure.service import StructureService
-from producers import FileSource
-from producers.publisher import Publisher
-from schemas import BeatEvent, Event, SectionEvent, StreamEnd, codec
+from beatbus.processors.structure.evaluate import KEYS, main as eval_main
+from beatbus.processors.structure.service import StructureService
+from beatbus.producers import FileSource
+from beatbus.producers.publisher import Publisher
+from beatbus.schemas import BeatEvent, Event, SectionEvent, StreamEnd, codec
 
 from _synth_cache import song
 from conftest import DATA, beatbus_cmd

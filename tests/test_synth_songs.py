@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 
 from beatbus.errors import ConfigError
-from producers.synth import (Section, SongPlan, beat_grid, random_plan, render_offset, render_song,
+from beatbus.producers.synth import (Section, SongPlan, beat_grid, random_plan, render_offset, render_song,
                              section_times, transitions)
-from producers.synth import cli as synth_cli
+from beatbus.producers.synth import cli as synth_cli
 
 from _synth_cache import PLANS, load_truth, song
 

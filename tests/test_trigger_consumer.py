@@ -13,10 +13,10 @@ from beatbus import keys
 from beatbus.errors import ConfigError
 from beatbus.runtime import run_services
 from beatbus.keys import trigger_dedup as dedup_key
-from consumers.trigger import TriggerService, load_trigger_config
-from consumers.trigger.delivery import BreakerState
-from consumers.trigger.receiver import ReferenceReceiver
-from schemas import BeatEvent, SectionEvent
+from beatbus.consumers.trigger import TriggerService, load_trigger_config
+from beatbus.consumers.trigger.delivery import BreakerState
+from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.schemas import BeatEvent, SectionEvent
 
 SRC = "tsrc"
 
@@ -312,12 +312,12 @@ def test_groups_come_back_after_the_broker_lost_its_data(bus, settings, receiver
 
 def test_click_pipeline_fires_triggers_through_build_trigger_service(bus, settings, receiver):
     """produce click -> beat processor -> build_trigger_service (what `beatbus run --trigger URL` wires)."""
-    from consumers.trigger import build_trigger_service
-    from processors.beat import BeatProcessor
-    from processors.service import BeatService
-    from producers import ClickSource
-    from producers.publisher import Publisher
-    from schemas import from_fields
+    from beatbus.consumers.trigger import build_trigger_service
+    from beatbus.processors.beat import BeatProcessor
+    from beatbus.processors.service import BeatService
+    from beatbus.producers import ClickSource
+    from beatbus.producers.publisher import Publisher
+    from beatbus.schemas import from_fields
 
     with pytest.raises(ConfigError, match="no error generator URL"):
         build_trigger_service(bus, settings, sources=["default"], config=load_trigger_config({}, env={}))

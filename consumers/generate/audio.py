@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 from scipy.signal import lfilter
 
-from processors.intensity.kweight import k_weighting
+from beatbus.processors.intensity.kweight import k_weighting
 
 from .errors import InvalidRequest, TooLarge, UnsupportedAudio
 

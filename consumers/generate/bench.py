@@ -68,7 +68,7 @@ def _queue_bench(tmp: Path, url: str, jobs: int, tiny_mg: Path) -> dict:
         rt, wait, enq = [], [], []
         for _ in range(jobs):
             t0 = time.perf_counter()
-            job = q.enqueue("consumers.generate.bench.noop", result_ttl=60)
+            job = q.enqueue("beatbus.consumers.generate.bench.noop", result_ttl=60)
             t1 = time.perf_counter()
             job.latest_result(timeout=30)
             t2 = time.perf_counter()

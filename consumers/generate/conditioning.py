@@ -15,7 +15,7 @@ import numpy as np
 
 from beatbus import keys
 from beatbus.bus import Bus
-from schemas import AudioFrame, BeatEvent, Event, IntensityEvent, SectionEvent, pcm_to_float
+from beatbus.schemas import AudioFrame, BeatEvent, Event, IntensityEvent, SectionEvent, pcm_to_float
 
 __all__ = ["Conditioning", "snapshot", "capture_audio", "estimate_key", "pitch_class_profile", "build_prompt",
            "energy_word", "KEY_NAMES"]

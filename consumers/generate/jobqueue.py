@@ -35,8 +35,8 @@ from .storage import Store
 
 __all__ = ["GenerationQueue", "rq_connection", "GENERATE_FUNC", "EMBED_FUNC", "embedding_job_id", "public_status"]
 
-GENERATE_FUNC = "consumers.generate.jobs.run_generation"
-EMBED_FUNC = "consumers.generate.jobs.run_embedding"
+GENERATE_FUNC = "beatbus.consumers.generate.jobs.run_generation"
+EMBED_FUNC = "beatbus.consumers.generate.jobs.run_embedding"
 _FINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 

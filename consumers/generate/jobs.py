@@ -33,7 +33,7 @@ from beatbus.bus import Bus
 from beatbus.config import Settings, load_settings
 from beatbus.errors import BrokerError
 from beatbus.log import get_logger
-from schemas import GenerationResult
+from beatbus.schemas import GenerationResult
 
 from .audio import normalize_loudness, wav_bytes
 from .config import GenerateConfig, load_generate_config

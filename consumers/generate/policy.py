@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas import BeatEvent, IntensityEvent, SectionEvent
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
 
 from .conditioning import Conditioning
 

@@ -31,8 +31,8 @@ from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.runtime import Service
-from producers.publisher import instance_id
-from schemas import BeatEvent, Event, IntensityEvent, SectionEvent
+from beatbus.producers.publisher import instance_id
+from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent
 
 from .conditioning import Conditioning, capture_audio, estimate_key
 from .config import GenerateConfig

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas import GenerationRequest
-from schemas.events import SectionLabel, Source
+from beatbus.schemas import GenerationRequest
+from beatbus.schemas.events import SectionLabel, Source
 
 from .conditioning import Conditioning, build_prompt
 from .errors import InvalidRequest

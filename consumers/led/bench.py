@@ -113,11 +113,11 @@ def _run_file(url: str, path: Path, index: int, *, backend: str, effect: str, fp
     from beatbus.bus import Bus
     from beatbus.config import load_settings
     from beatbus.runtime import run_services
-    from processors.beat import BeatProcessor
-    from processors.service import BeatService
-    from producers import FileSource
-    from producers.publisher import Publisher
-    from schemas import BeatEvent, from_fields
+    from beatbus.processors.beat import BeatProcessor
+    from beatbus.processors.service import BeatService
+    from beatbus.producers import FileSource
+    from beatbus.producers.publisher import Publisher
+    from beatbus.schemas import BeatEvent, from_fields
 
     from .service import LedService, plan_led
 
@@ -201,7 +201,7 @@ def bench_led_timing(files: list[str], *, backend: str = "dsp", effect: str = "b
 
 def _feed_beats(state, stop: threading.Event, bpm: float = 120.0) -> None:
     """Synthetic beats: one BeatEvent per period, reported 80 ms late like the real tracker."""
-    from schemas import BeatEvent
+    from beatbus.schemas import BeatEvent
 
     period, i = 60.0 / bpm, 0
     start = time.time()

@@ -68,8 +68,8 @@ def serve_preview_dashboard(bus, settings, devices):
     names = [d.name for d in devices if d.spec.scheme == "web"]
     if not names:
         return None
-    from api.app import create_app
-    from api.server import ApiServer
+    from beatbus.api.app import create_app
+    from beatbus.api.server import ApiServer
 
     app = create_app(bus, settings)
     try:

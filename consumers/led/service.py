@@ -30,8 +30,8 @@ from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
 from beatbus.runtime import Service
-from processors.service import ROLE as PROCESSOR_ROLE
-from schemas import BeatEvent, ControlEvent, Event, StreamEnd
+from beatbus.processors.service import ROLE as PROCESSOR_ROLE
+from beatbus.schemas import BeatEvent, ControlEvent, Event, StreamEnd
 
 from .config import Device, LedConfig, check_reachable, load_led_toml, resolve_devices
 from .outputs import Output

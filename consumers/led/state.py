@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
 
 from .metrics import EVENTS_IGNORED
 

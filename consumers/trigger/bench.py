@@ -22,7 +22,7 @@ from beatbus import keys
 from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus
 from beatbus.config import load_settings
-from schemas import BeatEvent
+from beatbus.schemas import BeatEvent
 
 from .config import load_trigger_config
 from .service import TriggerService

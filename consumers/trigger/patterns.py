@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from beatbus.errors import ConfigError
-from schemas import BeatEvent
+from beatbus.schemas import BeatEvent
 
 __all__ = ["Rule", "Firing", "PatternBook", "DEFAULT_PATTERNS", "DEFAULT_SECTIONS", "SECTION_LABELS"]
 

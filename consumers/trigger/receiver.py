@@ -29,7 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from beatbus.errors import BeatbusError, ConfigError, SchemaError
-from schemas import TriggerRequest, decode
+from beatbus.schemas import TriggerRequest, decode
 
 __all__ = ["ReferenceReceiver", "TRIGGER_PATH"]
 

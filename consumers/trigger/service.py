@@ -31,8 +31,8 @@ from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
 from beatbus.runtime import Service
-from producers.publisher import instance_id
-from schemas import BeatEvent, Event, SectionEvent, TriggerRequest, encode
+from beatbus.producers.publisher import instance_id
+from beatbus.schemas import BeatEvent, Event, SectionEvent, TriggerRequest, encode
 
 from .config import TriggerConfig, check_url, load_trigger_config
 from .delivery import DeliveryThread, Outcome, Result, Trigger, count_outcome

@@ -125,7 +125,7 @@ def limit_threads(pin: bool, tensorflow: bool) -> str:
         except ImportError:
             notes.append("threads not limited (threadpoolctl or torch missing)")
     if tensorflow:
-        from hls.compat import import_qkeras
+        from beatbus.hls.compat import import_qkeras
 
         import_qkeras()  # DependencyError (one line) without the hls extra; quiets TF's banner
         import tensorflow as tf
@@ -188,12 +188,12 @@ def qkeras_step(weights: Path | None = None) -> Callable[[np.ndarray], object]:
 
     The state is re-created for each batch size; the function is traced once per shape.
     """
-    from hls.compat import import_qkeras
+    from beatbus.hls.compat import import_qkeras
 
     import_qkeras()  # DependencyError (one line) without the hls extra
     import tensorflow as tf
 
-    from hls.model import DEFAULT_WEIGHTS, load_qmodel
+    from beatbus.hls.model import DEFAULT_WEIGHTS, load_qmodel
 
     with warnings.catch_warnings():  # keras warns about serialising qkeras quantizers: noise here
         warnings.simplefilter("ignore", UserWarning)
@@ -223,9 +223,9 @@ def csim_step(project: Path | None = None) -> Callable[[np.ndarray], object]:
     from beatbus.errors import require
 
     require("hls4ml", "hls", "bench backend 'csim'")
-    from hls.backend import CsimStep, ensure_library
-    from hls.model import DEFAULT_WEIGHTS
-    from hls.project import DEFAULT_PROJECT
+    from beatbus.hls.backend import CsimStep, ensure_library
+    from beatbus.hls.model import DEFAULT_WEIGHTS
+    from beatbus.hls.project import DEFAULT_PROJECT
 
     meta = json.loads(Path(str(DEFAULT_WEIGHTS) + ".json").read_text())
     net = CsimStep(ensure_library(project or DEFAULT_PROJECT), meta["mean"], meta["std"])
@@ -289,8 +289,8 @@ def _int(text) -> int | None:
 
 def fpga_row(project: Path | None = None, config: Path | None = None) -> dict:
     """The FPGA kernel row: synthesis-report latency and II when a report exists, else :func:`fpga_estimate`."""
-    from hls.model import DEFAULT_WEIGHTS
-    from hls.project import DEFAULT_CONFIG, DEFAULT_PROJECT, load_config, read_reports
+    from beatbus.hls.model import DEFAULT_WEIGHTS
+    from beatbus.hls.project import DEFAULT_CONFIG, DEFAULT_PROJECT, load_config, read_reports
 
     cfg = load_config(config or DEFAULT_CONFIG)
     rep = read_reports(project or DEFAULT_PROJECT)
@@ -506,7 +506,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m processors.beat.backends_bench ...`` (the same as ``beatbus bench backends``)."""
+    """``python -m beatbus.processors.beat.backends_bench ...`` (the same as ``beatbus bench backends``)."""
     parser = argparse.ArgumentParser(prog="beatbus bench backends", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

@@ -51,7 +51,7 @@ def _load_streams(n: int, seconds: float, audio_dir: Path | None) -> list[np.nda
             off = (i // len(files)) * SR // 3
             signals.append(np.ascontiguousarray(y[off : off + need]))
         else:
-            from producers import ClickSource
+            from beatbus.producers import ClickSource
 
             src = ClickSource(80 + 7 * (i % 15), realtime=False, duration=seconds, meter=3 + i % 2)
             signals.append(np.concatenate([c.samples for c in src])[:need])

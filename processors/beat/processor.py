@@ -107,7 +107,7 @@ class BeatProcessor:
                 from beatbus.errors import require
 
                 require("hls4ml", "hls", "backend 'hls'")
-                from hls.backend import HlsActivation
+                from beatbus.hls.backend import HlsActivation
 
                 self._act = HlsActivation(**kw)
         kwargs = dict(self.TRACKER_DEFAULTS.get(backend, {}))

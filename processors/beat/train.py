@@ -176,7 +176,7 @@ def build_dataset(songs_dir: Path, *, count: int, seed: int, distill: float = DE
     ``augment`` degraded copies (:func:`augment_audio`, seeded by ``(seed, song, copy)``), then the
     last ``val_songs`` songs (clean, one entry each): ``data[-val_songs:]`` is the dev set.
     """
-    from producers.synth import render_songs
+    from beatbus.producers.synth import render_songs
 
     songs_dir.mkdir(parents=True, exist_ok=True)
     want = [songs_dir / f"synth_{seed}_{i:04d}.flac" for i in range(count)]

@@ -1,7 +1,7 @@
 """Cost of the intensity features per 20 ms frame and stream, on one core.
 
 ``beatbus intensity bench [--streams 1,8,32] [--seconds 30] [--json FILE]`` (or
-``python -m processors.intensity.bench``): feeds ``N`` independent streams of synthetic music-like
+``python -m beatbus.processors.intensity.bench``): feeds ``N`` independent streams of synthetic music-like
 audio (noise bursts on a beat over a chord) round-robin in 441-sample chunks, as the daemon does,
 and reports per-frame cost p50/p99 and the real-time factor, for the features alone and for
 features + transition detector; then the online structure analysis on one stream; with librosa
@@ -62,7 +62,7 @@ def bench_features(*, streams: int, seconds: float, sr: int = 22050, hop: int = 
 
 def bench_structure(*, seconds: float, sr: int = 22050, hop: int = 441) -> dict:
     """Per-chunk cost of the online structure analysis (one stream; 40 ms features, novelty, labels)."""
-    from processors.structure.online import OnlineStructure
+    from beatbus.processors.structure.online import OnlineStructure
 
     y = _music(seconds, sr, 0)
     ana = OnlineStructure(sr=sr)

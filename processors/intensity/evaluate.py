@@ -1,6 +1,6 @@
 """Precision / recall of transition detection on synthetic songs with known transitions.
 
-``python -m processors.intensity.evaluate DIR [--beats annotations|tracker|none] [--json FILE]``
+``python -m beatbus.processors.intensity.evaluate DIR [--beats annotations|tracker|none] [--json FILE]``
 (also ``beatbus intensity eval DIR``). DIR holds songs rendered by ``beatbus synth songs``
 (``<name>.flac`` + ``<name>.json`` with the true transitions).
 
@@ -56,7 +56,7 @@ def _beats_for(audio: Path, mode: str, sr: int, y: np.ndarray) -> list[tuple[flo
         # a beat's tempo is known once the beat has happened: use the interval that ended at it;
         # the beat itself arrives 0.1 s late, as from a live tracker
         return [(float(t) + 0.1, float(t), float(b), int(p), meter) for t, b, p in zip(times, bpm, pos)]
-    from processors.beat import BeatProcessor
+    from beatbus.processors.beat import BeatProcessor
 
     proc = BeatProcessor(backend="dsp", sr=sr)
     out = []

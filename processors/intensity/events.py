@@ -1,4 +1,4 @@
 """``TransitionEvent`` and ``IntensityEntry`` live in :mod:`schemas.events`; re-exported here."""
-from schemas.events import IntensityEntry, TransitionEvent, TransitionKind
+from beatbus.schemas.events import IntensityEntry, TransitionEvent, TransitionKind
 
 __all__ = ["TransitionEvent", "TransitionKind", "IntensityEntry"]

@@ -19,8 +19,8 @@ from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.metrics import STAGE_LATENCY
-from processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
-from schemas import BeatEvent, IntensityEvent, StreamEnd
+from beatbus.processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
+from beatbus.schemas import BeatEvent, IntensityEvent, StreamEnd
 
 from .events import TransitionEvent
 from .features import IntensityFeatures

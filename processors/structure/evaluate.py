@@ -190,7 +190,7 @@ def run_online(y: np.ndarray, *, sr: int = 22050, beats: np.ndarray | None = Non
     ana = OnlineStructure(sr=sr, record=True)
     proc = None
     if tracker:
-        from processors.beat import BeatProcessor
+        from beatbus.processors.beat import BeatProcessor
 
         proc = BeatProcessor(backend="dsp", sr=sr)
     hop = sr // 50

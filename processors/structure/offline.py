@@ -72,7 +72,7 @@ def load_mono(path: str | os.PathLike, sr: int = SR) -> np.ndarray:
     except (RuntimeError, sf.LibsndfileError) as exc:
         if not os.path.exists(path):
             raise AudioSourceError(f"{path}: no such file") from None
-        from producers import FileSource
+        from beatbus.producers import FileSource
 
         with FileSource(path, sr=sr, realtime=False) as src:      # ffmpeg-decodable formats
             chunks = [c.samples for c in src]

@@ -13,8 +13,8 @@ from prometheus_client import Counter
 
 from beatbus import keys
 from beatbus.metrics import STAGE_LATENCY
-from processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
-from schemas import BeatEvent, SectionEvent, StreamEnd
+from beatbus.processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
+from beatbus.schemas import BeatEvent, SectionEvent, StreamEnd
 
 from .online import OnlineStructure, SectionUpdate
 

@@ -77,7 +77,7 @@ def register(commands: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m producers.synth.cli songs OUT_DIR ...`` (same as ``beatbus synth songs``)."""
+    """``python -m beatbus.producers.synth.cli songs OUT_DIR ...`` (same as ``beatbus synth songs``)."""
     import sys
 
     from beatbus.errors import BeatbusError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy import PROMETHEUS_DIR
+from beatbus.deploy import PROMETHEUS_DIR
 
 __all__ = ["PrometheusServer", "MAX_FOR_S"]
 
