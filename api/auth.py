@@ -35,11 +35,12 @@ import orjson
 from beatbus.config import state_dir
 from beatbus.errors import ConfigError
 
-__all__ = ["SCOPES", "ApiKey", "KeyStore", "keys_file", "new_token", "hash_secret", "parse_token", "check_scopes"]
+__all__ = ["SCOPES", "KEY_ID", "ApiKey", "KeyStore", "keys_file", "new_token", "hash_secret", "parse_token", "check_scopes"]
 
 SCOPES = ("read", "control", "trigger", "generate")
-_TOKEN = re.compile(r"^bb_([A-Za-z0-9]{1,32})_([A-Za-z0-9_-]{20,128})$")
-_ENV_ENTRY = re.compile(r"^([A-Za-z0-9]{1,32}):([a-z,]+):([0-9a-f]{64})$")
+KEY_ID = r"[A-Za-z0-9]{1,32}"     # a key's id: inside tokens and BEATBUS_API_KEYS entries
+_TOKEN = re.compile(rf"^bb_({KEY_ID})_([A-Za-z0-9_-]{{20,128}})$")
+_ENV_ENTRY = re.compile(rf"^({KEY_ID}):([a-z,]+):([0-9a-f]{{64}})$")
 
 
 @dataclass(frozen=True)

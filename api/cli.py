@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from beatbus.cli import add_common_options, cli_settings, connect
+from beatbus.commands import add_common_options, cli_settings, connect
 from beatbus.config import redact_url, stage_table
 from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
@@ -103,9 +103,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     scopes = [s for arg in args.scope for s in arg.split(",") if s]
     if args.env:
         # Nothing stored: print the BEATBUS_API_KEYS entry (digest only) and the token.
-        from .auth import check_scopes
+        from .auth import KEY_ID, check_scopes
         scopes = check_scopes(scopes)
-        if args.name and not re.fullmatch(r"[A-Za-z0-9]{1,32}", args.name):
+        if args.name and not re.fullmatch(KEY_ID, args.name):
             raise ConfigError(f"--name {args.name!r}: with --env the name is the key id: 1-32 letters or digits")
         key_id, token, digest = new_token(args.name or None)
         print(f"add to BEATBUS_API_KEYS: {key_id}:{','.join(scopes)}:{digest}", file=sys.stderr)

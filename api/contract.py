@@ -10,16 +10,30 @@ so it describes what the server really answers (checked by ``schemathesis --chec
 - routes with parameters or a body: 422; with a body: 413; with path parameters: 404 (a value
   the router cannot match, e.g. one holding ``/``);
 - FastAPI's list-shaped ``HTTPValidationError`` is replaced by ``ErrorBody``.
+
+:data:`EXCEPTION_HANDLERS` (the app's ``exception_handlers``) give validation errors, HTTP
+errors, user errors (:class:`~beatbus.errors.BeatbusError`, 400) and refused WebSocket
+handshakes that one shape.
 """
 from __future__ import annotations
 
 import copy
 
 import orjson
+from fastapi import Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["errors", "invalid_json", "field_errors", "too_large", "JsonTooLarge", "finish_openapi"]
+from beatbus.errors import BeatbusError
+
+from .deps import WsDenied
+from .websocket import deny
+
+__all__ = ["errors", "invalid_json", "field_errors", "too_large", "JsonTooLarge", "finish_openapi",
+           "EXCEPTION_HANDLERS"]
 
 _ERROR_REF = "#/components/schemas/ErrorBody"
 _WHY = {
@@ -154,3 +168,28 @@ def finish_openapi(doc: dict, *, keyed: bool) -> dict:
 def _has_json(response: dict, *, exclude: str) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema")
     return schema is not None and not schema.get("$ref", "").endswith(exclude)
+
+
+async def _ws_denied(websocket: WebSocket, exc: WsDenied) -> None:
+    await deny(websocket, exc.status, exc.detail, exc.headers)
+
+
+async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": field_errors(exc.errors())}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    status, detail, cause = exc.status_code, exc.detail, exc.__cause__
+    if status == 413 and detail == "Content Too Large":     # Starlette's body limit
+        detail = too_large(request.scope.get(MAX_BODY_SIZE_SCOPE_KEY))
+    elif status == 400 and isinstance(cause, UnicodeDecodeError):     # FastAPI's JSON body parser
+        status, detail = 422, invalid_json("not UTF-8 text", cause.start)
+    return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
+
+
+async def _user_error(_request: Request, exc: BeatbusError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+EXCEPTION_HANDLERS = {WsDenied: _ws_denied, RequestValidationError: _invalid,
+                      StarletteHTTPException: _http_error, BeatbusError: _user_error}

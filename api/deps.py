@@ -55,7 +55,7 @@ class Guard:
 
 
 class WsDenied(Exception):
-    """A WebSocket handshake refused with an HTTP status (see ``create_app``'s handler)."""
+    """A WebSocket handshake refused with an HTTP status (answered by :data:`api.contract.EXCEPTION_HANDLERS`)."""
 
     def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)

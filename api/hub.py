@@ -11,7 +11,7 @@ import asyncio
 from typing import Union
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
+from beatbus.bus import Bus, EventReader
 from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
 
 from .control import ControlEvent
@@ -27,27 +27,16 @@ WATCHED_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKi
 class _EventFeed(Feed):
     def run(self) -> None:
         hub = self.owner
-        backoff = Backoff()
-        reader = None
+        # the first read opens the streams (retried while the broker is down); the bus counts and
+        # dead-letters malformed entries and ends not written by the producer
+        events = EventReader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS], kind=HubEvent,
+                             what="websocket feed", block_ms=hub.block_ms)
         while not hub.stop.is_set():
             targets = self.targets()
             if targets is None:
                 return
-            try:
-                if reader is None:
-                    reader = Reader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS],
-                                    block_ms=hub.block_ms)
-                entries = reader.read(count=200)
-                backoff.reset()
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, "websocket feed")
-                backoff.wait(hub.stop)
-                continue
-            for stream, entry_id, fields in entries:
-                # the bus counts and dead-letters malformed entries and ends not written by the producer
-                event = hub.bus.decode(stream, entry_id, fields, HubEvent)
-                if event is not None:
-                    self.send(targets, encode(event).decode())
+            for _stream, _entry_id, event in events.read(hub.stop, count=200):
+                self.send(targets, encode(event).decode())
 
 
 class EventHub(FanOut):

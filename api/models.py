@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
+
+from beatbus.keys import NAME_PATTERN
 
 __all__ = ["SectionLabel", "SourceId", "SongMetadata", "AudioFeatures", "PlannedSection", "SongPlan", "SongData",
            "RhythmModeRequest", "RhythmModeStatus", "RhythmModeStarted", "BeatTriggerRequest", "BeatTriggerResponse",
@@ -15,7 +25,7 @@ __all__ = ["SectionLabel", "SourceId", "SongMetadata", "AudioFeatures", "Planned
            "SONG_SECONDS", "DEFAULT_TEMPO"]
 
 SectionLabel = Literal["intro", "verse", "chorus", "bridge", "outro", "unknown"]
-SourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+SourceId = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Tempo = Annotated[float, Field(ge=30.0, le=300.0, description="beats per minute")]
 # JSON has one number type: 4.0 is an integer to JSON Schema (and so to the OpenAPI document)
 _integral = BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import ipaddress
 import logging
 import signal
@@ -14,7 +13,7 @@ import uvicorn
 
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
-from beatbus.runtime import sd_notify
+from beatbus.runtime import Watchdog, sd_notify
 
 __all__ = ["ApiServer", "serve", "bind", "is_loopback", "check_exposure"]
 
@@ -95,13 +94,13 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             sd_notify("READY=1")
+        self.watchdog = Watchdog()
 
     async def on_tick(self, counter: int) -> bool:
         # uvicorn ticks every 0.1 s while its loop is alive: a hung loop stops the pings
-        # (every WatchdogSec/2, as the other daemons)
-        wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        if wd_usec and counter % max(1, wd_usec // 200_000) == 0:
-            sd_notify("WATCHDOG=1")
+        now = time.monotonic()
+        if self.watchdog.due(now):
+            self.watchdog.ping(now)
         return await super().on_tick(counter)
 
     async def shutdown(self, sockets=None) -> None:

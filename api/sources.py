@@ -7,8 +7,7 @@ import time
 from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import Settings
-from beatbus.errors import SchemaError
-from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent, decode
+from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent
 
 from .models import SourceState
 
@@ -29,14 +28,10 @@ def known_source(bus: Bus, source: str) -> bool:
 
 
 def _newest(bus: Bus, source: str, kind: str, cls):
-    for _id, fields in bus.redis.xrevrange(keys.stream(source, kind), count=_SCAN):
-        data = fields.get(b"d")
-        if data is None:
-            continue
-        try:
-            ev = decode(data, Event)
-        except SchemaError:
-            continue        # malformed entries are the writers' problem; show the newest good one
+    stream = keys.stream(source, kind)
+    for entry_id, fields in bus.redis.xrevrange(stream, count=_SCAN):
+        # the bus counts and dead-letters malformed entries; show the newest good one
+        ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
         if isinstance(ev, cls):
             return ev
     return None

@@ -78,6 +78,7 @@ class EmbeddedBroker:
                 raise BrokerError(f"embedded broker exited at start: {err or 'see ' + str(self.dir)}")
             if self.socket.exists():
                 try:
+                    # a one-off probe of our own server until it answers: no Bus exists yet, none is needed
                     redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping()
                     log.debug("embedded broker ready", extra={"socket": str(self.socket)})
                     return self

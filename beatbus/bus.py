@@ -3,6 +3,8 @@
 Patterns (ARCHITECTURE.md):
 
 - fan-out readers that want the latest state use :class:`Reader` (plain XREAD, from ``$``);
+  consumers read decoded events through :class:`EventReader` (a Reader, the decoding and the
+  broker-error policy: :data:`BROKER_ERRORS` retried after a jittered :class:`Backoff`);
 - independent work uses :class:`Group` (XREADGROUP + XACK, an XAUTOCLAIM janitor, and a
   dead-letter stream after ``max_deliveries``);
 - stateful per-source work is owned through a :class:`Lease` (a TTL key renewed while alive),
@@ -21,15 +23,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from beatbus.schemas import StreamEnd, codec
+from beatbus.schemas import Event, StreamEnd, codec
 
 from . import keys
 from .config import redact_url
-from .errors import BrokerError, SchemaError
+from .errors import BrokerError, ConfigError, SchemaError
 from .log import get_logger
 from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED, child
 
-__all__ = ["Bus", "Reader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS", "note_reconnect", "guarded"]
+__all__ = ["Bus", "Reader", "EventReader", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS",
+           "note_reconnect", "guarded"]
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
@@ -57,19 +60,30 @@ def _s(x: bytes | str) -> str:
 
 
 def _kind(stream: str) -> str:
-    """Stream kind label for metrics (``bb:{src}:beats`` -> ``beats``)."""
-    return stream.rsplit(":", 1)[-1]
+    """Stream kind label for metrics (``bb:{src}:beats`` -> ``beats``; ``other`` for any other stream)."""
+    try:
+        return keys.parse(stream)[1]
+    except ConfigError:
+        return "other"
 
 
 class Backoff:
-    """Exponential backoff with full jitter for reconnect loops."""
+    """Exponential backoff with full jitter: the one retry law of every daemon (with
+    :data:`BROKER_ERRORS`, the broker errors worth retrying)."""
 
     def __init__(self, base: float = 0.05, cap: float = 2.0):
         self.base, self.cap, self.attempt = base, cap, 0
 
-    def wait(self, stop: threading.Event | None = None) -> None:
+    def delay(self) -> float:
+        """The next delay (s), uniform in ``[0, min(cap, base * 2**attempt)]``; counts the attempt.
+
+        For a caller that must not sleep (it schedules the retry) or awaits instead."""
         delay = random.uniform(0, min(self.cap, self.base * 2 ** self.attempt))
         self.attempt += 1
+        return delay
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        delay = self.delay()
         if stop is not None:
             stop.wait(delay)
         else:
@@ -118,6 +132,10 @@ class Bus:
     def close(self) -> None:
         self.redis.close()
 
+    def pipeline(self):
+        """A non-transactional pipeline: pass it as ``pipeline=`` to batch several calls in one round trip."""
+        return self.redis.pipeline(transaction=False)
+
     # -- publishing -----------------------------------------------------------------
     def publish(self, stream: str, event: Any, *, maxlen: int, pipeline=None) -> str | None:
         """XADD an event with ``MAXLEN ~ maxlen``; returns the id (None inside a pipeline).
@@ -162,10 +180,15 @@ class Bus:
         self.redis.xadd(keys.dead_letter(stream), doc, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
         DEAD_LETTERS.labels(_kind(stream), reason).inc()
 
-    def decode(self, stream: str, entry_id: str, fields: dict, kind: Any) -> Any | None:
+    def decode(self, stream: str, entry_id: str, fields: dict, kind: Any, *, shared: bool = False) -> Any | None:
         """Decode an entry; a malformed one is counted, logged once and dead-lettered (-> None).
 
-        So is a StreamEnd its stream's writer did not record (:meth:`end_stream`): one added by hand."""
+        So is a StreamEnd its stream's writer did not record (:meth:`end_stream`): one added by hand.
+        ``shared``: the stream also carries other stages' messages (``control``): an entry tagged
+        with a type that is not ``kind``'s is theirs, skipped (-> None) and neither counted nor
+        dead-lettered."""
+        if shared and codec.tag_of(fields) not in (None, *codec.tags(kind)):
+            return None
         try:
             event = codec.from_fields(fields, kind)
         except SchemaError as exc:
@@ -229,8 +252,16 @@ class Bus:
 
     def last_id(self, stream: str) -> str:
         """Id of the newest entry, or ``0-0`` for an empty or missing stream."""
-        newest = self.redis.xrevrange(stream, count=1)
-        return _s(newest[0][0]) if newest else "0-0"
+        newest = self.newest(stream, 1)
+        return newest[0][0] if newest else "0-0"
+
+    def newest(self, stream: str, count: int, *, upper: str = "+") -> list[tuple[str, dict]]:
+        """The newest ``count`` entries up to ``upper`` (an id, ``(id`` for below it), newest first."""
+        return [(_s(i), f) for i, f in self.redis.xrevrange(stream, max=upper, count=count)]
+
+    def holders(self, lease_keys: list[str]) -> list[str | None]:
+        """The holder of each lease (None where free), in one round trip."""
+        return [None if v is None else _s(v) for v in self.redis.mget(lease_keys)] if lease_keys else []
 
 
 class Reader:
@@ -269,6 +300,54 @@ class Reader:
         return out
 
 
+class EventReader:
+    """A consumer's read loop over fan-out streams: XREAD, each entry decoded, broker errors retried.
+
+    :meth:`read` returns ``(stream, entry id, event)`` for the entries that decode (the bus counts
+    and dead-letters the others); on a broker error it counts it, backs off and returns nothing,
+    so the caller's loop goes on and the next read reconnects.
+
+    Parameters
+    ----------
+    streams : iterable of str
+        Read from their newest entry as of :meth:`open` (call it in ``setup`` when writers start
+        after the reader; else the first read opens, so a broker down at start is retried too).
+    kind : type
+        What an entry decodes to (a schemas type or union; default any :data:`~schemas.Event`).
+    what : str
+        The read, as named in the reconnect log.
+    backoff : Backoff, optional
+        Shared with the caller's other broker calls (one retry pace per loop).
+    """
+
+    def __init__(self, bus: Bus, streams: Iterable[str] = (), *, kind: Any = Event, what: str = "read events",
+                 block_ms: int = 500, backoff: Backoff | None = None):
+        self.bus, self.kind, self.what, self.block_ms = bus, kind, what, block_ms
+        self.streams = list(streams)
+        self.backoff = backoff or Backoff()
+        self.reader: Reader | None = None
+
+    def open(self) -> Reader:
+        """The :class:`Reader`, created on first use (each stream's newest id is read then)."""
+        if self.reader is None:
+            self.reader = Reader(self.bus, self.streams, block_ms=self.block_ms)
+        return self.reader
+
+    def read(self, stop: threading.Event | None, *, count: int = 100, before=None) -> list[tuple[str, str, Any]]:
+        """The next decoded events (``before``: a broker call of the caller's, run first under the
+        same error policy, e.g. a lease scan that adds streams)."""
+        def call():
+            reader = self.open()
+            if before is not None:
+                before()
+            return reader.read(count=count)
+
+        entries = guarded(call, backoff=self.backoff, stop=stop, what=self.what)
+        events = [(stream, entry_id, self.bus.decode(stream, entry_id, fields, self.kind))
+                  for stream, entry_id, fields in entries]
+        return [e for e in events if e[2] is not None]
+
+
 class Group:
     """A consumer in a consumer group: at-least-once delivery with a janitor.
 
@@ -299,6 +378,10 @@ class Group:
         reply = self.bus.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
                                           count=count, block=block or None)
         return [(self.stream, _s(i), f) for _, entries in reply or [] for i, f in entries if f is not None]
+
+    def seek(self, entry_id: str) -> None:
+        """Move the group to ``entry_id`` (``$``: deliver only entries added from now on)."""
+        self.bus.redis.xgroup_setid(self.stream, self.group, entry_id)
 
     def ack(self, *entry_ids: str) -> int:
         return self.bus.redis.xack(self.stream, self.group, *entry_ids) if entry_ids else 0

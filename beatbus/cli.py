@@ -13,112 +13,29 @@ from typing import Any
 
 import orjson
 
-from . import __version__, threads
-from .config import DESCRIPTIONS, Settings, load_settings
+from . import __version__
+from .commands import add_common_options, cli_settings, connect
+from .config import Settings, load_settings
 from .deprecation import add_deprecated_option
 from .errors import BeatbusError, ConfigError
 from .log import get_logger, setup_logging
+from .processors.beat.cli import add_backend_options, make_processor
+from .producers.cli import open_audio
 
-__all__ = ["main", "build_parser", "add_common_options", "cli_settings", "connect", "subcommands", "EXTENSIONS"]
+__all__ = ["main", "build_parser"]
 
-# Stage modules that add their own commands: each has ``register(commands)`` where
-# ``commands`` maps "top" and "consume" to argparse sub-parser collections.
-EXTENSIONS = ("beatbus.producers.synth.cli", "beatbus.processors.beat.cli", "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli", "beatbus.api.cli",
-              "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.hls.cli", "beatbus.deploy.cli")
+# Every stage adds its commands one way: its ``cli.py`` has ``register(commands)``, where
+# ``commands["top"]`` is ``beatbus``'s sub-parser collection and groups (``consume``, ``bench``...)
+# come from :func:`beatbus.commands.subcommands`. This module is the composition root: it
+# imports every stage and nothing imports it.
+EXTENSIONS = ("beatbus.producers.cli", "beatbus.processors.beat.cli", "beatbus.consumers.terminal.cli",
+              "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli", "beatbus.api.cli",
+              "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.hls.cli", "beatbus.deploy.cli",
+              "beatbus.lab.cli")
 
 log = get_logger("cli")
-BACKENDS = ("dsp", "beatnet", "small", "hls")
 
 
-# -- shared plumbing ------------------------------------------------------------------
-def subcommands(commands: dict, name: str, help: str):  # noqa: A002  (argparse's word)
-    """The sub-parser collection of ``beatbus <name> ...``, shared by every extension.
-
-    Created by whichever extension asks first (``dev``, ``generate``, ``train``...), so two
-    stages can add commands under one word.
-    """
-    if name not in commands:
-        parser = commands["top"].add_parser(name, help=help)
-        commands[name] = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
-    return commands[name]
-
-
-def add_common_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration (flags > BEATBUS_* env > TOML file > defaults)")
-    g.add_argument("--config", help="TOML configuration file (also BEATBUS_CONFIG)")
-    g.add_argument("--redis-url", dest="redis_url", help=DESCRIPTIONS["redis_url"] + " Also REDIS_URL.")
-    g.add_argument("--source", help=DESCRIPTIONS["source"])
-    g.add_argument("--metrics-addr", dest="metrics_addr", help=DESCRIPTIONS["metrics_addr"])
-    g.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
-    g.add_argument("--log-format", dest="log_format", choices=["text", "json"])
-
-
-def _backend_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKENDS, help=DESCRIPTIONS["backend"])
-    p.add_argument("--device", choices=["cpu", "cuda"], help=DESCRIPTIONS["device"])
-
-
-def cli_settings(args: argparse.Namespace) -> Settings:
-    """Settings from flags/env/TOML for a parsed command; also sets up logging."""
-    settings = load_settings(vars(args), config_file=getattr(args, "config", None))
-    setup_logging(settings.log_level, settings.log_format)
-    threads.apply(settings.threads)      # a TOML `threads` resizes the pools set at import
-    return settings
-
-
-def _make_processor(settings: Settings):
-    from beatbus.processors.beat import BeatProcessor
-
-    return lambda: BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
-
-
-@contextlib.contextmanager
-def connect(settings: Settings, *, embedded_ok: bool):
-    """Yield a connected Bus: REDIS_URL's server, or (for ``run``) a private embedded one."""
-    from .broker import EmbeddedBroker
-    from .bus import Bus
-
-    if settings.redis_url:
-        bus = Bus.connect(settings.redis_url)
-        try:
-            yield bus
-        finally:
-            bus.close()
-        return
-    if not embedded_ok:
-        raise ConfigError("no broker: set REDIS_URL (or --redis-url); `beatbus broker` starts one "
-                          "and prints its URL, and `beatbus run` brings its own")
-    with EmbeddedBroker() as broker:
-        bus = Bus.connect(broker.url)
-        try:
-            yield bus
-        finally:
-            bus.close()
-
-
-def _audio_source(kind: str, args: argparse.Namespace, settings: Settings):
-    try:
-        return _open_audio(kind, args, settings)
-    except ValueError as exc:  # the sources validate their parameters with ValueError
-        raise ConfigError(str(exc)) from None
-
-
-def _open_audio(kind: str, args: argparse.Namespace, settings: Settings):
-    from beatbus import producers
-
-    if kind == "file":
-        return producers.FileSource(args.path, sr=settings.sr, hop=settings.hop,
-                                    realtime=not args.fast, loop=args.loop)
-    if kind == "click":
-        return producers.ClickSource(args.bpm, sr=settings.sr, hop=settings.hop,
-                                     realtime=not getattr(args, "fast", False), duration=args.duration,
-                                     meter=getattr(args, "meter", 4))
-    if kind == "mic":
-        return producers.MicSource(args.device_index, sr=settings.sr, hop=settings.hop)
-    raise ConfigError(f"unknown source kind {kind!r}")
-
-
-# -- commands -------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from beatbus.consumers.terminal import TerminalConsumer
     from beatbus.processors.service import BeatService
@@ -140,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         led_plan = plan_led(settings, outputs=args.led, effect=args.effect, pixels=args.pixels,
                             source=settings.source)
-    audio = _audio_source(kind, args, settings)
+    audio = open_audio(kind, args, settings)
     with connect(settings, embedded_ok=True) as bus:
         terminal = TerminalConsumer(bus, settings=settings, sources=[settings.source])
         consumers = [terminal]
@@ -157,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             # before the processor, so its consumer group exists before beats flow
             consumers.append(build_trigger_service(bus, settings, url=args.error_generator_url,
                                                    sources=[settings.source]))
-        processor = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
+        processor = BeatService(bus, settings=settings, make_processor=make_processor(settings),
                                 sources=[settings.source])
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
@@ -173,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import numpy as np
 
-    from beatbus import producers
+    from beatbus.producers import FileSource
     from beatbus.processors.beat import BeatProcessor
 
     from .progress import Progress
@@ -181,7 +98,7 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     proc = BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
     beats = []
     with Progress(f"analyze {args.path}", _audio_seconds(args.path), "s of audio") as bar:
-        with producers.FileSource(args.path, sr=settings.sr, hop=settings.hop, realtime=False) as audio:
+        with FileSource(args.path, sr=settings.sr, hop=settings.hop, realtime=False) as audio:
             for chunk in audio:
                 beats.extend(proc.process(chunk.samples))
                 bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note=f"{len(beats)} beats")
@@ -233,55 +150,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_produce(args: argparse.Namespace) -> int:
-    from beatbus.producers.publisher import Publisher
-
-    from .runtime import run_services
-
-    settings = cli_settings(args)
-    audio = _audio_source(args.kind, args, settings)
-    with connect(settings, embedded_ok=False) as bus:
-        return run_services([Publisher(bus, audio, settings=settings)], metrics_addr=settings.metrics_addr,
-                            duration=getattr(args, "duration", None))
-
-
-def cmd_process(args: argparse.Namespace) -> int:
-    from beatbus.processors.service import BeatService
-
-    from .runtime import run_services
-
-    settings = cli_settings(args)
-    _make_processor(settings)()  # fail fast on a missing extra or model, before any lease
-    with connect(settings, embedded_ok=False) as bus:
-        svc = BeatService(bus, settings=settings, make_processor=_make_processor(settings),
-                          sources=args.sources or None)
-        return run_services([svc], metrics_addr=settings.metrics_addr)
-
-
-def cmd_consume(args: argparse.Namespace) -> int:
-    from beatbus.consumers.terminal import TerminalConsumer
-
-    from .runtime import run_services
-
-    settings = cli_settings(args)
-    with connect(settings, embedded_ok=False) as bus:
-        svc = TerminalConsumer(bus, settings=settings, sources=args.sources or [settings.source],
-                               exit_on_end=args.exit_on_end)
-        return run_services([svc], metrics_addr=settings.metrics_addr)
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    from beatbus import producers
-
-    devices = producers.list_devices()
-    if not devices:
-        print("no audio input devices found")
-        return 1
-    for d in devices:
-        print(f"{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_sample_rate']:.0f} Hz)")
-    return 0
-
-
 def cmd_broker(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -298,13 +166,6 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_bus
-
-    setup_logging("warning")
-    return bench_bus(events=args.events, rate=args.rate, json_path=args.json)
-
-
 def cmd_schemas(args: argparse.Namespace) -> int:
     from beatbus.schemas.export import SCHEMA_DIR, export_schemas, schema_documents
 
@@ -318,22 +179,6 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     for path in export_schemas():
         print(path)
     return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    setup_logging("warning")
-    rest = list(args.rest)
-    targets = {"beats": "beatbus.processors.beat.evaluate", "sections": "beatbus.processors.structure.evaluate"}
-    if not rest or rest[0] not in targets:
-        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE] | "
-                          "beatbus eval sections DIR [--mode online|offline] [--json FILE]")
-    import importlib
-
-    try:
-        eval_main = importlib.import_module(targets[rest[0]]).main
-    except ImportError as exc:
-        raise ConfigError(f"{rest[0]} evaluation is unavailable: {exc}") from None
-    return int(eval_main(rest[1:]) or 0)
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -358,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",
                    help="also fire error patterns at URL/api/rhythm-trigger on the beat (e.g. http://127.0.0.1:9090)")
     add_deprecated_option(r, "--trigger", "--error-generator-url")
-    _backend_opts(r)
+    add_backend_options(r)
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("analyze", help="beats of a file, offline, as fast as possible")
@@ -367,70 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--csv", metavar="FILE", help="write beats as CSV ('-' for stdout)")
     a.add_argument("--sections", action="store_true",
                    help="also find song sections (intro/verse/chorus/bridge/outro), offline")
-    _backend_opts(a)
+    add_backend_options(a)
     a.set_defaults(func=cmd_analyze)
-
-    pr = sub.add_parser("produce", help="publish audio to bb:{source}:audio (daemon)")
-    psub = pr.add_subparsers(dest="kind", required=True)
-    pf = psub.add_parser("file", help="an audio file, paced in real time")
-    pf.add_argument("path")
-    pf.add_argument("--fast", action="store_true")
-    pf.add_argument("--loop", action="store_true")
-    pm = psub.add_parser("mic", help="a PyAudio input device")
-    pm.add_argument("--mic-device", dest="device_index", type=int, help="input device index (see `beatbus devices`)")
-    add_deprecated_option(pm, "--device", "--mic-device", type=int)
-    pc = psub.add_parser("click", help="a metronome with known beats")
-    pc.add_argument("--bpm", type=float, default=120.0)
-    pc.add_argument("--meter", type=int, default=4)
-    pc.add_argument("--duration", type=float)
-    pc.add_argument("--fast", action="store_true")
-    for q in (pf, pm, pc):
-        add_common_options(q)
-        q.set_defaults(func=cmd_produce)
-
-    pp = sub.add_parser("process", help="beat processor daemon (owns sources by lease)")
-    pp.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
-    _backend_opts(pp)
-    pp.set_defaults(func=cmd_process)
-
-    pcn = sub.add_parser("consume", help="consumer daemons")
-    csub = pcn.add_subparsers(dest="consumer", required=True)
-    ct = csub.add_parser("terminal", help="print beats")
-    ct.add_argument("--sources", nargs="*")
-    ct.add_argument("--exit-on-end", action="store_true", help="exit when every source has ended")
-    add_common_options(ct)
-    ct.set_defaults(func=cmd_consume)
-
-    d = sub.add_parser("devices", help="list audio input devices")
-    d.set_defaults(func=cmd_devices)
 
     b = sub.add_parser("broker", help="run the embedded broker in the foreground and print its REDIS_URL")
     b.add_argument("--dir", help="directory for its socket (default: a private temp dir)")
     b.set_defaults(func=cmd_broker)
-
-    bn = sub.add_parser("bench", help="benchmarks")
-    bsub = bn.add_subparsers(dest="bench", required=True)
-    bb = bsub.add_parser("bus", help="publish-to-consume latency and throughput on loopback")
-    bb.add_argument("--events", type=int, default=20000)
-    bb.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency phase")
-    bb.add_argument("--json", help="also write results to this file")
-    bb.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("schemas", help="export event JSON Schemas into schemas/json")
     s.add_argument("export", nargs="?", choices=["export"], default="export")
     s.add_argument("--check", action="store_true", help="fail if the checked-in files are stale")
     s.set_defaults(func=cmd_schemas)
 
-    e = sub.add_parser("eval", help="evaluation (e.g. `beatbus eval beats DIR`)", add_help=False)
-    e.add_argument("rest", nargs=argparse.REMAINDER)
-    e.set_defaults(func=cmd_eval)
-
-    for q in (r, a, pp, d):
+    for q in (r, a):
         add_common_options(q)
     import importlib
     import importlib.util
 
-    commands = {"top": sub, "consume": csub, "bench": bsub}
+    commands = {"top": sub}
     for name in EXTENSIONS:
         if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
             importlib.import_module(name).register(commands)

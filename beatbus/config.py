@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from . import keys
 from .errors import ConfigError
 
 __all__ = ["Settings", "load_settings", "layered", "read_toml", "stage_table", "DESCRIPTIONS", "redact_url"]
@@ -28,7 +29,7 @@ M = msgspec.Meta
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str | None = None
-    source: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    source: Annotated[str, M(pattern=keys.NAME_PATTERN)] = "default"
     metrics_addr: str = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
@@ -42,7 +43,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_deliveries: Annotated[int, M(ge=1, le=100)] = 5
     claim_idle_ms: Annotated[int, M(ge=100)] = 30000
     buffer_seconds: Annotated[float, M(ge=0, le=600)] = 10.0
-    backend: Literal["dsp", "beatnet", "small", "hls"] = "beatnet"
+    # a name in the beat-backend registry (plug-ins add names): checked when a processor is built
+    backend: Annotated[str, M(pattern=r"^[a-z0-9_]{1,32}$")] = "beatnet"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: Annotated[int, M(ge=0, le=256)] = 1
 

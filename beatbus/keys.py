@@ -6,10 +6,12 @@ source's streams, leases and checkpoints share a slot and can be used together.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .errors import ConfigError
 
-__all__ = ["StreamKind", "check_source", "stream", "dead_letter", "dead_letter_mark", "stream_ends", "lease", "instances",
+__all__ = ["StreamKind", "Role", "NAME_PATTERN", "check_source", "stream", "parse", "source_of", "dead_letter",
+           "dead_letter_mark", "stream_ends", "lease", "instances",
            "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX",
            "LED_DEVICES", "LED_DEVICE_INFO", "LED_DEVICE_MAX_AGE_S", "LED_WATCH_TTL_MS", "led_frames", "led_watch"]
 
@@ -19,7 +21,10 @@ LED_DEVICES = f"{PREFIX}:led:devices"  # sorted set: LED device name -> last hea
 LED_DEVICE_INFO = f"{PREFIX}:led:info"  # hash: LED device name -> JSON {pixels, fps, source, output}
 LED_DEVICE_MAX_AGE_S = 5.0             # an LED device not heartbeated (every 1 s) for this long is gone
 LED_WATCH_TTL_MS = 3000                # a watcher refreshes led_watch() every second
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A source name, and every other name beatbus puts into a key (consumer groups, job queues).
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+_STREAM_RE = re.compile(rf"^{PREFIX}:\{{([^}}]*)\}}:([^:]*)$")
 
 
 class StreamKind:
@@ -31,9 +36,20 @@ class StreamKind:
     ALL = (AUDIO, BEATS, INTENSITY, SECTIONS, CONTROL)
 
 
+class Role:
+    """Roles of leases, checkpoints and instance ids (:func:`lease`, :func:`checkpoint`, :func:`instances`)."""
+    PRODUCER = "producer"
+    BEAT = "beat"
+    INTENSITY = "intensity"
+    STRUCTURE = "structure"
+    GENERATE = "generate"
+    TRIGGER = "trigger"
+    STATEFUL = (BEAT, INTENSITY, STRUCTURE)   # own a source by lease and checkpoint it
+
+
 def check_source(source: str) -> str:
     """Validate a source name (letters, digits, ``_ . -``; 1-64 chars)."""
-    if not isinstance(source, str) or not _SOURCE_RE.match(source):
+    if not isinstance(source, str) or not _NAME_RE.match(source):
         raise ConfigError(f"source name {source!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
     return source
 
@@ -43,6 +59,26 @@ def stream(source: str, kind: str) -> str:
     if kind not in StreamKind.ALL:
         raise ConfigError(f"stream kind {kind!r} is not one of {StreamKind.ALL}")
     return f"{PREFIX}:{{{check_source(source)}}}:{kind}"
+
+
+@lru_cache(maxsize=4096)    # per entry read: a deployment has a bounded set of streams
+def parse(stream_key: str) -> tuple[str, str]:
+    """``bb:{mic}:beats`` -> ``("mic", "beats")``: the inverse of :func:`stream`.
+
+    Raises
+    ------
+    ConfigError
+        ``stream_key`` is not a source's stream.
+    """
+    m = _STREAM_RE.match(stream_key)
+    if m is None or m.group(2) not in StreamKind.ALL or not _NAME_RE.match(m.group(1)):
+        raise ConfigError(f"{stream_key!r} is not a source's stream key")
+    return m.group(1), m.group(2)
+
+
+def source_of(stream_key: str) -> str:
+    """``bb:{mic}:beats`` -> ``mic``."""
+    return parse(stream_key)[0]
 
 
 def dead_letter(stream_key: str) -> str:
@@ -72,7 +108,7 @@ def lease(source: str, role: str) -> str:
 
 
 def producer_claim(source: str) -> str:
-    return lease(source, "producer")
+    return lease(source, Role.PRODUCER)
 
 
 def checkpoint(source: str, role: str) -> str:

@@ -130,8 +130,7 @@ class SourceLeases:
     def _holders(self) -> dict[str, str | None]:
         """Lease holder of every source heartbeating in the last ``KNOWN_S`` (one MGET)."""
         names = self.bus.sources(max_age=max(KNOWN_S, self.max_age))
-        vals = self.bus.redis.mget([keys.lease(n, self.role) for n in names]) if names else []
-        return {n: (v.decode() if isinstance(v, bytes) else v) for n, v in zip(names, vals)}
+        return dict(zip(names, self.bus.holders([keys.lease(n, self.role) for n in names])))
 
     def _take(self, names: list[str], count: int | float) -> None:
         """Acquire up to ``count`` of ``names`` not held yet."""

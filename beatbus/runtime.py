@@ -21,7 +21,7 @@ from .errors import BeatbusError
 from .log import get_logger
 from .metrics import publish_role, serve_metrics
 
-__all__ = ["Service", "run_services", "sd_notify", "children_die_with_parent"]
+__all__ = ["Service", "run_services", "sd_notify", "Watchdog", "children_die_with_parent", "instance_id"]
 
 log = get_logger("runtime")
 
@@ -45,6 +45,29 @@ def sd_notify(state: str) -> bool:
     except OSError as exc:
         log.debug("sd_notify failed", extra={"error": str(exc)})
         return False
+
+
+class Watchdog:
+    """systemd's watchdog (``WatchdogSec=``, given as ``WATCHDOG_USEC``): a ping is :meth:`due` every
+    WatchdogSec/2, the first one at once (with READY: a slow first step must not cost a period).
+
+    The caller pings only while its loop is healthy: a hung loop stops the pings and systemd
+    restarts the daemon. Without ``WATCHDOG_USEC`` a ping is never due.
+    """
+
+    def __init__(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        self.period: float | None = usec / 2e6 if usec else None
+        self._last = time.monotonic() - (self.period or 0)
+
+    def due(self, now: float) -> bool:
+        """Whether a ping is due at ``now`` (``time.monotonic()``)."""
+        return self.period is not None and now - self._last >= self.period
+
+    def ping(self, now: float) -> None:
+        # every WatchdogSec/2, not every turn of the loop: the notify queue is small
+        sd_notify("WATCHDOG=1")
+        self._last = now
 
 
 _PR_SET_PDEATHSIG = 1
@@ -78,6 +101,11 @@ def die_with(parent_pid: int) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:           # the parent died before the prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def instance_id(role: str) -> str:
+    """A name unique to this process: ``host:pid:role`` (an owner of leases, a consumer in a group)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}"
 
 
 class Service:
@@ -161,10 +189,9 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     gc.collect()
     gc.freeze()
     sd_notify("READY=1")
-    wd_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-    wd_every = wd_usec / 2e6 if wd_usec else None
+    watchdog = Watchdog()
+    wd_every = watchdog.period
     started = time.monotonic()
-    last_ping = started - (wd_every or 0)    # first ping with READY: a slow first step must not cost a period
     waiters = list(until) if until is not None else list(services)
     try:
         while not stop.is_set():
@@ -175,10 +202,8 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
             if duration is not None and time.monotonic() - started >= duration:
                 break
             now = time.monotonic()
-            if (wd_every and now - last_ping >= wd_every
-                    and all(now - s.tick < 2 * wd_every or s.done.is_set() for s in services)):
-                sd_notify("WATCHDOG=1")  # every WatchdogSec/2, not every turn: the notify queue is small
-                last_ping = now
+            if watchdog.due(now) and all(now - s.tick < 2 * wd_every or s.done.is_set() for s in services):
+                watchdog.ping(now)
             stop.wait(min(wd_every or 0.1, 0.1))
     finally:
         sd_notify("STOPPING=1")

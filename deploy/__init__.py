@@ -1,4 +1,4 @@
-"""Production operation of beatbus: systemd units, Prometheus and Grafana, the exporter, benchmarks.
+"""Production operation of beatbus: systemd units, Prometheus and Grafana, the exporter.
 
 ::
 
@@ -8,9 +8,8 @@
 
 Modules: :mod:`.units` (render the templates, plan an install), :mod:`.verify`
 (``systemd-analyze verify`` / ``security``), :mod:`.rq_metrics` and :mod:`.stream_metrics`
-(Prometheus collectors reading the broker), :mod:`.exporter` (``beatbus exporter``),
-:mod:`.loadgen` (many click sources in one process), :mod:`.bench` (``beatbus bench load|soak``)
-and :mod:`.cli`.
+(Prometheus collectors reading the broker), :mod:`.exporter` (``beatbus exporter``) and :mod:`.cli`.
+The load benchmarks are in :mod:`beatbus.lab.bench.load`.
 """
 from __future__ import annotations
 

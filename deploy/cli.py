@@ -1,11 +1,11 @@
-"""Commands: ``beatbus deploy install|verify``, ``beatbus exporter``, ``beatbus bench load|soak``."""
+"""Commands: ``beatbus deploy install|verify``, ``beatbus exporter``."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path, PurePosixPath
 
-from beatbus.cli import add_common_options, cli_settings, connect, subcommands
+from beatbus.commands import add_common_options, cli_settings, connect, subcommands
 
 from . import units
 from .units import DAEMONS, DEFAULT_CONFIG_DIR, DEFAULT_UNIT_DIR
@@ -154,7 +154,3 @@ def register(commands: dict) -> None:
                    help="seconds since a producer heartbeat for a source to count as live")
     add_common_options(e)
     e.set_defaults(func=cmd_exporter)
-
-    from .bench import register_bench
-
-    register_bench(subcommands(commands, "bench", "benchmarks"))

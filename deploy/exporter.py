@@ -57,6 +57,7 @@ class ExporterService(Service):
         self._backoff = Backoff()
 
     def setup(self) -> None:
+        # the collectors inspect the broker with commands no stage uses (XINFO, rq's registries): a client
         conn: redis.Redis = self.bus.redis
         self.collectors = [StreamCollector(conn, max_age=self.max_age)]
         if self.queues:
@@ -66,6 +67,7 @@ class ExporterService(Service):
 
     def step(self, stop: threading.Event) -> bool:
         stop.wait(min(1.0, self.settings.heartbeat))
+        # the client's ping: Bus.ping raises BrokerError (fatal at start), this one must be retried
         guarded(self.bus.redis.ping, backoff=self._backoff, stop=stop, what="exporter ping", default=None)
         return True
 

@@ -33,10 +33,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from beatbus import keys
 from beatbus.log import get_logger
 
-__all__ = ["StreamCollector", "ROLES", "id_ms"]
+__all__ = ["StreamCollector", "id_ms"]
 
 log = get_logger("beatbus.deploy.stream_metrics")
-ROLES = ("beat", "intensity", "structure")      # stateful roles that own a source by lease
 _WINDOW_S = 3600.0                             # heartbeats older than this are not reported
 
 
@@ -128,7 +127,7 @@ class StreamCollector:
                 pipe.xinfo_stream(stream)
                 pipe.xinfo_groups(stream)
                 pipe.xlen(keys.dead_letter(stream))
-            for role in ROLES:
+            for role in keys.Role.STATEFUL:
                 pipe.exists(keys.lease(source, role))
                 pipe.get(keys.checkpoint(source, role))
         values = iter(pipe.execute(raise_on_error=False))
@@ -157,7 +156,7 @@ class StreamCollector:
                     behind = max(0.0, (last - delivered) / 1000)
                     fam["lag"].add_metric([source, kind, name], lag if lag is not None else float("nan"))
                     fam["lag_s"].add_metric([source, kind, name], behind if lag != 0 else 0.0)
-            for role in ROLES:
+            for role in keys.Role.STATEFUL:
                 held, ckpt = next(values), next(values)
                 fam["owned"].add_metric([source, role], 1 if held == 1 else 0)
                 if ckpt is not None and not isinstance(ckpt, Exception) and audio_last is not None:

@@ -15,14 +15,13 @@ and source tree) must be searchable by that user and outside what ``PrivateTmp=`
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,18 +130,16 @@ def _unit_env(text: str, *, prefix: Path, instance: str) -> dict[str, str]:
 
 
 def _check_command(argv: list[str]) -> str:
-    """argparse's complaint about a beatbus command line, or ''."""
-    from beatbus.cli import build_parser
+    """argparse's complaint about a beatbus command line, or ''.
 
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(argv[1:])
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            lines = [ln for ln in err.getvalue().strip().splitlines() if ln.strip()]
-            return lines[-1] if lines else f"exit {exc.code}"
-    return ""
+    Asked of the real parser in a child process: the CLI is the composition root, not a library.
+    """
+    parse = "import sys\nfrom beatbus.cli import build_parser\nbuild_parser().parse_args(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", parse, *argv[1:]], capture_output=True, text=True, timeout=120)
+    if r.returncode == 0:
+        return ""
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit {r.returncode}"
 
 
 def check_units(unit_dir: str | os.PathLike, *, config_dir: str | os.PathLike | None = None,

@@ -3,7 +3,11 @@
 The compiled hls4ml C-simulation library is the bit-accurate model of the FPGA kernel; each
 stream loads its own copy (:class:`hls.project.CsimLibrary`), whose static GRU state is that
 stream's state. Features, silence gate, spectral-flux mix and downbeat cue are shared with the
-``beatnet`` / ``small`` backends (:class:`processors.beat.bda.BeatNetActivation`).
+``beatnet`` / ``small`` backends (:class:`processors.beat.network.NetworkActivation`).
+
+A plug-in of the beat processor: pyproject.toml names :func:`factory` in the entry point group
+``beatbus.beat_backends``; importing this module stays cheap (TensorFlow, QKeras and hls4ml are
+imported only to build a missing project).
 
 The kernel project is ``project``, else ``$BEATBUS_HLS_PROJECT``, else ``~/.cache/beatbus/hls/beat_small``
 (:class:`~processors.beat.processor.BeatProcessor` and ``beatbus eval beats --backend hls`` take no
@@ -19,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from beatbus.errors import ConfigError, DependencyError
-from beatbus.processors.beat.bda import BeatNetActivation
+from beatbus.errors import ConfigError, DependencyError, require
+from beatbus.processors.beat.network import NetworkActivation, check_sr
 
 from .model import DEFAULT_WEIGHTS, softmax
 from .project import (DEFAULT_CONFIG, DEFAULT_PROJECT, CsimLibrary, build_key, compile_project, find_library,
                       read_stamp, write_project)
 
-__all__ = ["CsimStep", "HlsActivation", "ensure_library"]
+__all__ = ["CsimStep", "HlsActivation", "ensure_library", "factory"]
 
 
 def ensure_library(project: str | Path = DEFAULT_PROJECT, *, weights: str | Path = DEFAULT_WEIGHTS,
@@ -70,8 +74,8 @@ class CsimStep:
         return softmax(logits.astype(np.float64)), state
 
 
-class HlsActivation(BeatNetActivation):
-    """Streaming ``hls`` activation for one stream (the ``BeatNetActivation`` interface).
+class HlsActivation(NetworkActivation):
+    """Streaming ``hls`` activation for one stream.
 
     Parameters
     ----------
@@ -80,19 +84,21 @@ class HlsActivation(BeatNetActivation):
         no up-to-date compiled library. None: ``$BEATBUS_HLS_PROJECT``, else the default project.
     weights : path
         QKeras model prefix (``<prefix>.json`` holds the feature mean / std).
-    onset_weight : float
-        Spectral-flux share, as for the other network backends.
+    onset_weight : float or None
+        Spectral-flux share, as for the other network backends (None: their default).
     fpga : bool
         Drive a real board (PYNQ / XRT): not available in this build.
     """
 
+    name = "hls"  # the tracker settings are small's (the generic ones): the same model, quantized
+
     def __init__(self, *, project: str | Path | None = None, weights: str | Path = DEFAULT_WEIGHTS,
-                 silence_db: float = BeatNetActivation.SILENCE_DB,
-                 onset_weight: float = BeatNetActivation.ONSET_WEIGHT, fpga: bool = False) -> None:
+                 silence_db: float = NetworkActivation.SILENCE_DB,
+                 onset_weight: float | None = None, fpga: bool = False) -> None:
         if fpga:
             raise DependencyError("--fpga needs a PYNQ / XRT board and its runtime: not available here "
                                   "(the C-simulation library is the kernel's bit-accurate model)")
-        self._setup(silence_db, onset_weight)
+        super().__init__(silence_db=silence_db, onset_weight=onset_weight)
         meta_file = Path(str(weights) + ".json")
         if not meta_file.is_file():
             raise ConfigError(f"no QKeras model at {str(weights)!r}: run 'beatbus hls train'")
@@ -108,7 +114,7 @@ class HlsActivation(BeatNetActivation):
         return ("hls", id(self))
 
     @staticmethod
-    def _infer_many(acts: list["HlsActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list["HlsActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Kernel probabilities per stream (one C call per frame and stream)."""
         out = []
         for a, f in zip(acts, feats):
@@ -116,7 +122,11 @@ class HlsActivation(BeatNetActivation):
             out.append(probs)
         return out
 
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        if probs is None and feats.shape[0]:
-            probs = HlsActivation._infer_many([self], [feats])[0]
-        return super()._frames(feats, rms, probs)
+
+def factory(*, sr: int, device: str, model: int, onset_weight: float | None) -> HlsActivation:
+    """The ``hls`` beat backend (entry point ``beatbus.beat_backends``): the C simulation of the
+    project ``$BEATBUS_HLS_PROJECT``, else the default one, on the CPU (``device`` and ``model`` do
+    not apply)."""
+    check_sr("hls", sr)
+    require("hls4ml", "hls", "backend 'hls'")
+    return HlsActivation(onset_weight=onset_weight)

@@ -1,7 +1,7 @@
 """The processor daemon: turns each owned source's audio stream into BeatEvents.
 
 One instance may own many sources; ownership, reading, gaps and checkpoints are those of every
-audio stage (:class:`~processors.audio_service.AudioStreamService`, role ``beat``). The sources'
+audio stage (:class:`~beatbus.audio_stage.AudioStreamService`, role ``beat``). The sources'
 processors live in one :class:`~processors.beat.BeatBatch`: each read advances every source with
 new audio together (one FFT call, one network step and one tracker step per frame for all of
 them). The DSP/ML stages themselves live in ``processors.beat`` and never see Redis.
@@ -15,46 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from beatbus import keys
+from beatbus.audio_stage import MAX_GAP_S, AudioStreamService, Item, OwnedSource
 from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.metrics import BEATS, BPM, STAGE_LATENCY
-from beatbus.processors.audio_service import MAX_GAP_S, AudioStreamService, Item, OwnedSource
 from beatbus.processors.beat import BeatBatch
+from beatbus.processors.beat.intensity import BeatIntensity
 from beatbus.schemas import BeatEvent, StreamEnd
 
-__all__ = ["BeatService", "BeatIntensity"]
+__all__ = ["BeatService"]
 
-ROLE = "beat"
 ROUND_S = 0.2        # most audio per source fed in one batch step
-
-
-class BeatIntensity:
-    """Per-beat loudness in 0..1 with adaptive gain (RMS over the last beat / slow peak).
-
-    The intensity processor publishes the full feature set; this keeps BeatEvent's
-    ``intensity`` meaningful when only the beat processor runs.
-    """
-
-    def __init__(self, *, sr: int, decay_s: float = 30.0):
-        self.sr = sr
-        self.buf = np.zeros(sr, dtype=np.float32)   # last second of audio, a ring (a roll per frame cost
-        self.pos = 0                                # more than the beat tracking of the frame)
-        self.peak = 1e-4
-        self.decay = np.exp(-1.0 / (decay_s * 50))   # per 20 ms update
-
-    def push(self, x: np.ndarray) -> None:
-        x = x[-len(self.buf):]
-        head = min(len(x), len(self.buf) - self.pos)
-        self.buf[self.pos:self.pos + head] = x[:head]
-        self.buf[:len(x) - head] = x[head:]
-        self.pos = (self.pos + len(x)) % len(self.buf)
-
-    def at_beat(self, period_s: float) -> float:
-        n = int(np.clip(period_s, 0.1, 1.0) * self.sr)
-        last = np.take(self.buf, np.arange(self.pos - n, self.pos), mode="wrap")
-        rms = float(np.sqrt(np.mean(last ** 2)))
-        self.peak = max(rms, self.peak * self.decay)
-        return float(np.clip(rms / self.peak, 0.0, 1.0))
 
 
 @dataclass
@@ -80,10 +51,10 @@ class BeatService(AudioStreamService):
         ``make_processor() -> processors.beat.BeatProcessor`` (one per source; processors with the
         same backend and settings are advanced in one batch).
     exit_when_ended, owner
-        As for :class:`~processors.audio_service.AudioStreamService`.
+        As for :class:`~beatbus.audio_stage.AudioStreamService`.
     """
 
-    role = ROLE
+    role = keys.Role.BEAT
     out_kind = keys.StreamKind.BEATS
 
     def __init__(self, bus: Bus, *, settings: Settings, make_processor, sources: list[str] | None = None,
@@ -184,5 +155,5 @@ class BeatService(AudioStreamService):
             out.append(ev)
             BEATS.labels(self.settings.backend).inc()
             BPM.labels(src.name).set(ev.bpm)
-            STAGE_LATENCY.labels(ROLE).observe(max(0.0, now - ev.system_time))
+            STAGE_LATENCY.labels(self.role).observe(max(0.0, now - ev.system_time))
         return out

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .decode import open_decoder
+from beatbus.decode import open_decoder
 from .errors import AudioSourceError
 from .frames import (DEFAULT_HOP, DEFAULT_SR, Chunk, Pacer, Rechunker, Source,
                      StreamResampler, scrub_nonfinite)

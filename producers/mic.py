@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._stderr import quiet_stderr
+from beatbus.stderr import quiet_stderr
 from .errors import AudioSourceError
 from .frames import DEFAULT_HOP, DEFAULT_SR, NS, Chunk, Rechunker, Source, StreamResampler
 

@@ -8,8 +8,6 @@ oldest are dropped and counted in ``beatbus_frames_dropped_total{reason="broker_
 from __future__ import annotations
 
 import collections
-import os
-import socket
 import threading
 import time
 
@@ -19,17 +17,12 @@ from beatbus.config import Settings
 from beatbus.errors import SourceClaimedError
 from beatbus.log import get_logger
 from beatbus.metrics import FRAMES_DROPPED, PUBLISH_ERRORS, SOURCE_UP
-from beatbus.runtime import Service
+from beatbus.runtime import Service, instance_id
 from beatbus.schemas import AudioFrame, StreamEnd, float_to_pcm, to_fields
 
-__all__ = ["Publisher", "instance_id"]
+__all__ = ["Publisher"]
 
 log = get_logger("producer")
-
-
-def instance_id(role: str) -> str:
-    """A name unique to this process: ``host:pid:role``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{role}"
 
 
 class Publisher(Service):
@@ -42,7 +35,7 @@ class Publisher(Service):
         self.bus, self.audio, self.settings = bus, audio, settings
         self.source = keys.check_source(source or settings.source)
         self.stream = keys.stream(self.source, keys.StreamKind.AUDIO)
-        self.lease = Lease(bus, keys.producer_claim(self.source), instance_id("producer"), settings.lease_ttl)
+        self.lease = Lease(bus, keys.producer_claim(self.source), instance_id(keys.Role.PRODUCER), settings.lease_ttl)
         cap = max(1, int(settings.buffer_seconds * settings.sr / settings.hop))
         self.pending: collections.deque = collections.deque(maxlen=cap)
         self.seq = 0
@@ -86,7 +79,7 @@ class Publisher(Service):
             return
         try:
             self._keepalive()
-            pipe = self.bus.redis.pipeline(transaction=False)
+            pipe = self.bus.pipeline()
             batch = list(self.pending)
             for fields in batch:
                 self.bus.publish_fields(self.stream, fields, maxlen=self.settings.maxlen_audio, pipeline=pipe)
@@ -100,8 +93,7 @@ class Publisher(Service):
             PUBLISH_ERRORS.labels("audio").inc()
             note_reconnect(exc, "publish audio")
             # don't sleep here: a live source must keep being read while we wait
-            self._retry_at = time.monotonic() + min(2.0, 0.05 * 2 ** self._backoff.attempt)
-            self._backoff.attempt += 1
+            self._retry_at = time.monotonic() + self._backoff.delay()
 
     def step(self, stop: threading.Event, *, flush: bool = True) -> bool:
         """Publish the next chunk (``flush=False``: only buffer it in :attr:`pending`; the load

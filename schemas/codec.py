@@ -7,7 +7,7 @@ Decoding validates types and ranges and raises :class:`SchemaError` naming the p
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import msgspec
 import numpy as np
@@ -16,7 +16,7 @@ from beatbus.errors import SchemaError
 
 from .events import AudioFrame, Event
 
-__all__ = ["encode", "decode", "to_fields", "from_fields", "pcm_to_float", "float_to_pcm"]
+__all__ = ["encode", "decode", "to_fields", "from_fields", "tag_of", "tags", "pcm_to_float", "float_to_pcm"]
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
@@ -65,6 +65,31 @@ def from_fields(fields: dict, kind: Any = Event) -> Any:
                 f"{event.channels} x {width}")
         event = msgspec.structs.replace(event, pcm=bytes(pcm))
     return event
+
+
+class _Tagged(msgspec.Struct):
+    type: str | None = None
+
+
+_tag_decoder = msgspec.json.Decoder(_Tagged)
+
+
+def tag_of(fields: dict) -> str | None:
+    """The type tag of a stream entry (``"beat"``, ``"control"``...) without decoding the rest;
+    None when it has none or is unreadable."""
+    data = fields.get(b"d", fields.get("d"))
+    if data is None:
+        return None
+    try:
+        return _tag_decoder.decode(data).type
+    except msgspec.DecodeError:
+        return None
+
+
+@lru_cache(maxsize=None)
+def tags(kind: Any) -> tuple[str, ...]:
+    """The type tags ``kind`` (a Struct type or a Union of them) decodes."""
+    return tuple(k.__struct_config__.tag for k in get_args(kind) or (kind,))
 
 
 def float_to_pcm(samples: np.ndarray, dtype: str = "s16") -> bytes:

@@ -11,6 +11,8 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
+from beatbus.keys import NAME_PATTERN
+
 __all__ = [
     "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
     "TriggerRequest", "GenerationRequest", "GenerationResult", "ControlEvent", "TransitionEvent",
@@ -19,7 +21,7 @@ __all__ = [
 ]
 
 M = msgspec.Meta
-Source = Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="source name")]
+Source = Annotated[str, M(pattern=NAME_PATTERN, description="source name")]
 Seconds = Annotated[float, M(ge=0.0, description="stream time in seconds")]
 Unix = Annotated[float, M(ge=0.0, description="wall-clock Unix time in seconds")]
 Unit = Annotated[float, M(ge=0.0, le=1.0)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from beatbus.producers.synth import Section, SongPlan, render_song
+from beatbus.lab.synth import Section, SongPlan, render_song
 
 __all__ = ["PLANS", "song", "load_truth"]
 
@@ -33,7 +33,7 @@ def song(tmp_path_factory, name: str, *, seed: int = 7):
     files_json = base / f"{name}.json"
     if not files_json.exists():
         render_song(PLANS[name], seed=seed, out_dir=base, audio_format="wav")
-    from beatbus.producers.synth.render import SongFiles
+    from beatbus.lab.synth.render import SongFiles
 
     return SongFiles(name=name, audio=base / f"{name}.wav", beats=base / f"{name}.beats",
                      sections=base / f"{name}.sections", meta=files_json, midi=base / f"{name}.mid")

@@ -16,6 +16,7 @@ from beatbus.bus import Bus
 from beatbus.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # The real annotated audio lives in ../shared beside the checkout (CI clones next to it).
 DATA = ROOT.parent / "shared" / "data"
 BEATS_DIR = DATA / "beats"
@@ -51,6 +52,27 @@ def _led_preview_hub_per_test():
         with web.HUB._cond:
             web.HUB.meta.clear()
             web.HUB._frames.clear()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Debian's Chromium, headless, driven by its chromedriver (the dashboard tests)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (install.sh)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                "--window-size=1400,1100"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
 
 
 @pytest.fixture
@@ -116,16 +138,17 @@ def beatbus_cmd(*args: str, env: dict | None = None, **kw) -> subprocess.Complet
                           env=full_env, cwd=ROOT, **kw)
 
 
-def eventually(cond, timeout: float = 20.0, what: str = "condition", interval: float = 0.02):
+def eventually(cond, timeout: float = 20.0, what="condition", interval: float = 0.02):
     """Poll ``cond`` until it returns a truthy value (returned) or fail naming ``what`` after ``timeout`` s.
 
     Tests wait on conditions with generous deadlines, never on fixed sleeps: a loaded CI machine
-    only makes them slower, never red."""
+    only makes them slower, never red. ``what`` may be a callable, asked at the failure (to show the
+    state that was still wrong then)."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
         time.sleep(interval)

@@ -19,7 +19,7 @@ from beatbus.consumers.generate.config import load_generate_config
 from beatbus.consumers.generate.availability import KINDS
 from beatbus.consumers.generate.jobs import WorkerContext, install_context
 from beatbus.consumers.generate.storage import Store
-from beatbus.consumers.generate.tiny import build_tiny_clap, build_tiny_musicgen, build_tiny_musicgen_melody
+from beatbus.lab.doubles.tiny_models import build_tiny_clap, build_tiny_musicgen, build_tiny_musicgen_melody
 from beatbus.consumers.generate.worker import GenerationWorker, set_torch_threads
 
 

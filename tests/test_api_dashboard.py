@@ -1,4 +1,5 @@
-"""The dashboard in a real headless Chromium (Debian's), against a running click -> beats pipeline."""
+"""The dashboard in a real headless Chromium (Debian's; conftest's ``browser``), against a running click ->
+beats pipeline."""
 from __future__ import annotations
 
 import shutil
@@ -20,28 +21,6 @@ from beatbus.producers import ClickSource
 from beatbus.producers.publisher import Publisher
 
 from conftest import free_port
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="Debian's chromium and chromium-driver are not installed (install.sh)")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                "--window-size=1400,1100"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture

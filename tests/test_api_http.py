@@ -19,7 +19,7 @@ from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.config import load_settings
 from beatbus.consumers.trigger import load_trigger_config
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
 
 from conftest import BEATS_DIR, free_port
@@ -255,6 +255,16 @@ def test_sources_state(client, bus):
     assert r.status_code == 404 and "'nobody' is unknown" in detail(r)
     r = client.get("/api/sources/bad name!")
     assert r.status_code == 422 and "path.source" in detail(r)
+
+
+def test_source_state_dead_letters_malformed_entries(client, bus):
+    live_source(bus, "stage")
+    beats = keys.stream("stage", "beats")
+    bus.publish(beats, beat("stage", 3), maxlen=100)
+    bad = bus.redis.xadd(beats, {"d": b"{not an event"}).decode()
+    assert client.get("/api/sources/stage").json()["beat"] == 3          # the newest good beat
+    dead = bus.redis.xrange(keys.dead_letter(beats))
+    assert [(f[b"origin_id"].decode(), f[b"reason"]) for _, f in dead] == [(bad, b"malformed")]
 
 
 def test_source_control_publishes_a_control_event(client, bus):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 
 from api_support import api_command, wait_for
 

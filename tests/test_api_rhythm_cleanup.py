@@ -19,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from beatbus import keys
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 from beatbus.deploy import PROMETHEUS_DIR
 
 from api_support import BeatSource, Command, api_command, wait_for

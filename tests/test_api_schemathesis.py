@@ -23,7 +23,7 @@ from beatbus.api.server import ApiServer
 from beatbus.bus import Bus
 from beatbus.config import load_settings
 from beatbus.consumers.trigger import load_trigger_config
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 
 from conftest import free_port
 from generate_support import gen_config

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beatbus.processors.beat import BeatProcessor, load_audio, track_file
+from beatbus.audio import load_audio
+from beatbus.processors.beat import BeatProcessor, track_file
 from beatbus.processors.beat.features import StreamingSpectrogram, beatnet_features
 
 torch = pytest.importorskip("torch")
@@ -113,7 +114,7 @@ def test_streaming_runtime_batched_step_matches_one_stream_at_a_time(net) -> Non
     rng = np.random.default_rng(3)
     feats = [beatnet_features(0.1 * rng.standard_normal(int(SR * s)).astype(np.float32)) for s in (1.0, 0.6, 0.8)]
     acts = [bda.BeatNetActivation(net=net, onset_weight=0.0) for _ in feats]
-    batched = bda.BeatNetActivation._infer_many(acts, feats)
+    batched = bda.BeatNetActivation.infer_many(acts, feats)
     snet = bda.StreamBDA(net)
     for f, b, a in zip(feats, batched, acts):
         alone, state = snet(f, snet.initial_state())

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from beatbus.processors.beat import bench
+from beatbus.lab.bench import beats as bench
 
 
 def test_bench_rows_and_table() -> None:
@@ -23,7 +23,7 @@ def test_bench_command_prints_table_and_writes_json(tmp_path) -> None:
     """The command pins its own process to one core, so it runs in a subprocess here."""
     out = tmp_path / "bench.json"
     r = subprocess.run(
-        [sys.executable, "-m", "beatbus.processors.beat.bench", "--streams", "1", "--seconds", "1", "--backend", "beatnet",
+        [sys.executable, "-m", "beatbus.lab.bench.beats", "--streams", "1", "--seconds", "1", "--backend", "beatnet",
          "--mode", "batched", "--audio", str(tmp_path / "none"), "--json", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )

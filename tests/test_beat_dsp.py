@@ -203,7 +203,7 @@ def test_stream_ending_mid_bar() -> None:
 )
 def test_bad_arguments_raise_value_error(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        BeatProcessor(**kwargs)
+        BeatProcessor(**{"backend": "dsp", **kwargs})
 
 
 def test_bad_chunks_raise_value_error() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from beatbus.processors.beat import Beat
-from beatbus.processors.beat.evaluate import evaluate_dir, format_table, load_annotations, main, score_beats
+from beatbus.lab.eval.beats import evaluate_dir, format_table, load_annotations, main, score_beats
 
 pytest.importorskip("mir_eval")
 

@@ -15,7 +15,7 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 
-from beatbus.processors.beat import backends_bench as bb  # noqa: E402
+from beatbus.lab.bench import backends as bb  # noqa: E402
 
 MEASURED = ("p50_us", "p99_us", "per_stream_us", "frames_per_s", "rt_streams")
 CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>

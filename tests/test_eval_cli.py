@@ -50,13 +50,13 @@ def corpus(tmp_path: Path) -> dict[str, Path]:
     ("beats", "text", "neither a folder nor an audio file"),
     ("beats", "bare", "no annotation song.beats next to it"),
     ("beats", "missing", "no such folder or file"),
-    ("beats", "broken", "cannot read audio"),
+    ("beats", "broken", "unsupported or corrupt audio file"),
     ("beats", "badann", "every line must be 'time' or 'time<TAB>beat_in_bar'"),
     ("sections", "empty", "no audio files with a .sections annotation"),
     ("sections", "text", "neither a folder nor an audio file"),
     ("sections", "bare", "no annotation song.sections next to it"),
     ("sections", "missing", "no such folder or file"),
-    ("sections", "broken", "corrupt audio"),
+    ("sections", "broken", "unsupported or corrupt audio file"),
     ("sections", "badann", "expected 'start<TAB>end<TAB>label'"),
 ])
 def test_bad_input_is_one_line_not_a_traceback(corpus, what, target, needle):
@@ -113,7 +113,7 @@ def test_eval_sections_scores_annotations_that_start_after_zero_and_have_gaps(tm
 
 
 def test_pad_reference_fills_the_lead_in_and_inner_gaps():
-    from beatbus.processors.structure.evaluate import pad_reference
+    from beatbus.lab.eval.sections import pad_reference
 
     ints, labs = pad_reference(np.array([[1.0, 4.0], [6.0, 9.0]]), ["Intro", "Verse"])
     assert ints.tolist() == [[0.0, 1.0], [1.0, 4.0], [4.0, 6.0], [6.0, 9.0]]

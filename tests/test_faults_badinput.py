@@ -21,7 +21,7 @@ from beatbus.runtime import run_services
 from beatbus.consumers.led import build_led_service
 from beatbus.consumers.terminal import TerminalConsumer
 from beatbus.consumers.trigger import load_trigger_config
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 from beatbus.consumers.trigger.service import TriggerService
 from beatbus.deploy.stream_metrics import StreamCollector
 from beatbus.processors.beat import BeatProcessor
@@ -146,7 +146,7 @@ def test_every_daemon_survives_garbage_on_every_stream_it_reads(bus, settings):
     # so there the four unreadable entries are refused and three well-formed ones skipped
     expected = {"audio": 7, "beats": 7, "sections": 7, "control": 4}
     for stream, ids in injected.items():
-        kind = stream.rsplit(":", 1)[1]
+        kind = keys.parse(stream)[1]
         dead = {d[1][b"origin_id"].decode() for d in bus.redis.xrange(keys.dead_letter(stream))}
         refused = [i for i in ids if i in dead]
         if kind in expected:

@@ -19,7 +19,7 @@ from beatbus import keys
 from beatbus.bus import Bus
 from beatbus.consumers.generate.jobqueue import GenerationQueue
 from beatbus.consumers.trigger import idempotency_key
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 from beatbus.deploy.rq_metrics import RqCollector
 from beatbus.schemas import AudioFrame, from_fields
 

@@ -29,7 +29,7 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from beatbus.consumers.generate.tiny import build_tiny_musicgen
+from beatbus.lab.doubles.tiny_models import build_tiny_musicgen
 
 from conftest import ROOT, free_port
 from generate_support import FakeHub, to_hf_cache

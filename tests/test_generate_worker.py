@@ -19,7 +19,7 @@ from beatbus.cli import main
 from beatbus.consumers.generate.jobqueue import GenerationQueue
 from beatbus.consumers.generate.spec import build_job, parse_params
 from beatbus.consumers.generate.storage import Store
-from beatbus.consumers.generate.tiny import build_tiny_musicgen
+from beatbus.lab.doubles.tiny_models import build_tiny_musicgen
 
 from conftest import ROOT, beatbus_cmd, free_port
 from generate_support import gen_config

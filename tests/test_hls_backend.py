@@ -49,7 +49,7 @@ def test_hls_backend_tracks_a_click_track(hls_env) -> None:
 
 def test_hls_backend_scores_on_a_real_song(hls_env) -> None:
     pytest.importorskip("mir_eval")
-    from beatbus.processors.beat.evaluate import evaluate_file
+    from beatbus.lab.eval.beats import evaluate_file
 
     # onset_weight=0: the kernel's own activations; with the spectral flux mixed in (the default) a
     # broken kernel still tracks this song (F 1.0 from the flux alone), so it would prove nothing.

@@ -14,7 +14,7 @@ from conftest import beatbus_cmd  # noqa: E402
 from hls_support import BEATS, shipped_project  # noqa: E402
 from beatbus.hls.backend import ensure_library  # noqa: E402
 from beatbus.hls.model import build_frame_model, load_qmodel  # noqa: E402
-from beatbus.hls.pipeline import audio_features, csim_vs_qkeras  # noqa: E402
+from beatbus.lab.train.hls import audio_features, csim_vs_qkeras  # noqa: E402
 from beatbus.hls.project import (BUILD_STAMP, STATE_PATCH_MARK, CsimLibrary, find_library, load_config,  # noqa: E402
                          write_project)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from beatbus.processors.intensity import IntensityFeatures, TempoChangeDetector, TransitionDetector
-from beatbus.processors.intensity.evaluate import detect_file, evaluate_dir, score_song
+from beatbus.lab.eval.intensity import detect_file, evaluate_dir, score_song
 
 from _synth_cache import load_truth, song
 from conftest import beatbus_cmd

@@ -1,6 +1,6 @@
 """Scale-out with real daemons: processors share sources through leases, trigger consumers share a group.
 
-Every process here is a real ``beatbus`` (or :mod:`deploy.loadgen`) subprocess against the
+Every process here is a real ``beatbus`` (or :mod:`lab.bench.loadgen`) subprocess against the
 embedded broker; the reference receiver is the test double of the error generator.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from beatbus import keys
 from beatbus.consumers.trigger import idempotency_key
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 
 from ops_support import Daemons, beat_event, beats, holders, metrics, owner, wait_until
 
@@ -41,7 +41,7 @@ def test_processors_share_sources_and_a_standby_takes_over_a_killed_one(bus, dae
     sources = [f"so-{i:03d}" for i in range(6)]
     p1 = daemons.start("processor-1", "process", "--sources", *sources[:3], **LEASES)
     p2 = daemons.start("processor-2", "process", "--sources", *sources[3:], **LEASES)
-    daemons.start("loadgen", "--sources", "6", "--prefix", "so", module="beatbus.deploy.loadgen", **LEASES)
+    daemons.start("loadgen", "--sources", "6", "--prefix", "so", module="beatbus.lab.bench.loadgen", **LEASES)
     want = {**{s: owner(p1) for s in sources[:3]}, **{s: owner(p2) for s in sources[3:]}}
     wait_until(lambda: holders(bus, sources) == want, 90, "the shards to be leased", daemons)
     standby = daemons.start("processor-3", "process", metrics=True, **LEASES)   # follows every live source
@@ -63,7 +63,7 @@ def test_processors_share_sources_and_a_standby_takes_over_a_killed_one(bus, dae
                          "beats from the new owner", daemons)
     print(f"\ntakeover {taken - killed:.2f} s after kill -9 (lease TTL {TTL} s); "
           f"beats on every taken source {resumed - killed:.2f} s after it")
-    # deploy.loadgen gives source i of 6 a click track at 90 + 12 i BPM: the new owner tracks that tempo
+    # lab.bench.loadgen gives source i of 6 a click track at 90 + 12 i BPM: the new owner tracks that tempo
     clicks = {s: 90.0 + 60.0 * i / (len(sources) - 1) for i, s in enumerate(sources)}
     taken_beats = {s: wait_until(lambda s=s: len(b := beats_after(bus, s, killed)) >= 4 and b, 30,
                                  f"four beats on {s} from the new owner", daemons) for s in sources[:3]}

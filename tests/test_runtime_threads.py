@@ -46,7 +46,8 @@ def test_run_click_stays_under_a_cpu_budget_in_the_default_environment(tmp_path)
 
 PROBE = """
 import sys
-from beatbus.cli import build_parser, cli_settings
+from beatbus.cli import build_parser
+from beatbus.commands import cli_settings
 cli_settings(build_parser().parse_args(["consume", "terminal", *sys.argv[1:]]))
 import threadpoolctl, torch
 blas = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]

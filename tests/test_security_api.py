@@ -19,7 +19,7 @@ from beatbus.config import load_settings
 from beatbus.errors import ConfigError
 from beatbus.consumers.generate.api import build_router
 from beatbus.consumers.trigger import load_trigger_config
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 
 from conftest import free_port
 from generate_support import context, encode, gen_config, offering, tone

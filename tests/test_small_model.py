@@ -7,10 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from beatbus.processors.beat.bda import BeatNetActivation  # noqa: E402
 from beatbus.processors.beat.processor import BeatProcessor  # noqa: E402
 from beatbus.processors.beat.tracker import BarTracker  # noqa: E402
 from beatbus.processors.beat.small import DEFAULT_CHECKPOINT, NumpySmall, SmallActivation, SmallNet, load_small  # noqa: E402
-from beatbus.processors.beat.train import frame_targets, train_small  # noqa: E402
+from beatbus.lab.train.beat_small import frame_targets, train_small  # noqa: E402
 from beatbus.producers import ClickSource  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def test_small_runs_with_the_generic_tracker_settings_not_beatnets() -> None:
     # BeatNet's steadier tempo and narrow non-beat share made `small` lock onto wrong phases
     # (dev-set F 0.57 against 0.72); tests/test_beat_gates.py holds the F floor, this names the cause.
     tracker = small_processor().tracker
-    beatnet = BeatProcessor.TRACKER_DEFAULTS["beatnet"]
+    beatnet = BeatNetActivation.tracker_settings
     assert tracker.transition_lambda != beatnet["transition_lambda"]
     assert tracker.observation_lambda != beatnet["observation_lambda"]
     assert (tracker.transition_lambda, tracker.observation_lambda) == (BarTracker.TRANSITION_LAMBDA, BarTracker.OBSERVATION_LAMBDA)
@@ -105,15 +106,15 @@ def test_batched_streams_match_one_at_a_time() -> None:
     rng = np.random.default_rng(4)
     feats = [rng.random((n, 272)).astype(np.float32) for n in (5, 1, 3)]
     acts = [SmallActivation(net=net) for _ in feats]
-    batched = SmallActivation._infer_many(acts, feats)
+    batched = SmallActivation.infer_many(acts, feats)
     for f, got in zip(feats, batched):
         single = SmallActivation(net=net)
-        np.testing.assert_allclose(got, SmallActivation._infer_many([single], [f])[0], atol=1e-12)
+        np.testing.assert_allclose(got, SmallActivation.infer_many([single], [f])[0], atol=1e-12)
     assert acts[0].batch_key == acts[1].batch_key
 
 
 def test_augmented_copies_are_seeded_and_keep_the_beats_on_the_onsets() -> None:
-    from beatbus.processors.beat.train import augment_audio
+    from beatbus.lab.train.beat_small import augment_audio
 
     sr, bpm = 22050, 120
     clicks = ClickSource(bpm, sr=sr, hop=441, realtime=False, duration=8.0)

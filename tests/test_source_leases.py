@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from beatbus import keys
+from beatbus.audio_stage import AudioStreamService
 from beatbus.config import load_settings
 from beatbus.leases import SourceLeases
 from beatbus.metrics import MALFORMED
-from beatbus.processors.audio_service import AudioStreamService
 from beatbus.processors.beat.processor import BeatProcessor
 from beatbus.processors.service import BeatService
 from beatbus.schemas import AudioFrame, StreamEnd, float_to_pcm

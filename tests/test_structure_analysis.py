@@ -4,7 +4,7 @@ import pytest
 
 from beatbus.processors.structure import (OnlineStructure, Segment, analyze_sections, analyze_structure, label_segments,
                                   section_at)
-from beatbus.processors.structure.evaluate import functional_label, load_reference, run_online, score
+from beatbus.lab.eval.sections import functional_label, load_reference, run_online, score
 from beatbus.processors.structure.features import FrameFeatures, beat_sync
 from beatbus.processors.structure.grid import estimate_tempo
 from beatbus.processors.structure.segment import novelty, pick_peaks, similarity
@@ -138,9 +138,9 @@ def test_offline_finds_and_labels_the_sections_of_a_synthetic_song(pop):
 
 # -- online analysis --------------------------------------------------------------------
 def test_online_confirms_boundaries_within_four_bars_and_revises_labels(pop):
-    from beatbus.processors.structure.offline import load_mono
+    from beatbus.audio import load_audio
 
-    y = load_mono(pop.audio)
+    y = load_audio(pop.audio, sr=SR)
     beats = np.loadtxt(pop.beats)
     ana, updates = run_online(y, beats=beats)
     ref_int, ref_lab = load_reference(pop.sections)
@@ -157,9 +157,9 @@ def test_online_confirms_boundaries_within_four_bars_and_revises_labels(pop):
 
 
 def test_online_stream_joined_mid_song(pop):
-    from beatbus.processors.structure.offline import load_mono
+    from beatbus.audio import load_audio
 
-    y = load_mono(pop.audio)[int(14.4 * SR):]             # from the first chorus on
+    y = load_audio(pop.audio, sr=SR)[int(14.4 * SR):]             # from the first chorus on
     ana, updates = run_online(y)
     assert updates and ana.sections[0]["label"] != "intro"
     assert len(ana.sections) >= 3
@@ -200,9 +200,9 @@ def test_functional_label_mapping():
 
 
 def test_a_long_stream_runs_in_bounded_memory(pop):
-    from beatbus.processors.structure.offline import load_mono
+    from beatbus.audio import load_audio
 
-    y = load_mono(pop.audio)
+    y = load_audio(pop.audio, sr=SR)
     ana = OnlineStructure(history_beats=64)
     confirmed = 0
     for _ in range(3):                                        # the song three times over

@@ -8,7 +8,7 @@ import pytest
 
 from beatbus import keys
 from beatbus.runtime import run_services
-from beatbus.processors.structure.evaluate import KEYS, main as eval_main
+from beatbus.lab.eval.sections import KEYS, main as eval_main
 from beatbus.processors.structure.service import StructureService
 from beatbus.producers import FileSource
 from beatbus.producers.publisher import Publisher

@@ -1,5 +1,4 @@
 """Synthetic songs: plans, exact beat/section annotations, FluidSynth rendering, the CLI."""
-import argparse
 import hashlib
 import json
 
@@ -7,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from beatbus.cli import build_parser
 from beatbus.errors import ConfigError
-from beatbus.producers.synth import (Section, SongPlan, beat_grid, random_plan, render_offset, render_song,
-                             section_times, transitions)
-from beatbus.producers.synth import cli as synth_cli
+from beatbus.lab.synth import (Section, SongPlan, beat_grid, random_plan, render_offset, render_song,
+                               section_times, transitions)
 
 from _synth_cache import PLANS, load_truth, song
 
@@ -163,15 +162,9 @@ def test_same_seed_same_song(tmp_path):
 
 
 # -- CLI -------------------------------------------------------------------------------
-def _parser():
-    p = argparse.ArgumentParser(prog="beatbus")
-    synth_cli.register({"top": p.add_subparsers(dest="command", required=True)})
-    return p
-
-
 def test_cli_synth_songs_renders_a_reproducible_batch(tmp_path, capsys):
-    args = _parser().parse_args(["synth", "songs", str(tmp_path), "--count", "1", "--seed", "11", "--meters", "4",
-                                 "--tempo-range", "170,190", "--duration-range", "20,30"])
+    args = build_parser().parse_args(["synth", "songs", str(tmp_path), "--count", "1", "--seed", "11", "--meters", "4",
+                                      "--tempo-range", "170,190", "--duration-range", "20,30"])
     assert args.func(args) == 0
     out = capsys.readouterr().out.split()
     assert len(out) == 1 and out[0].endswith("synth_11_0000.flac")
@@ -185,6 +178,6 @@ def test_cli_synth_songs_renders_a_reproducible_batch(tmp_path, capsys):
     (["--meters", "5"], "meters"), (["--count", "0"], "count"), (["--tempo-changes", "2"], "--tempo-changes"),
 ])
 def test_cli_synth_bad_options_are_config_errors(tmp_path, argv, needle):
-    args = _parser().parse_args(["synth", "songs", str(tmp_path), *argv])
+    args = build_parser().parse_args(["synth", "songs", str(tmp_path), *argv])
     with pytest.raises(ConfigError, match=needle):
         args.func(args)

@@ -15,7 +15,7 @@ from beatbus.runtime import run_services
 from beatbus.keys import trigger_dedup as dedup_key
 from beatbus.consumers.trigger import TriggerService, load_trigger_config
 from beatbus.consumers.trigger.delivery import BreakerState
-from beatbus.consumers.trigger.receiver import ReferenceReceiver
+from beatbus.lab.doubles.error_generator import ReferenceReceiver
 from beatbus.schemas import BeatEvent, SectionEvent
 
 SRC = "tsrc"

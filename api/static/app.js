@@ -222,11 +222,16 @@ function drawLed() {
 }
 
 // -- controls ---------------------------------------------------------------------------
-async function sendControl(doc) {
-  try {
-    const r = await postJSON(`/api/sources/${encodeURIComponent(st.source)}/control`, doc);
-    say($("control-result"), `sent ${Object.keys(doc).join(", ")} → ${r.id}`);
-  } catch (err) { say($("control-result"), err.message, true); }
+// One at a time, in order: concurrent POSTs can reach the bus out of order (a slider moved by
+// three key presses could leave the consumers on its second value, not its last).
+let controlsSent = Promise.resolve();
+function sendControl(doc) {
+  controlsSent = controlsSent.then(async () => {
+    try {
+      const r = await postJSON(`/api/sources/${encodeURIComponent(st.source)}/control`, doc);
+      say($("control-result"), `sent ${Object.keys(doc).join(", ")} → ${r.id}`);
+    } catch (err) { say($("control-result"), err.message, true); }
+  });
 }
 function onControl(ev) {
   if (ev.sensitivity != null) { $("sensitivity").value = ev.sensitivity; $("sensitivity-out").textContent = ev.sensitivity.toFixed(2); }

@@ -13,7 +13,7 @@ Modules: :mod:`.config` (GenerateConfig), :mod:`.spec` (parameters, GenerationJo
 :mod:`.service` (the consumer daemon), :mod:`.jobqueue` (enqueue, status, sweep),
 :mod:`.jobs` (rq job functions), :mod:`.worker` (``beatbus worker``), :mod:`.backends`
 (musicgen, lstm, audiocraft), :mod:`.clap`, :mod:`.audio` (decode, BS.1770 loudness),
-:mod:`.storage`, :mod:`.api`, :mod:`.tiny` (tiny test models), :mod:`.bench`, :mod:`.cli`.
+:mod:`.storage`, :mod:`.api`, :mod:`.cli`.
 
 Names are imported lazily: ``beatbus --help`` loads this package and must stay fast.
 """

@@ -14,30 +14,16 @@ import math
 
 import numpy as np
 import soundfile as sf
-import soxr
 from scipy.signal import lfilter
 
-from beatbus.processors.intensity.kweight import k_weighting
+from beatbus.audio import to_mono
+from beatbus.kweight import k_weighting
 
 from .errors import InvalidRequest, TooLarge, UnsupportedAudio
 
-__all__ = ["decode_audio", "to_mono", "resample", "integrated_loudness", "normalize_loudness", "wav_bytes",
-           "AUDIO_FORMATS"]
+__all__ = ["decode_audio", "integrated_loudness", "normalize_loudness", "wav_bytes", "AUDIO_FORMATS"]
 
 AUDIO_FORMATS = ("WAV", "FLAC", "OGG", "MP3", "AIFF", "W64", "RF64", "CAF")
-
-
-def to_mono(x: np.ndarray) -> np.ndarray:
-    """(n,) or (n, channels) -> float32 (n,)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x.mean(axis=1) if x.ndim == 2 else x
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling (soxr HQ); a no-op when the rates match."""
-    if sr_in == sr_out or len(x) == 0:
-        return np.asarray(x, dtype=np.float32)
-    return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
 def decode_audio(data: bytes, *, max_seconds: float, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:

@@ -16,7 +16,8 @@ import threading
 
 import numpy as np
 
-from .audio import resample
+from beatbus.audio import resample
+
 from .errors import InvalidRequest, NotFound
 from .models import from_pretrained, torch_device
 from .storage import Store

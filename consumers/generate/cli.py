@@ -5,7 +5,6 @@
 - ``beatbus generate musicgen|lstm``: one piece, queued and waited for, or ``--local``.
 - ``beatbus generate submit|status``: queue a job from parameters / read a job's status.
 - ``beatbus generate train-lstm`` (also ``beatbus train lstm``): train the LSTM composer.
-- ``beatbus bench generate``: job overhead, MusicGen steps/s and RTF, LSTM tokens/s.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from beatbus.cli import add_common_options, cli_settings, connect, subcommands
+from beatbus.commands import add_common_options, cli_settings, connect, subcommands
 from beatbus.errors import ConfigError
 
 from .config import DESCRIPTIONS
@@ -263,15 +262,6 @@ def cmd_train_lstm(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_generate(args: argparse.Namespace) -> int:
-    from beatbus.log import setup_logging
-
-    from .bench import bench_generate
-
-    setup_logging("warning")
-    return bench_generate(jobs=args.jobs, small=args.small, seconds=args.seconds, json_path=args.json)
-
-
 # -- registration ---------------------------------------------------------------------
 def _piece_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--prompt", help="text prompt (conditioning words are appended)")
@@ -317,7 +307,7 @@ def register(commands: dict) -> None:
     _gen_options(w)
     w.set_defaults(func=cmd_worker)
 
-    c = commands["consume"].add_parser("generate", help="queue generation jobs from the live stream (daemon)")
+    c = subcommands(commands, "consume", "consumer daemons").add_parser("generate", help="queue generation jobs from the live stream (daemon)")
     c.add_argument("--sources", nargs="*", help="sources to serve (default: every live source)")
     c.add_argument("--policy", choices=["section", "bars", "api"], help=DESCRIPTIONS["policy"])
     c.add_argument("--every-bars", dest="every_bars", type=int, help=DESCRIPTIONS["every_bars"])
@@ -379,11 +369,3 @@ def register(commands: dict) -> None:
     train_options(gen.add_parser("train-lstm", help="train the LSTM composer on MIDI or the Bach chorales"))
     train_options(subcommands(commands, "train", "train models").add_parser(
         "lstm", help="train the LSTM composer (same as `beatbus generate train-lstm`)"))
-
-    bench = subcommands(commands, "bench", "benchmarks")
-    bg = bench.add_parser("generate", help="job overhead, MusicGen steps/s and RTF, LSTM tokens/s (CPU)")
-    bg.add_argument("--jobs", type=int, default=30, help="no-op jobs for the queue round-trip latency")
-    bg.add_argument("--small", action="store_true", help="also time the full musicgen-small architecture")
-    bg.add_argument("--seconds", type=float, default=2.0, help="audio seconds per MusicGen timing")
-    bg.add_argument("--json", help="also write results to this file")
-    bg.set_defaults(func=cmd_bench_generate)

@@ -39,8 +39,8 @@ class Conditioning(msgspec.Struct, kw_only=True):
 
 
 def _latest(bus: Bus, stream: str, kind: type, count: int = 8):
-    for entry_id, fields in bus.redis.xrevrange(stream, count=count):
-        ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
+    for entry_id, fields in bus.newest(stream, count):
+        ev = bus.decode(stream, entry_id, fields, Event)
         if isinstance(ev, kind):
             return ev
     return None
@@ -66,20 +66,17 @@ def capture_audio(bus: Bus, source: str, seconds: float, *, batch: int = 200) ->
     frames: list[AudioFrame] = []
     have, sr, upper = 0, 0, "+"
     while have < seconds * max(sr, 1) or sr == 0:
-        entries = bus.redis.xrevrange(stream, max=upper, count=batch)
+        entries = bus.newest(stream, batch, upper=upper)
         if not entries:
             break
         for entry_id, fields in entries:
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             ev = bus.decode(stream, entry_id, fields, Event)
             if isinstance(ev, AudioFrame):
                 sr = sr or ev.sr
                 if ev.sr == sr:
                     frames.append(ev)
                     have += ev.n_samples
-        last = entries[-1][0]
-        last = last.decode() if isinstance(last, bytes) else last
-        upper = "(" + last
+        upper = "(" + entries[-1][0]
         if len(entries) < batch or (sr and have >= seconds * sr):
             break
     if not frames:

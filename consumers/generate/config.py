@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from beatbus import keys
 from beatbus.config import layered, state_dir
 from beatbus.errors import ConfigError
 
@@ -39,7 +40,7 @@ _ENV_ALIASES = {"musicgen_model": "BEATBUS_MUSICGEN_MODEL", "musicgen_melody_mod
 
 class GenerateConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     state_dir: str = ""
-    queue: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "beatbus-generate"
+    queue: Annotated[str, M(pattern=keys.NAME_PATTERN)] = "beatbus-generate"
     policy: Literal["section", "bars", "api"] = "section"
     section_labels: list[Literal["intro", "verse", "chorus", "bridge", "outro"]] = \
         msgspec.field(default_factory=lambda: ["chorus", "bridge"])

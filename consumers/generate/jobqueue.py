@@ -61,7 +61,8 @@ class GenerationQueue:
     Parameters
     ----------
     connection : redis.Redis
-        A client without ``decode_responses`` (a Bus's ``.redis`` works).
+        A client without ``decode_responses`` (a Bus's ``.redis`` works): rq keeps its own keys
+        and takes a client, so the queue, unlike the stream stages, does not go through the Bus.
     """
 
     def __init__(self, connection: redis.Redis, config: GenerateConfig, *, store: Store | None = None):

@@ -29,7 +29,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from beatbus.bus import Bus
+from beatbus.bus import BROKER_ERRORS, Bus
 from beatbus.config import Settings, load_settings
 from beatbus.errors import BrokerError
 from beatbus.log import get_logger
@@ -274,7 +274,7 @@ def generate_local(spec: GenerationJob, ctx: WorkerContext) -> tuple[dict, dict]
 # -- failures ---------------------------------------------------------------------------------
 def is_transient(exc: BaseException) -> bool:
     """Whether a retry may succeed: broker blips, CUDA OOM, temporary OS errors."""
-    if isinstance(exc, (TransientError, BrokerError, redis.ConnectionError, redis.TimeoutError)):
+    if isinstance(exc, (TransientError, BrokerError, *BROKER_ERRORS)):
         return True
     if type(exc).__name__ in ("OutOfMemoryError", "AbandonedJobError"):
         return True

@@ -26,13 +26,12 @@ import itertools
 import threading
 
 from beatbus import keys
-from beatbus.bus import Backoff, Bus, Reader, guarded
+from beatbus.bus import Backoff, Bus, EventReader, guarded
 from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
-from beatbus.runtime import Service
-from beatbus.producers.publisher import instance_id
-from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent
+from beatbus.runtime import Service, instance_id
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
 
 from .conditioning import Conditioning, capture_audio, estimate_key
 from .config import GenerateConfig
@@ -45,8 +44,6 @@ from .spec import GenerateParams, build_job, new_id
 from .storage import Store
 
 __all__ = ["GenerationService", "capture_conditioning"]
-
-ROLE = "generate"   # lease role: one policy instance per source
 
 log = get_logger("generate.service")
 _instances = itertools.count()
@@ -71,12 +68,12 @@ class GenerationService(Service):
         self.store = store or Store(config.state_path)
         self.queue = queue or GenerationQueue(bus.redis, config, store=self.store)
         self.policy = GenerationPolicy(mode=config.policy, labels=config.section_labels, every_bars=config.every_bars)
-        self.owner = f"{instance_id(ROLE)}:{next(_instances)}"
-        self.leases = SourceLeases(bus, ROLE, self.owner, ttl=settings.lease_ttl, heartbeat=settings.heartbeat,
-                                   fixed=sources)
-        self.reader = Reader(bus, [], block_ms=settings.block_ms)
+        self.owner = f"{instance_id(keys.Role.GENERATE)}:{next(_instances)}"
+        self.leases = SourceLeases(bus, keys.Role.GENERATE, self.owner, ttl=settings.lease_ttl,
+                                   heartbeat=settings.heartbeat, fixed=sources)
         self.queued: list[tuple[str, str]] = []          # (source, job id), for tests and logs
         self._backoff = Backoff()
+        self.events = EventReader(bus, block_ms=settings.block_ms, backoff=self._backoff)
         self._no_worker = False                          # said once per change, not per trigger
 
     # -- sources and ownership ------------------------------------------------------
@@ -86,10 +83,11 @@ class GenerationService(Service):
         if not self.leases.due():
             return
         self.leases.scan()
+        reader = self.events.open()
         for name in self.leases.live:
             for kind in _KINDS:
-                if keys.stream(name, kind) not in self.reader.ids:
-                    self.reader.add(keys.stream(name, kind))
+                if keys.stream(name, kind) not in reader.ids:
+                    reader.add(keys.stream(name, kind))
 
     def owns(self, source: str) -> bool:
         """Whether this instance holds the source's lease, asked of the broker (another may have
@@ -102,15 +100,10 @@ class GenerationService(Service):
         guarded(self._manage, backoff=self._backoff, stop=None, what="generate sources", default=None)
 
     def step(self, stop: threading.Event) -> bool:
-        def read():
-            self._manage()
-            return self.reader.read(count=200)
-
         # XREAD groups a batch by stream (ids do not order entries across streams), so the whole
         # batch updates the state first and its triggers fire after, with the newest conditioning.
         triggers = []
-        for stream, entry_id, fields in guarded(read, backoff=self._backoff, stop=stop, what="read events"):
-            ev = self.bus.decode(stream, entry_id, fields, Event)
+        for _stream, _entry_id, ev in self.events.read(stop, count=200, before=self._manage):
             trigger = None
             if isinstance(ev, BeatEvent):
                 trigger = self.policy.on_beat(ev)

@@ -31,6 +31,8 @@ import numpy as np
 import orjson
 import soundfile as sf
 
+from beatbus.audio import read_audio
+
 from .errors import InvalidRequest, NotFound, StorageFull
 from .spec import ID_RE, new_id
 
@@ -143,8 +145,7 @@ class Store:
         path = self.upload_dir(audio_id) / "audio.flac"
         if not path.exists():
             raise NotFound(f"no uploaded audio with id {audio_id}")
-        x, sr = sf.read(path, dtype="float32")
-        return x, int(sr)
+        return read_audio(path)
 
     def save_embedding(self, audio_id: str, vector: np.ndarray, *, model: str) -> None:
         d = self.upload_dir(audio_id)

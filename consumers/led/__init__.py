@@ -4,7 +4,7 @@ Layout: ``state`` (beat grid and levels from events), ``effects/`` (one effect p
 one registry), ``outputs/`` (one protocol per file), ``render`` (per-device fixed-rate
 loop with frames on predicted beats), ``timing`` (latency/offset, onset gate, tap
 calibration), ``config`` (URLs, TOML, validation), ``service`` (the daemon),
-``cli`` (``beatbus consume led``, ``beatbus bench led-timing|led-render``), ``bench``.
+``cli`` (``beatbus consume led``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``beatbus consume led`` and ``beatbus bench led-timing | led-render``."""
+"""``beatbus consume led``."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,8 @@ import threading
 
 from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
-from beatbus.log import setup_logging
 
-__all__ = ["register", "cmd_consume_led", "cmd_bench_led_timing", "cmd_bench_led_render", "parse_params",
-           "serve_preview_dashboard"]
+__all__ = ["register", "cmd_consume_led", "parse_params", "serve_preview_dashboard"]
 
 DASHBOARD_PORT = 8000           # `beatbus api`'s default; another free port when it is taken
 
@@ -30,7 +28,7 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def _settings(args: argparse.Namespace):
     """beatbus settings, and the config file whose ``[led]`` table describes the devices."""
-    from beatbus.cli import cli_settings
+    from beatbus.commands import cli_settings
 
     return cli_settings(args), args.config or os.environ.get("BEATBUS_CONFIG")
 
@@ -82,7 +80,7 @@ def serve_preview_dashboard(bus, settings, devices):
 
 
 def cmd_consume_led(args: argparse.Namespace) -> int:
-    from beatbus.cli import connect
+    from beatbus.commands import connect
     from beatbus.runtime import run_services
 
     from .service import LedService, plan_led
@@ -107,29 +105,13 @@ def cmd_consume_led(args: argparse.Namespace) -> int:
                       f"(use --offset-ms {svc.timing.offset_s * 1000:.0f})", file=sys.stderr)
 
 
-def cmd_bench_led_timing(args: argparse.Namespace) -> int:
-    from .bench import bench_led_timing
-
-    setup_logging("warning")
-    return bench_led_timing(args.files, backend=args.backend, effect=args.effect, fps=args.fps,
-                            json_path=args.json)
-
-
-def cmd_bench_led_render(args: argparse.Namespace) -> int:
-    from .bench import bench_led_render
-
-    setup_logging("warning")
-    return bench_led_render(pixels=args.pixels, fps=args.fps, seconds=args.seconds, effects=args.effect,
-                            json_path=args.json)
-
-
 def register(commands: dict) -> None:
-    """Add ``consume led`` and the LED benchmarks to the ``beatbus`` parser."""
-    from beatbus.cli import BACKENDS, add_common_options, subcommands
+    """Add ``consume led`` to the ``beatbus`` parser."""
+    from beatbus.commands import add_common_options, subcommands
 
     from .service import CHECK_MODES
 
-    p = commands["consume"].add_parser(
+    p = subcommands(commands, "consume", "consumer daemons").add_parser(
         "led", help="drive LED strips on the beat (DDP, sACN, Art-Net, OPC, WLED UDP, terminal, web)",
         description="Render beat-synced effects to LED devices. Output URLs: ddp://HOST[:PORT], "
                     "sacn://HOST?universe=1, artnet://HOST?universe=0, opc://HOST:7890, "
@@ -156,19 +138,3 @@ def register(commands: dict) -> None:
     p.add_argument("--list-effects", action="store_true", help="list effects and their parameters")
     add_common_options(p)
     p.set_defaults(func=cmd_consume_led)
-
-    sub = subcommands(commands, "bench", "benchmarks")
-    t = sub.add_parser("led-timing", help="flash timing vs annotated beats, real time through the real pipeline")
-    t.add_argument("files", nargs="+", metavar="FILE", help="audio files with a .beats annotation beside them")
-    t.add_argument("--backend", choices=BACKENDS, default="dsp")
-    t.add_argument("--effect", default="beat_flash")
-    t.add_argument("--fps", type=float, default=60.0)
-    t.add_argument("--json", metavar="OUT", help="also write results to this file")
-    t.set_defaults(func=cmd_bench_led_timing)
-    r = sub.add_parser("led-render", help="render + encode CPU and send jitter per effect")
-    r.add_argument("--pixels", type=int, default=1000)
-    r.add_argument("--fps", type=float, default=60.0)
-    r.add_argument("--seconds", type=float, default=5.0, help="per effect")
-    r.add_argument("--effect", action="append", help="effects to measure (default: all)")
-    r.add_argument("--json", metavar="OUT", help="also write results to this file")
-    r.set_defaults(func=cmd_bench_led_render)

@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
+from beatbus import keys
 from beatbus.config import stage_table
 from beatbus.errors import ConfigError
 
@@ -80,7 +81,7 @@ class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class LedConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Global LED settings plus the device list."""
-    source: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    source: Annotated[str, M(pattern=keys.NAME_PATTERN)] | None = None
     effect: str = "beat_flash"
     effect_config: dict[str, Any] = {}
     ambient_effect: str = "ambient"

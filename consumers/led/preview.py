@@ -64,7 +64,7 @@ class PreviewRelay:
         self._thread.join(timeout)
         names = [r.device.name for r in self.runners]
         try:
-            pipe = self.bus.redis.pipeline(transaction=False)
+            pipe = self.bus.pipeline()
             pipe.zrem(keys.LED_DEVICES, *names)
             pipe.hdel(keys.LED_DEVICE_INFO, *names)
             pipe.delete(*[keys.led_frames(n) for n in names])
@@ -86,7 +86,9 @@ class PreviewRelay:
         while not self._stop.is_set():
             now = time.monotonic()
             try:
-                pipe = self.bus.redis.pipeline(transaction=False)
+                # the device registry, watch flags and frames are the preview's own keys (only the
+                # API's dashboard reads them), so the relay writes and reads them with plain commands
+                pipe = self.bus.pipeline()
                 if now >= next_heartbeat:
                     wall = time.time()
                     pipe.zadd(keys.LED_DEVICES, {r.device.name: wall for r in self.runners})

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import msgspec
-import orjson
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
@@ -30,7 +29,6 @@ from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
 from beatbus.runtime import Service
-from beatbus.processors.service import ROLE as PROCESSOR_ROLE
 from beatbus.schemas import BeatEvent, ControlEvent, Event, StreamEnd
 
 from .config import Device, LedConfig, check_reachable, load_led_toml, resolve_devices
@@ -177,7 +175,7 @@ class LedService(Service):
         if now < self._next_lease_check:
             return
         self._next_lease_check = now + LEASE_CHECK_S
-        self.state.set_processor_alive(bool(self.bus.redis.exists(keys.lease(self.source, PROCESSOR_ROLE))))
+        self.state.set_processor_alive(self.bus.holders([keys.lease(self.source, keys.Role.BEAT)])[0] is not None)
 
     def step(self, stop: threading.Event) -> bool:
         for r in self.runners:
@@ -212,14 +210,7 @@ class LedService(Service):
         return not (ended and self.exit_on_end)
 
     def _control(self, stream: str, entry_id: str, fields: dict) -> None:
-        data = fields.get(b"d", fields.get("d", b""))
-        try:
-            kind = orjson.loads(data).get("type")
-        except (orjson.JSONDecodeError, AttributeError):
-            kind = "control"                   # unreadable: let decode dead-letter it
-        if kind != "control":
-            return                             # another stage's message
-        ev = self.bus.decode(stream, entry_id, fields, ControlEvent)
+        ev = self.bus.decode(stream, entry_id, fields, ControlEvent, shared=True)   # others' messages skipped
         if ev is None:
             return
         if ev.led_offset_ms is not None:

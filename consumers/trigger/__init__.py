@@ -7,8 +7,8 @@
 
 Modules: :mod:`.patterns` (section -> pattern -> firing rule, as data), :mod:`.config`
 (``TriggerConfig``), :mod:`.delivery` (HTTP client, retries, circuit breaker),
-:mod:`.service` (the daemon), :mod:`.receiver` (a test double of the Go error generator),
-:mod:`.bench` and :mod:`.cli`.
+:mod:`.service` (the daemon) and :mod:`.cli`. Its test double (the reference receiver) and
+benchmark are in :mod:`beatbus.lab`.
 """
 from .config import TriggerConfig, load_trigger_config
 from .delivery import CircuitBreaker, Delivery, DeliveryThread, Outcome, Result, Trigger

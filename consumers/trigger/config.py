@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from beatbus import keys
 from beatbus.config import layered
 from beatbus.deprecation import deprecated
 from beatbus.errors import ConfigError
@@ -60,7 +61,7 @@ class TriggerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     breaker_failures: Annotated[int, M(ge=1, le=1000)] = 5
     breaker_reset: Annotated[float, M(ge=0.05, le=600.0)] = 2.0
     dedup_ttl: Annotated[float, M(ge=1.0, le=7 * 86400.0)] = 3600.0
-    group: Annotated[str, M(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "trigger"
+    group: Annotated[str, M(pattern=keys.NAME_PATTERN)] = "trigger"
     sections: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_SECTIONS))
     patterns: dict[str, Rule] = msgspec.field(default_factory=lambda: dict(DEFAULT_PATTERNS))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
+from beatbus.bus import Backoff
 from beatbus.log import get_logger
 from beatbus.metrics import owned_by, publish_role
 
@@ -190,10 +190,6 @@ class Delivery:
         if self._client is not None:
             await self._client.aclose()
 
-    def _backoff(self, attempt: int) -> float:
-        # the same full-jitter law as beatbus.bus.Backoff, but awaited instead of slept
-        return random.uniform(0, min(self.config.backoff_cap, self.config.backoff_base * 2 ** attempt))
-
     async def deliver(self, trigger: Trigger) -> Result:
         """Send one trigger; returns its final :class:`Result` (never raises for HTTP trouble)."""
         wait = trigger.due - time.time()
@@ -204,6 +200,7 @@ class Delivery:
 
     async def _attempts(self, trigger: Trigger) -> Result:
         status, error = None, ""
+        backoff = Backoff(base=self.config.backoff_base, cap=self.config.backoff_cap)
         for attempt in range(self.config.retries + 1):
             if time.time() - trigger.due > self.config.max_age:
                 return Result(Outcome.STALE, status, attempt, error)
@@ -229,7 +226,7 @@ class Delivery:
                     return Result(outcome, status, attempt + 1)
                 self.breaker.failure()
             if attempt < self.config.retries:
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(backoff.delay())     # awaited: the loop serves other triggers
         return Result(Outcome.FAILED, status, self.config.retries + 1, error)
 
 

@@ -30,8 +30,7 @@ from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Group, Reader, note_reconne
 from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
-from beatbus.runtime import Service
-from beatbus.producers.publisher import instance_id
+from beatbus.runtime import Service, instance_id
 from beatbus.schemas import BeatEvent, Event, SectionEvent, TriggerRequest, encode
 
 from .config import TriggerConfig, check_url, load_trigger_config
@@ -118,7 +117,7 @@ class TriggerService(Service):
         self.bus, self.settings, self.config = bus, settings, config
         self.book: PatternBook = config.book()
         self.fixed = [keys.check_source(s) for s in sources] if sources else None
-        self.consumer = f"{instance_id('trigger')}:{next(_instances)}"
+        self.consumer = f"{instance_id(keys.Role.TRIGGER)}:{next(_instances)}"
         self._own_delivery = delivery is None
         self.delivery = delivery
         self.sources: dict[str, _Source] = {}
@@ -154,9 +153,9 @@ class TriggerService(Service):
         group = Group(self.bus, beats, self.config.group, self.consumer, max_deliveries=self.settings.max_deliveries,
                       claim_idle_ms=self.settings.claim_idle_ms, block_ms=self.settings.block_ms, start="$")
         if not self.resume:
-            self.bus.redis.xgroup_setid(beats, self.config.group, "$")
+            group.seek("$")
         src = _Source(name, group)
-        for entry_id, fields in reversed(self.bus.redis.xrevrange(sections, count=_SECTION_HISTORY)):
+        for entry_id, fields in reversed(self.bus.newest(sections, _SECTION_HISTORY)):
             ev = self.bus.decode(sections, entry_id, fields, Event)
             if isinstance(ev, SectionEvent):
                 src.note_section(ev)
@@ -182,7 +181,8 @@ class TriggerService(Service):
         if not self.sources:
             time.sleep(self.settings.block_ms / 1000)
             return []
-        # One XREADGROUP over every source: a per-stream Group.read would block once per source.
+        # One XREADGROUP over every source: a per-stream Group.read would block once per source
+        # (only the trigger reads one group across streams, so it calls the client itself).
         streams = {src.group.stream: ">" for src in self.sources.values()}
         reply = self.bus.redis.xreadgroup(self.config.group, self.consumer, streams, count=200,
                                           block=self.settings.block_ms)
@@ -218,7 +218,7 @@ class TriggerService(Service):
             return True
         for stream, entry_id, fields in section_entries:
             ev = self.bus.decode(stream, entry_id, fields, Event)
-            src = self.sources.get(_source_of(stream))
+            src = self.sources.get(keys.source_of(stream))
             if isinstance(ev, SectionEvent) and src is not None:
                 src.note_section(ev)
         if entries:
@@ -235,7 +235,7 @@ class TriggerService(Service):
         done: dict[str, list[str]] = {}       # stream -> entry ids to ack now
         batch: list[tuple[str, str, list[Trigger]]] = []
         for stream, entry_id, fields in entries:
-            src = self.sources.get(_source_of(stream))
+            src = self.sources.get(keys.source_of(stream))
             ev = self.bus.decode(stream, entry_id, fields, Event)   # malformed: dead-lettered
             if src is None or not isinstance(ev, BeatEvent):
                 done.setdefault(stream, []).append(entry_id)
@@ -255,9 +255,10 @@ class TriggerService(Service):
             else:
                 done.setdefault(stream, []).append(entry_id)
         if batch:
-            pipe = self.bus.redis.pipeline(transaction=False)
+            # the dedup claims are the trigger's own (SET NX per trigger), batched in one round trip
+            pipe = self.bus.pipeline()
             for stream, entry_id, triggers in batch:
-                src_name = _source_of(stream)
+                src_name = keys.source_of(stream)
                 for t in triggers:
                     n = int(t.key.rsplit(":", 1)[1])
                     pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True, px=self._claim_ttl_ms)
@@ -300,10 +301,10 @@ class TriggerService(Service):
         items, self._unsettled = self._unsettled, []
         done: dict[str, list[str]] = {}
         try:
-            pipe = self.bus.redis.pipeline(transaction=False)
+            pipe = self.bus.pipeline()
             for stream, entry_id, trigger, result in items:
                 n = int(trigger.key.rsplit(":", 1)[1])
-                k = keys.trigger_dedup(_source_of(stream), entry_id, n)
+                k = keys.trigger_dedup(keys.source_of(stream), entry_id, n)
                 if result.outcome.reached_receiver:
                     pipe.set(k, "done", ex=int(self.config.dedup_ttl))
                 else:
@@ -330,7 +331,7 @@ class TriggerService(Service):
 
     def _ack(self, done: dict[str, list[str]]) -> None:
         for stream, ids in done.items():
-            src = self.sources.get(_source_of(stream))
+            src = self.sources.get(keys.source_of(stream))
             if src is not None and ids:
                 src.group.ack(*ids)
 
@@ -344,11 +345,6 @@ class TriggerService(Service):
         if self._own_delivery:
             self.delivery.close(timeout=0.5)
         self._settle()
-
-
-def _source_of(stream: str) -> str:
-    """``bb:{src}:beats`` -> ``src``."""
-    return stream.split("{", 1)[1].split("}", 1)[0]
 
 
 def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = None, sources: list[str] | None = None,

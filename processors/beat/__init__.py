@@ -5,8 +5,11 @@ Public names
 Beat
     One tracked beat (frozen dataclass; stream times in seconds).
 BeatProcessor
-    ``BeatProcessor(*, backend="dsp"|"beatnet"|"small", sr=22050, device="cpu", **tracker_kwargs)``;
+    ``BeatProcessor(*, backend=NAME, sr=22050, device="cpu", **tracker_kwargs)``;
     ``process(chunk) -> list[Beat]``, ``flush()``, ``reset()``, ``latency``.
+backends
+    The activation backends behind it: ``names()``, ``create(name, ...)``, ``register(name, factory)``
+    and their interface, ``Activation``.
 BarTracker
     The online bar-pointer HMM behind every backend (activations in, beats out).
 BeatBatch
@@ -15,7 +18,7 @@ track_file
     Stream a file through a ``BeatProcessor`` in 441-sample chunks.
 """
 from .batch import BeatBatch
-from .processor import BeatProcessor, load_audio, track_file
+from .processor import BeatProcessor, track_file
 from .tracker import BarTracker, Beat
 
-__all__ = ["Beat", "BeatProcessor", "BeatBatch", "BarTracker", "track_file", "load_audio"]
+__all__ = ["Beat", "BeatProcessor", "BeatBatch", "BarTracker", "track_file"]

@@ -11,20 +11,21 @@ Only the weight files are read (``BeatNet/models/model_{1,2,3}_weights.pt``, loc
 ``importlib.util.find_spec``): importing ``BeatNet.BeatNet`` pulls in madmom and pyaudio, which do
 not import here. The LSTM state ``(h, c)`` is kept per stream. On the CPU, :class:`StreamBDA`
 runs the network as plain tensor operations and advances any set of streams one frame per call
-(:meth:`BeatNetActivation._infer_many`); on CUDA, :meth:`BDA.step` does the same with the module.
+(:meth:`BeatNetActivation.infer_many`); on CUDA, :meth:`BDA.step` does the same with the module.
 One loaded network per (model, device) is shared by all streams (:func:`shared_net`).
 """
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .downbeat import DownbeatCue
-from .dsp import FluxCoherence, OnsetNormaliser
-from .features import FRAME_SIZE, HOP_LENGTH, SR, StreamingSpectrogram
+from .backends import TEMPO_PRIOR
+from .network import NetworkActivation
 
 __all__ = ["ML_EXTRA_HINT", "weights_path", "BDA", "StreamBDA", "BeatNetActivation", "beatnet_activations", "shared_net"]
 
@@ -267,7 +268,7 @@ def resolve_device(device: str) -> torch.device:
     raise ValueError(f"device={device!r} must be 'cpu' or 'cuda'")
 
 
-class BeatNetActivation:
+class BeatNetActivation(NetworkActivation):
     """Streaming BeatNet activation for one stream: features -> BDA -> ``[beat, downbeat]``.
 
     Parameters
@@ -279,107 +280,36 @@ class BeatNetActivation:
         Frames whose RMS is below this level (dBFS) are gated as silence.
     net : BDA or None
         Share one loaded network between many processors.
-    onset_weight : float
-        0..1: weight of the normalised spectral flux (from the same features) mixed into the
-        network's beat + downbeat probability; the network's downbeat share is then corrected by
-        the onset's loudness accent (:class:`~processors.beat.downbeat.DownbeatCue`). 0 gives the
-        raw network output (parity with BeatNet). Flux and network fail on different music: on
-        shared/data/beats the mix raised mean beat F from 0.68 (raw) to 0.78 (0.7).
+    onset_weight : float or None
+        0..1 share of the normalised spectral flux mixed in (see
+        :class:`~processors.beat.network.NetworkActivation`).
     """
 
-    SILENCE_DB = -60.0
-    ONSET_WEIGHT = 0.7
+    name = "beatnet"
+    # the sharper network activations want madmom's steadier tempo and a wider non-beat share
+    # (tuned on shared/data/beats)
+    tracker_settings: ClassVar[Mapping[str, Any]] = {"transition_lambda": 100.0, "observation_lambda": 8,
+                                                     "time_offset": 0.015, "tempo_prior": TEMPO_PRIOR}
 
     def __init__(
         self,
         *,
         model: int = 1,
         device: str = "cpu",
-        silence_db: float = SILENCE_DB,
+        silence_db: float = NetworkActivation.SILENCE_DB,
         net: BDA | None = None,
-        onset_weight: float = ONSET_WEIGHT,
+        onset_weight: float | None = None,
     ) -> None:
-        self._setup(silence_db, onset_weight)
+        super().__init__(silence_db=silence_db, onset_weight=onset_weight)
         self.net = net if net is not None else shared_net(model, resolve_device(device).type)
+        self.device = self.net.linear.weight.device.type
         # per-frame streaming on the CPU runs as plain tensor ops (the nn.Module call overhead dominates there)
-        self._np = _stream_net(self.net) if self.net.linear.weight.device.type == "cpu" else None
+        self._np = _stream_net(self.net) if self.device == "cpu" else None
         self.reset()
-
-    def _setup(self, silence_db: float, onset_weight: float) -> None:
-        """The front end and post-processing every network backend shares (subclasses call it
-        from ``__init__``, then set ``net`` / ``_np`` and call :meth:`reset`)."""
-        if not 0.0 <= onset_weight <= 1.0:
-            raise ValueError(f"onset_weight={onset_weight!r} must be in [0, 1]")
-        self.onset_weight = float(onset_weight)
-        self.silence_db = float(silence_db)
-        self.frontend = StreamingSpectrogram(sr=SR)
-        self._norm = OnsetNormaliser(fps=SR / HOP_LENGTH)
-        self._cue = DownbeatCue(fps=SR / HOP_LENGTH)
-        self._coherence = FluxCoherence(fps=SR / HOP_LENGTH)
-
-    @property
-    def latency(self) -> float:
-        """Look-ahead in seconds: half the 64 ms window."""
-        return (FRAME_SIZE // 2) / SR
-
-    def reset(self) -> None:
-        """Start a new stream: empty buffers, zero LSTM state."""
-        self.frontend.reset()
-        self._norm.reset()
-        self._cue.reset()
-        self._coherence.reset()
-        self.state = self._np.initial_state() if self._np is not None else self.net.initial_state(1)
-
-    def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Feed samples; for the new frames return activations ``[shape=(m, 2)]`` (``[beat,
-        downbeat]``, flux mixed in per ``onset_weight``), silence gate ``[shape=(m,)]``,
-        normalised spectral flux ``[shape=(m,)]`` (from the positive-difference half of the
-        features) and the raw network ``beat + downbeat`` ``[shape=(m,)]`` (for the tracker's
-        rhythm check)."""
-        return self._frames(self.frontend.process(samples))
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """End of stream: the remaining zero-padded frames."""
-        return self._frames(self.frontend.flush())
-
-    @property
-    def batch_key(self) -> tuple:
-        """Activations with equal keys share a network and a front end: one batch."""
-        return ("beatnet", id(self.net), self.frontend.frame_size, self.frontend.hop_length)
-
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """Activations for this stream's new feature frames (``probs``: the network output when
-        already computed in a batch)."""
-        rms = self.frontend.last_rms if rms is None else rms
-        if feats.shape[0] == 0:
-            return np.zeros((0, 2)), np.zeros(0, dtype=bool), np.zeros(0), np.zeros(0)
-        if probs is None:
-            probs = BeatNetActivation._infer_many([self], [feats])[0]
-        act = probs[:, :2].astype(np.float64)
-        level = 20 * np.log10(np.maximum(rms, 1e-10))
-        gate = level > self.silence_db
-        nb = self.frontend.n_bands
-        flux = feats[:, nb:]
-        onset = np.where(gate, self._norm(flux.sum(axis=1) / nb), 0.0)  # mean positive flux per band
-        # Both the network output and the spectral flux must repeat at the beat period: the
-        # recurrent network can oscillate on its own on noise, the flux of noise does not repeat.
-        periodic = np.sqrt(act.sum(axis=1) * onset)
-        if self.onset_weight > 0:
-            total = act.sum(axis=1)
-            mixed = (1.0 - self.onset_weight) * total + self.onset_weight * 0.9 * onset
-            share = self._cue(mixed, act[:, 1] / np.maximum(total, 1e-9), level)
-            act = np.stack([mixed * (1.0 - share), mixed * share], axis=1)
-        # the onset activity the tracker's confidence scales with counts only music-like
-        # (coherent across bands) flux: stationary noise gets no confidence, and frames of noise
-        # leave the periodicity history empty, so music after noise is trusted again sooner
-        music = self._coherence(flux)
-        onset = onset * music
-        periodic = np.where(music > 0, periodic, 0.0)
-        return act, gate, onset, periodic
 
     @staticmethod
     @torch.inference_mode()
-    def _infer_many(acts: list["BeatNetActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list["BeatNetActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Network probabilities ``[shape=(n_i, 3)]`` for many streams (equal :attr:`batch_key`),
         one batched step per frame; advances each stream's LSTM state."""
         counts = [f.shape[0] for f in feats]

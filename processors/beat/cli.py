@@ -1,47 +1,45 @@
-"""``beatbus bench beats``: multi-stream cost of the beat processor (see :mod:`processors.beat.bench`)."""
+"""``beatbus process``: the beat processor daemon (owns sources by lease)."""
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["register", "cmd_bench_beats", "cmd_bench_backends"]
+from beatbus.commands import add_common_options, cli_settings, connect
+from beatbus.config import DESCRIPTIONS, Settings
+
+from .backends import names
+
+__all__ = ["register", "add_backend_options", "make_processor"]
 
 
-def cmd_bench_beats(args: argparse.Namespace) -> int:
-    """Run :func:`processors.beat.bench.run_bench` and print its table."""
-    from .bench import main
-
-    argv = ["--streams", *map(str, args.streams), "--seconds", str(args.seconds), "--audio", str(args.audio)]
-    for b in args.backend or []:
-        argv += ["--backend", b]
-    for m in args.mode or []:
-        argv += ["--mode", m]
-    if args.no_reference:
-        argv.append("--no-reference")
-    if args.json:
-        argv += ["--json", args.json]
-    return main(argv)
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """``--backend`` (a registered beat backend) and ``--device``, for every command that tracks beats."""
+    p.add_argument("--backend", choices=names(), help=DESCRIPTIONS["backend"])
+    p.add_argument("--device", choices=["cpu", "cuda"], help=DESCRIPTIONS["device"])
 
 
-def cmd_bench_backends(args: argparse.Namespace) -> int:
-    """Run :func:`processors.beat.backends_bench.run_bench` and print its table."""
-    from .backends_bench import run_from_args
+def make_processor(settings: Settings):
+    """A factory of per-source beat processors with the configured backend."""
+    from .processor import BeatProcessor
 
-    return run_from_args(args)
+    return lambda: BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from beatbus.runtime import run_services
+    from beatbus.processors.service import BeatService
+
+    settings = cli_settings(args)
+    make_processor(settings)()  # fail fast on a missing extra or model, before any lease
+    with connect(settings, embedded_ok=False) as bus:
+        svc = BeatService(bus, settings=settings, make_processor=make_processor(settings),
+                          sources=args.sources or None)
+        return run_services([svc], metrics_addr=settings.metrics_addr)
 
 
 def register(commands: dict) -> None:
-    """Add ``bench beats`` and ``bench backends`` to the ``beatbus`` parser."""
-    from beatbus.cli import subcommands
-
-    from .bench import add_arguments
-
-    sub = subcommands(commands, "bench", "benchmarks")
-    p = sub.add_parser("beats", help="per-frame cost and real-time factor of the beat processor, 1..N streams, single vs batched")
-    add_arguments(p)
-    p.set_defaults(func=cmd_bench_beats)
-
-    from .backends_bench import add_arguments as add_backend_arguments
-
-    p = sub.add_parser("backends", help="per-frame latency and throughput of the activation backends (CPU, CUDA, QKeras, C-sim, FPGA estimate)")
-    add_backend_arguments(p)
-    p.set_defaults(func=cmd_bench_backends)
+    """Add ``process`` to the ``beatbus`` parser."""
+    pp = commands["top"].add_parser("process", help="beat processor daemon (owns sources by lease)")
+    pp.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
+    add_backend_options(pp)
+    add_common_options(pp)
+    pp.set_defaults(func=cmd_process)

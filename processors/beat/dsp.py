@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backends import Activation, Frames
 from .downbeat import DownbeatCue
 from .features import StreamingSpectrogram
 
@@ -120,8 +121,8 @@ class FluxCoherence:
         return out
 
 
-class DspActivation:
-    """Streaming onset-strength activation in the tracker's ``[beat, downbeat]`` format.
+class DspActivation(Activation):
+    """Streaming onset-strength activation in the tracker's ``[beat, downbeat]`` format (backend ``dsp``).
 
     Parameters
     ----------
@@ -136,6 +137,7 @@ class DspActivation:
         Frames whose RMS is below this level (dBFS) are gated as silence.
     """
 
+    name = "dsp"
     SILENCE_DB = -60.0
     LOW_HZ = 250.0
     # the bass share varies little between onsets, so the accent always has its say
@@ -166,11 +168,6 @@ class DspActivation:
         self._coherence = FluxCoherence(fps=fps)
         self.reset()
 
-    @property
-    def latency(self) -> float:
-        """Look-ahead in seconds (half the analysis window)."""
-        return self.frontend.latency
-
     def reset(self) -> None:
         """Start a new stream."""
         self.frontend.reset()
@@ -179,27 +176,6 @@ class DspActivation:
         self._cue.reset()
         self._coherence.reset()
 
-    def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Feed samples; return activations, silence gate, onset strength and the periodic signal
-        (``beat + downbeat``) for the new frames.
-
-        Returns
-        -------
-        act : np.ndarray [shape=(m, 2)]
-            ``[beat, downbeat]`` pseudo-probabilities.
-        gate : np.ndarray [shape=(m,), dtype=bool]
-            False for silent frames.
-        onset : np.ndarray [shape=(m,)]
-            Normalised spectral flux, 0..1.
-        periodic : np.ndarray [shape=(m,)]
-            ``beat + downbeat``, for the tracker's rhythm check.
-        """
-        return self._frames(self.frontend.process(samples))
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """End of stream: the remaining (zero-padded) frames."""
-        return self._frames(self.frontend.flush())
-
     @property
     def batch_key(self) -> tuple:
         """Activations with equal keys share a front end configuration: one batch."""
@@ -207,11 +183,13 @@ class DspActivation:
         return ("dsp", fe.sr, fe.frame_size, fe.hop_length)
 
     @staticmethod
-    def _infer_many(acts: list["DspActivation"], feats: list[np.ndarray]) -> list[None]:
+    def infer_many(acts: list["DspActivation"], feats: list[np.ndarray]) -> list[None]:
         """No model to run: the activation is computed from the features alone."""
         return [None] * len(acts)
 
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: None = None) -> Frames:
+        """``[beat, downbeat]`` pseudo-probabilities, silence gate, normalised spectral flux (0..1)
+        and the periodic signal (``beat + downbeat``) of the new frames."""
         rms = self.frontend.last_rms if rms is None else rms
         level = 20 * np.log10(np.maximum(rms, 1e-10))
         gate = level > self.silence_db

@@ -1,7 +1,7 @@
 """Streaming beat processor: audio chunks in, :class:`Beat` events out.
 
 ``BeatProcessor`` glues an activation backend (``dsp``: spectral flux; ``beatnet``: BeatNet's
-BDA network on its own features; ``small``: not trained yet) to the online
+BDA network on its own features; ``small``: our compact GRU; ``hls``: that GRU quantized) to the online
 :class:`~processors.beat.tracker.BarTracker`. Everything is causal: a beat is returned from the
 ``process`` call whose audio made the tracker decide it, exactly once.
 """
@@ -13,12 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .dsp import DspActivation
+from beatbus.audio import load_audio
+
+from . import backends
+from .backends import FPS
 from .tracker import Beat, BarTracker
 
-__all__ = ["BeatProcessor", "track_file", "load_audio"]
-
-_FPS = 50.0
+__all__ = ["BeatProcessor", "track_file"]
 
 
 class BeatProcessor:
@@ -26,9 +27,10 @@ class BeatProcessor:
 
     Parameters
     ----------
-    backend : {"dsp", "beatnet", "small", "hls"}
-        Activation front end (``small``: our GRU; ``hls``: the same model quantized, run by
-        hls4ml's bit-accurate C simulation).
+    backend : str
+        Activation backend, one of :func:`~processors.beat.backends.names` (``small``: our GRU;
+        ``hls``: the same model quantized, run by hls4ml's bit-accurate C simulation); default
+        :data:`~processors.beat.backends.DEFAULT`, the daemons' ``backend`` setting.
     sr : int
         Sample rate in Hz of the chunks given to :meth:`process` (22050 for ``beatnet``;
         ``dsp`` accepts any multiple of 50 Hz).
@@ -40,7 +42,8 @@ class BeatProcessor:
         Spectral-flux share mixed into the ``beatnet`` activation (0 = raw network output).
     **tracker_kwargs
         Passed to :class:`~processors.beat.tracker.BarTracker` (``meters``, ``lookahead``,
-        ``min_confidence``, ``min_bpm``, ``max_bpm``, ``transition_lambda``, ...).
+        ``min_confidence``, ``min_bpm``, ``max_bpm``, ``transition_lambda``, ...); they win over
+        the backend's ``tracker_settings``.
 
     Attributes
     ----------
@@ -48,33 +51,16 @@ class BeatProcessor:
         NaN / inf samples replaced by 0 so far.
     """
 
-    BACKENDS = ("dsp", "beatnet", "small", "hls")
-    # per-backend tracker defaults (explicit tracker_kwargs win), tuned on shared/data/beats:
-    # the sharper network activations want madmom's steadier tempo and a wider non-beat share
-    # A broad log-normal tempo prior (centre 100 BPM, sigma half an octave) nudges the metrical
-    # level towards the one annotators pick on slow songs (tempo Acc1 0.725 -> 0.750 for beatnet).
-    TEMPO_PRIOR = (100.0, 0.5)
-    TRACKER_DEFAULTS: dict[str, dict] = {
-        "dsp": {"time_offset": 0.006, "tempo_prior": TEMPO_PRIOR},
-        "beatnet": {"transition_lambda": 100.0, "observation_lambda": 8, "time_offset": 0.015, "tempo_prior": TEMPO_PRIOR},
-    }
-    # The small model (and its quantized twin) fires softer and wider than BeatNet: BeatNet's steadier
-    # tempo and narrow non-beat share made it lock onto wrong phases (mean F 0.57); the tracker's
-    # generic settings, as for the flux, suit it (0.72).
-    TRACKER_DEFAULTS["small"] = TRACKER_DEFAULTS["hls"] = TRACKER_DEFAULTS["dsp"]
-
     def __init__(
         self,
         *,
-        backend: str = "dsp",
+        backend: str = backends.DEFAULT,
         sr: int = 22050,
         device: str = "cpu",
         model: int = 1,
         onset_weight: float | None = None,
         **tracker_kwargs,
     ) -> None:
-        if backend not in self.BACKENDS:
-            raise ValueError(f"backend={backend!r} must be one of {self.BACKENDS}")
         if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise ValueError(f"sr={sr!r} must be a positive integer sample rate in Hz")
         if device not in ("cpu", "cuda"):
@@ -82,38 +68,13 @@ class BeatProcessor:
         self.backend = backend
         self.sr = int(sr)
         self.device = device
-        self.hop_length = 441 if self.sr == 22050 else int(self.sr / _FPS)
-        self.fps = _FPS
-        if backend == "dsp":
-            if self.sr % 50:
-                raise ValueError(f"sr={sr} must be a multiple of 50 Hz for the dsp backend (20 ms hop)")
-            self._act = DspActivation(sr=self.sr, fps=_FPS)
-        elif backend == "beatnet":
-            if self.sr != 22050:
-                raise ValueError(f"sr={sr} is not supported by backend 'beatnet': resample to 22050 Hz")
-            from .bda import BeatNetActivation  # torch is optional: import only when asked for
-
-            kw = {} if onset_weight is None else {"onset_weight": onset_weight}
-            self._act = BeatNetActivation(model=model, device=device, **kw)
-        else:
-            if self.sr != 22050:
-                raise ValueError(f"sr={sr} is not supported by backend {backend!r}: resample to 22050 Hz")
-            kw = {} if onset_weight is None else {"onset_weight": onset_weight}
-            if backend == "small":
-                from .small import SmallActivation
-
-                self._act = SmallActivation(device=device, **kw)
-            else:
-                from beatbus.errors import require
-
-                require("hls4ml", "hls", "backend 'hls'")
-                from beatbus.hls.backend import HlsActivation
-
-                self._act = HlsActivation(**kw)
-        kwargs = dict(self.TRACKER_DEFAULTS.get(backend, {}))
+        self.hop_length = 441 if self.sr == 22050 else int(self.sr / FPS)
+        self.fps = FPS
+        self._act = backends.create(backend, sr=self.sr, device=device, model=model, onset_weight=onset_weight)
+        kwargs = dict(self._act.tracker_settings)
         kwargs.update(tracker_kwargs)
         kwargs.setdefault("frame_delay", self._act.latency)
-        self.tracker = BarTracker(fps=_FPS, **kwargs)
+        self.tracker = BarTracker(fps=FPS, **kwargs)
         self.n_bad_samples = 0
         self._n_samples = 0
 
@@ -174,22 +135,12 @@ class BeatProcessor:
         if len({p.batch_key for p in procs}) > 1:
             raise ValueError("processors in one batch must share backend, model and tracker settings")
         xs = [p._check(x) for p, x in zip(procs, chunks)]
-        raw, rms = [], []
         for p, x in zip(procs, xs):
             p._n_samples += x.size
-            raw.append(p._act.frontend.take(x))
-            rms.append(p._act.frontend.last_rms)
-        counts = [r.shape[0] for r in raw]
-        if not sum(counts):
+        frames = type(procs[0]._act).process_many([p._act for p in procs], xs)
+        if not any(f[0].shape[0] for f in frames):
             return [[] for _ in procs]
-        bands = procs[0]._act.frontend.bands(np.concatenate(raw))  # one FFT call for every stream
-        edges = np.cumsum([0, *counts])
-        feats = [p._act.frontend.finish(bands[a:b]) for p, a, b in zip(procs, edges[:-1], edges[1:])]
-        probs = type(procs[0]._act)._infer_many([p._act for p in procs], feats)
-        inputs = [p._act._frames(f, r, pr) for p, f, r, pr in zip(procs, feats, rms, probs)]
-        return BarTracker.process_many(
-            [p.tracker for p in procs], [(act, gate, onset, periodic) for act, gate, onset, periodic in inputs]
-        )
+        return BarTracker.process_many([p.tracker for p in procs], frames)
 
     def flush(self) -> list[Beat]:
         """End of stream: process the zero-padded tail and return the last beats."""
@@ -223,24 +174,7 @@ class BeatProcessor:
         return x
 
 
-def load_audio(path: str | PathLike, *, sr: int = 22050) -> np.ndarray:
-    """Load an audio file as mono float32 at ``sr`` (soundfile + soxr HQ, like ``librosa.load``).
-
-    Returns
-    -------
-    np.ndarray [shape=(n,), dtype=float32]
-    """
-    import soundfile as sf
-    import soxr
-
-    y, native = sf.read(str(path), dtype="float32", always_2d=True)
-    y = y.mean(axis=1)
-    if native != sr:
-        y = soxr.resample(y, native, sr, quality="HQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
-
-
-def track_file(path: str | PathLike, *, backend: str = "dsp", sr: int = 22050, chunk: int = 441, **kwargs) -> list[Beat]:
+def track_file(path: str | PathLike, *, backend: str = backends.DEFAULT, sr: int = 22050, chunk: int = 441, **kwargs) -> list[Beat]:
     """Track a whole file by streaming it through :class:`BeatProcessor` in ``chunk``-sample pieces.
 
     Parameters
@@ -248,7 +182,7 @@ def track_file(path: str | PathLike, *, backend: str = "dsp", sr: int = 22050, c
     path : str or PathLike
         Any file soundfile reads (mixed to mono, resampled to ``sr``).
     backend : str
-        See :attr:`BeatProcessor.BACKENDS`.
+        One of :func:`~processors.beat.backends.names`.
     sr : int
         Processing sample rate in Hz.
     chunk : int

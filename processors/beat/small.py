@@ -6,7 +6,7 @@ A causal model over the same 272-value feature frames as BeatNet
     standardise (per-feature mean / std of the training set) -> linear 272 -> 32 -> ReLU
     -> GRU 32 (one layer, unidirectional) -> linear 32 -> 3 -> softmax [beat, downbeat, non-beat]
 
-It is trained here (:mod:`processors.beat.train`: synthetic songs with exact labels, plus
+It is trained here (:mod:`lab.train.beat_small`: synthetic songs with exact labels, plus
 distillation from BeatNet's model 1) and is the float reference of the FPGA model in ``hls/``.
 Streaming state (the GRU's ``h``) is kept per source; on the CPU the per-frame step runs in
 numpy (a torch call per 20 ms frame costs more than the arithmetic).
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bda import BeatNetActivation, resolve_device
+from .bda import resolve_device
+from .network import NetworkActivation
 
 try:  # torch is an optional dependency (the ``ml`` extra)
     import torch
@@ -27,7 +28,7 @@ try:  # torch is an optional dependency (the ``ml`` extra)
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("backend 'small' needs torch: pip install 'beatbus[ml]'") from exc
 
-__all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "shared_small", "small_activations"]
+__all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "shared_small"]
 
 DEFAULT_CHECKPOINT = Path(__file__).with_name("data") / "small.pt"
 # a checkpoint to use instead of the shipped one when none is given (e.g. to evaluate a candidate
@@ -175,11 +176,11 @@ def shared_small(checkpoint: str | None = None, device: str = "cpu") -> SmallNet
     return load_small(checkpoint, device=device)
 
 
-class SmallActivation(BeatNetActivation):
+class SmallActivation(NetworkActivation):
     """Streaming ``small`` activation for one stream: features -> :class:`SmallNet` -> ``[beat, downbeat]``.
 
-    Same outputs and post-processing (silence gate, spectral-flux mix, downbeat cue) as
-    :class:`~processors.beat.bda.BeatNetActivation`, whose interface it shares.
+    Same outputs and post-processing (silence gate, spectral-flux mix, downbeat cue) as the other
+    network backends (:class:`~processors.beat.network.NetworkActivation`).
 
     Parameters
     ----------
@@ -189,31 +190,33 @@ class SmallActivation(BeatNetActivation):
     silence_db : float
     net : SmallNet or None
         Share one loaded network between many processors.
-    onset_weight : float
-        0..1 share of the normalised spectral flux mixed in (see ``BeatNetActivation``).
+    onset_weight : float or None
+        0..1 share of the normalised spectral flux mixed in (None: the default, see
+        :class:`~processors.beat.network.NetworkActivation`).
     """
+
+    name = "small"
+    # The small model (and its quantized twin, ``hls``) fires softer and wider than BeatNet:
+    # BeatNet's steadier tempo and narrow non-beat share made it lock onto wrong phases (mean F
+    # 0.57); the tracker's generic settings, as for the flux, suit it (0.72): inherited unchanged.
 
     def __init__(
         self,
         *,
         checkpoint: str | Path | None = None,
         device: str = "cpu",
-        silence_db: float = BeatNetActivation.SILENCE_DB,
+        silence_db: float = NetworkActivation.SILENCE_DB,
         net: SmallNet | None = None,
-        onset_weight: float = BeatNetActivation.ONSET_WEIGHT,
+        onset_weight: float | None = None,
     ) -> None:
-        self._setup(silence_db, onset_weight)
+        super().__init__(silence_db=silence_db, onset_weight=onset_weight)
         self.net = net if net is not None else shared_small(None if checkpoint is None else str(checkpoint), device)
-        self._np = NumpySmall(self.net) if self.net.linear.weight.device.type == "cpu" else None
+        self.device = self.net.linear.weight.device.type
+        self._np = NumpySmall(self.net) if self.device == "cpu" else None
         self.reset()
 
-    @property
-    def batch_key(self) -> tuple:
-        """Activations with equal keys share a network and a front end: one batch."""
-        return ("small", id(self.net), self.frontend.frame_size, self.frontend.hop_length)
-
     @staticmethod
-    def _infer_many(acts: list["SmallActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list["SmallActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Network probabilities ``[shape=(n_i, 3)]`` for many streams (equal :attr:`batch_key`),
         one batched GRU step per frame; advances each stream's state."""
         counts = [f.shape[0] for f in feats]
@@ -240,19 +243,3 @@ class SmallActivation(BeatNetActivation):
                 acts[j].state = state[r]
                 out[j][i] = probs[r]
         return out
-
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        if probs is None and feats.shape[0]:
-            probs = type(self)._infer_many([self], [feats])[0]
-        return super()._frames(feats, rms, probs)
-
-
-def small_activations(y: np.ndarray, *, net: SmallNet | None = None) -> np.ndarray:
-    """Whole-signal ``[beat, downbeat]`` probabilities ``[shape=(ceil(n / 441), 2)]`` of 22050 Hz audio."""
-    from .features import beatnet_features
-
-    net = net if net is not None else load_small()
-    feats = torch.from_numpy(beatnet_features(y)).to(net.linear.weight.device)[None]
-    with torch.inference_mode():
-        probs, _ = net(feats)
-    return probs[0, :, :2].cpu().numpy().astype(np.float32)

@@ -9,19 +9,12 @@ IntensityFeatures, IntensityFrame
 TransitionDetector, TempoChangeDetector, Transition
     Causal build-up / drop / breakdown detection (with drop prediction when bar times are
     known) and tempo-change detection from beat events.
-PerBeatIntensity
-    Per-beat intensity for BeatEvent (drop-in for the beat service's BeatIntensity).
 TransitionEvent, IntensityEntry
     The transition event (until it moves into ``schemas``) and the intensity stream's union.
-k_weighting, lufs
-    The BS.1770 K-filter at any rate and the loudness of a K-weighted mean square.
 """
-from .beat import PerBeatIntensity
 from .events import IntensityEntry, TransitionEvent
 from .features import FEATURE_NAMES, IntensityFeatures, IntensityFrame
-from .kweight import k_weighting, k_weighting_ba, lufs
 from .predict import TRANSITION_KINDS, TempoChangeDetector, Transition, TransitionDetector
 
 __all__ = ["IntensityFeatures", "IntensityFrame", "FEATURE_NAMES", "TransitionDetector",
-           "TempoChangeDetector", "Transition", "TRANSITION_KINDS", "PerBeatIntensity",
-           "TransitionEvent", "IntensityEntry", "k_weighting", "k_weighting_ba", "lufs"]
+           "TempoChangeDetector", "Transition", "TRANSITION_KINDS", "TransitionEvent", "IntensityEntry"]

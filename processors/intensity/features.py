@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from .kweight import k_weighting_ba, lufs
+from beatbus.kweight import k_weighting_ba, lufs
 
 __all__ = ["IntensityFeatures", "IntensityFrame", "FEATURE_NAMES"]
 

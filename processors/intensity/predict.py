@@ -1,6 +1,6 @@
 """Energy-transition and tempo-change detection over live intensity features.
 
-Kinds (the same words as the synthetic songs' ground truth, :mod:`producers.synth.plan`):
+Kinds (the same words as the synthetic songs' ground truth, :mod:`lab.synth.plan`):
 
 ``build-up``
     Energy rising steadily for about a bar or more (crescendo, snare roll, rising brightness).

@@ -15,11 +15,11 @@ import numpy as np
 from prometheus_client import Counter
 
 from beatbus import keys
+from beatbus.audio_stage import AudioStreamService, BeatEntry, OwnedSource
 from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.metrics import STAGE_LATENCY
-from beatbus.processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
 from beatbus.schemas import BeatEvent, IntensityEvent, StreamEnd
 
 from .events import TransitionEvent
@@ -28,7 +28,6 @@ from .predict import Transition, TransitionDetector
 
 __all__ = ["IntensityService", "IntensityState", "TRANSITIONS"]
 
-ROLE = "intensity"
 TRANSITIONS = Counter("beatbus_transitions_total", "Energy transitions and tempo changes detected", ["kind"])
 
 
@@ -55,7 +54,7 @@ class IntensityService(AudioStreamService):
         Also publish TransitionEvents.
     """
 
-    role = ROLE
+    role = keys.Role.INTENSITY
     out_kind = keys.StreamKind.INTENSITY
     side_kinds = {keys.StreamKind.BEATS: BeatEntry}
     DEFAULT_RATE = 20.0
@@ -104,7 +103,7 @@ class IntensityService(AudioStreamService):
             loudness_lufs=float(last.loudness), flux=mean("flux"), centroid_hz=mean("centroid", True),
             bass=float(np.clip(mean("bass", True), 0, 1)), mids=float(np.clip(mean("mids", True), 0, 1)),
             highs=float(np.clip(mean("highs", True), 0, 1)))
-        STAGE_LATENCY.labels(ROLE).observe(max(0.0, now - ev.system_time))
+        STAGE_LATENCY.labels(self.role).observe(max(0.0, now - ev.system_time))
         return ev
 
     # -- hooks ----------------------------------------------------------------------

@@ -1,19 +1,19 @@
-"""``beatbus structure run|analyze|eval``: the structure daemon, offline sections, evaluation.
+"""``beatbus structure run|analyze``: the structure daemon, offline sections.
 
-``beatbus eval sections DIR`` and ``beatbus analyze PATH --sections`` are the core CLI's
-spellings of ``structure eval`` / ``structure analyze`` (they call :func:`.evaluate.main` and
-:func:`.offline.analyze_sections`).
+``beatbus analyze PATH --sections`` is the core CLI's spelling of ``structure analyze`` (it calls
+:func:`.offline.analyze_sections`). ``structure eval`` (also ``beatbus eval sections DIR``) is in
+:mod:`beatbus.lab.cli`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-__all__ = ["register", "cmd_run", "cmd_analyze", "cmd_eval"]
+__all__ = ["register", "cmd_run", "cmd_analyze"]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from beatbus.cli import cli_settings, connect
+    from beatbus.commands import cli_settings, connect
     from beatbus.runtime import run_services
 
     from .service import StructureService
@@ -50,27 +50,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from beatbus.errors import ConfigError
-    from beatbus.log import setup_logging
-
-    from .evaluate import run
-
-    setup_logging("warning")
-    try:
-        return run(args)
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def register(commands: dict) -> None:
     """Add ``beatbus structure ...`` to the top-level commands."""
-    from beatbus.cli import add_common_options
+    from beatbus.commands import add_common_options, subcommands
 
-    from . import evaluate
-
-    p = commands["top"].add_parser("structure", help="song sections: intro/verse/chorus/bridge/outro")
-    sub = p.add_subparsers(dest="structure", required=True)
+    sub = subcommands(commands, "structure", "song sections: intro/verse/chorus/bridge/outro")
     r = sub.add_parser("run", help="structure daemon: bb:{src}:audio (+beats) -> bb:{src}:sections "
                                    "(owns sources by lease)")
     r.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
@@ -81,6 +65,3 @@ def register(commands: dict) -> None:
     a.add_argument("--beats", help="beat times file (time[<TAB>beat_in_bar] per line); default: own grid")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(func=cmd_analyze)
-    e = sub.add_parser("eval", help="section evaluation (same as `beatbus eval sections`)")
-    evaluate.add_arguments(e)
-    e.set_defaults(func=cmd_eval)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from beatbus.audio import load_audio
+
 from .features import FrameFeatures, beat_sync
 from .grid import track_beats
 from .labels import Segment, label_segments
 from .segment import group_segments, novelty, pick_peaks, similarity
 
-__all__ = ["analyze_sections", "analyze_structure", "section_at", "load_mono", "Structure",
+__all__ = ["analyze_sections", "analyze_structure", "section_at", "Structure",
            "MIN_MUSIC_S", "silent_runs", "kernel_beats"]
 
 SR = 22050
@@ -58,31 +60,6 @@ class Structure:
 
     def section_at(self, t: float) -> dict | None:
         return section_at(self.sections, t)
-
-
-def load_mono(path: str | os.PathLike, sr: int = SR) -> np.ndarray:
-    """Decode a file to mono float32 at ``sr`` (soundfile + soxr; ffmpeg through producers for the rest)."""
-    import soundfile as sf
-    import soxr
-
-    from beatbus.errors import AudioSourceError
-
-    try:
-        y, native = sf.read(os.fspath(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        if not os.path.exists(path):
-            raise AudioSourceError(f"{path}: no such file") from None
-        from beatbus.producers import FileSource
-
-        with FileSource(path, sr=sr, realtime=False) as src:      # ffmpeg-decodable formats
-            chunks = [c.samples for c in src]
-        if not chunks:
-            raise AudioSourceError(f"{path}: contains no audio samples ({exc})") from None
-        return np.concatenate(chunks).astype(np.float32)
-    y = y.mean(axis=1)
-    if native != sr and y.size:
-        y = soxr.resample(y, native, sr, quality="HQ")
-    return np.ascontiguousarray(y, dtype=np.float32)
 
 
 def section_at(sections: list[dict], t: float) -> dict | None:
@@ -167,7 +144,7 @@ def analyze_structure(audio, beats=None, *, sr: int = SR) -> Structure:
         Beat times (s), rows ``(time, beat_in_bar)``, or dicts / objects with ``time`` and
         ``beat_in_bar``; default: our own onset-based grid.
     """
-    y = load_mono(audio, sr) if isinstance(audio, (str, os.PathLike)) else _as_mono(audio)
+    y = load_audio(audio, sr=sr) if isinstance(audio, (str, os.PathLike)) else _as_mono(audio)
     if not np.isfinite(y).all():
         y = np.where(np.isfinite(y), y, np.float32(0.0))
     duration = y.size / sr

@@ -12,22 +12,21 @@ import numpy as np
 from prometheus_client import Counter
 
 from beatbus import keys
+from beatbus.audio_stage import AudioStreamService, BeatEntry, OwnedSource
 from beatbus.metrics import STAGE_LATENCY
-from beatbus.processors.audio_service import AudioStreamService, BeatEntry, OwnedSource
 from beatbus.schemas import BeatEvent, SectionEvent, StreamEnd
 
 from .online import OnlineStructure, SectionUpdate
 
 __all__ = ["StructureService", "SECTION_UPDATES"]
 
-ROLE = "structure"
 SECTION_UPDATES = Counter("beatbus_section_updates_total", "SectionEvents published, by status", ["status"])
 
 
 class StructureService(AudioStreamService):
     """Publish each owned source's sections as they are decided."""
 
-    role = ROLE
+    role = keys.Role.STRUCTURE
     out_kind = keys.StreamKind.SECTIONS
     side_kinds = {keys.StreamKind.BEATS: BeatEntry}
 
@@ -44,7 +43,7 @@ class StructureService(AudioStreamService):
                                     emitted_at=now, label=u.label, confidence=float(np.clip(u.confidence, 0, 1)),
                                     status=u.status, group=max(int(u.group), 0)))
             if u.status == "confirmed":
-                STAGE_LATENCY.labels(ROLE).observe(max(0.0, now - src.wall(src.stream_time(u.decided_at), now)))
+                STAGE_LATENCY.labels(self.role).observe(max(0.0, now - src.wall(src.stream_time(u.decided_at), now)))
         return out
 
     def on_audio(self, src: OwnedSource, samples: np.ndarray, frame, now: float) -> list:

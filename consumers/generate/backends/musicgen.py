@@ -24,7 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import resample
+from beatbus.audio import resample
+
 from ..models import from_pretrained, torch_device
 
 __all__ = ["MusicGen", "melody_chroma", "ProgressFn"]

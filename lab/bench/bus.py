@@ -1,0 +1,128 @@
+"""``beatbus bench bus``: publish-to-consume latency and throughput on loopback.
+
+Brokers measured side by side in one run: the embedded server (unix socket) and, when
+``redis-server`` is installed, a plain Redis on a unix socket and on TCP loopback.
+Two phases per broker: *throughput* (one XADD per BeatEvent, as fast as one publisher
+can, a reader draining concurrently) and *latency* (paced at ``rate`` events/s).
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from beatbus.schemas import BeatEvent, decode
+
+from beatbus.broker import EmbeddedBroker
+from beatbus.bus import Bus, Reader
+from beatbus.progress import Progress
+
+__all__ = ["bench_bus", "measure"]
+
+
+def _event(i: int) -> BeatEvent:
+    now = time.time()
+    return BeatEvent(source="bench", timestamp=i * 0.5, system_time=now, is_downbeat=i % 4 == 0,
+                     bpm=120.0, intensity=0.5, confidence=0.9, beat=i, beat_in_bar=i % 4 + 1,
+                     bar=i // 4, meter=4, next_beat_time=i * 0.5 + 0.5, next_beat_system_time=now + 0.5,
+                     emitted_at=now)
+
+
+def measure(url: str, *, events: int, rate: float | None) -> dict:
+    """Publish ``events`` BeatEvents (paced at ``rate``/s, or unpaced if None) and time receipt."""
+    pub, sub = Bus.connect(url, name="bench-pub"), Bus.connect(url, name="bench-sub")
+    stream = f"bb:{{bench}}:beats:{time.monotonic_ns()}"
+    reader = Reader(sub, [stream], block_ms=200)
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while len(latencies) < events and not done.is_set():
+            for _, _, fields in reader.read(count=1000):
+                ev = decode(fields[b"d"], BeatEvent)
+                latencies.append(time.time() - ev.emitted_at)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    start = time.perf_counter()
+    for i in range(events):
+        if rate:
+            due = start + i / rate
+            while (d := due - time.perf_counter()) > 0:
+                time.sleep(min(d, 0.002))
+        pub.publish(stream, _event(i), maxlen=100000)
+    t.join(timeout=30)
+    done.set()
+    elapsed = time.perf_counter() - start
+    pub.redis.delete(stream)
+    pub.close(), sub.close()
+    lat = np.array(latencies) * 1e3
+    return {"events": len(lat), "events_per_s": len(lat) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_server(tmp: Path):
+    """Start Debian's redis-server on a unix socket and a loopback port (None if absent)."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        return None, []
+    port, sock = _free_port(), tmp / "redis.sock"
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
+                             "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            Bus.connect(url).close()
+            break
+        except Exception:
+            time.sleep(0.02)
+    return proc, [("redis-server (unix)", f"unix://{sock}"), ("redis-server (tcp)", url)]
+
+
+def bench_bus(*, events: int = 20000, rate: float = 1000.0, json_path: str | None = None) -> int:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="beatbus-bench-") as tmp, EmbeddedBroker() as embedded:
+        proc, others = _redis_server(Path(tmp))
+        brokers = [("embedded valkey (unix)", embedded.url), *others]
+        try:
+            with Progress("bench bus", 2 * len(brokers), "phases") as bar:
+                for name, url in brokers:
+                    bar.set(bar.done, note=f"{name}: {events} events unpaced")
+                    thr = measure(url, events=events, rate=None)
+                    paced = max(500, min(events, int(rate * 3)))
+                    bar.set(bar.done + 1, note=f"{name}: {paced} events at {rate:.0f}/s")
+                    lat = measure(url, events=paced, rate=rate)
+                    bar.update(1)
+                    results.append({"broker": name, "throughput": thr, "latency": lat})
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(5)
+    print(f"bus benchmark: BeatEvent JSON, 1 publisher + 1 XREAD reader, {events} events unpaced; "
+          f"latency phase paced at {rate:.0f}/s")
+    print("| broker | events/s (unpaced) | p50 ms (unpaced) | p99 ms (unpaced) | p50 ms (paced) | p99 ms (paced) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        t, l = r["throughput"], r["latency"]
+        print(f"| {r['broker']} | {t['events_per_s']:.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | "
+              f"{l['p50_ms']:.2f} | {l['p99_ms']:.2f} |")
+    if not others:
+        print("(redis-server not installed: only the embedded broker was measured)")
+    if json_path:
+        Path(json_path).write_bytes(orjson.dumps({"results": results}, option=orjson.OPT_INDENT_2))
+    return 0

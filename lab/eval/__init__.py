@@ -1,0 +1,3 @@
+"""Evaluation against annotations: :mod:`.beats` (``beatbus eval beats``), :mod:`.sections`
+(``beatbus eval sections``, ``beatbus structure eval``), :mod:`.intensity` (``beatbus intensity eval``).
+"""

@@ -1,0 +1,3 @@
+"""Training: :mod:`.beat_small` (``beatbus train beat-small``: the ``small`` beat activation model on
+synthetic songs) and :mod:`.hls` (``beatbus hls train|csim``: its QKeras twin, checked in C simulation).
+"""
