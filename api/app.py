@@ -6,7 +6,7 @@ The routes (table in :mod:`api.routes`) reach the broker, settings and running p
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool

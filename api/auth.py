@@ -112,7 +112,7 @@ class KeyStore:
         self._load()
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "KeyStore":
+    def from_env(cls, env: dict[str, str] | None = None) -> KeyStore:
         env = dict(os.environ) if env is None else env
         return cls(keys_file(env), env.get("BEATBUS_API_KEYS", ""))
 

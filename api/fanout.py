@@ -26,7 +26,7 @@ def _offer(q: asyncio.Queue, item: Any) -> None:
 class Feed:
     """One reader thread of a :class:`FanOut`; subclasses implement :meth:`run`."""
 
-    def __init__(self, owner: "FanOut", key: str):
+    def __init__(self, owner: FanOut, key: str):
         self.owner, self.key = owner, key
         self.subscribers: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
         self.closing = False

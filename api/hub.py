@@ -8,7 +8,6 @@ and the thread ends when the last subscriber leaves.
 from __future__ import annotations
 
 import asyncio
-from typing import Union
 
 from beatbus import keys
 from beatbus.bus import Bus, EventReader
@@ -19,7 +18,7 @@ from .fanout import FanOut, Feed
 
 __all__ = ["EventHub", "HubEvent", "WATCHED_KINDS"]
 
-HubEvent = Union[BeatEvent, IntensityEvent, SectionEvent, StreamEnd, ControlEvent]
+HubEvent = BeatEvent | IntensityEvent | SectionEvent | StreamEnd | ControlEvent
 WATCHED_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS,
                  keys.StreamKind.CONTROL)
 

@@ -88,7 +88,7 @@ class SongMetadata(_Request):
     audio_features: AudioFeatures | None = None
 
     @model_validator(mode="after")
-    def _fill(self) -> "SongMetadata":
+    def _fill(self) -> SongMetadata:
         features = self.audio_features or AudioFeatures()
         self.title = self.title or self.name or ""
         if self.duration is None:
@@ -106,7 +106,7 @@ class PlannedSection(_Request):
     pattern: str | None = Field(None, max_length=64, description="error pattern this section plays")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "PlannedSection":
+    def _ordered(self) -> PlannedSection:
         if self.end < self.start:
             raise ValueError(f"end={self.end} must not be before start={self.start}")
         return self
@@ -169,7 +169,7 @@ class SongData(_Request):
     structure: list[StructurePartIn] = Field(default_factory=list, max_length=500)
 
     @model_validator(mode="after")
-    def _fill(self) -> "SongData":
+    def _fill(self) -> SongData:
         features = self.audio_features or AudioFeatures()
         self.tempo = self.tempo or features.tempo or DEFAULT_TEMPO
         if not self.sections and self.structure:
@@ -239,7 +239,7 @@ class ControlRequest(_Request):
     led_offset_ms: float = Field(None, ge=-1000.0, le=1000.0, json_schema_extra=_no_default)
 
     @model_validator(mode="after")
-    def _something(self) -> "ControlRequest":
+    def _something(self) -> ControlRequest:
         if self.bpm_override is not None and 0 < self.bpm_override < 30:
             raise ValueError(f"bpm_override={self.bpm_override} must be 0 (clear) or 30-300")
         if all(v is None for v in self.model_dump().values()):

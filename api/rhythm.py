@@ -30,10 +30,10 @@ import redis
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Bus, note_reconnect
 from beatbus.config import Settings
+from beatbus.consumers.trigger import DeliveryThread, TriggerConfig, TriggerService
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.runtime import Service
-from beatbus.consumers.trigger import DeliveryThread, TriggerConfig, TriggerService
 from beatbus.schemas import BeatEvent, SectionEvent, StreamEnd
 
 from .models import RhythmModeStatus, SongData
@@ -268,7 +268,7 @@ class RhythmMode:
             try:
                 self.collect_leftovers()
                 failing = ""
-            except Exception as exc:    # a sweep that fails must not end the API: the next one retries
+            except Exception as exc:  # noqa: BLE001 - a sweep that fails must not end the API: the next one retries
                 if str(exc) != failing:
                     failing = str(exc)
                     log.warning("cannot collect rhythm-mode leftovers; retrying",

@@ -134,7 +134,7 @@ class ApiServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> "ApiServer":
+    def start(self, timeout: float = 15.0) -> ApiServer:
         self.sock = bind(self.host, self.port)
         self.port = self.sock.getsockname()[1]
         self.thread.start()
@@ -151,7 +151,7 @@ class ApiServer:
         if self.sock is not None:
             self.sock.close()
 
-    def __enter__(self) -> "ApiServer":
+    def __enter__(self) -> ApiServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -23,7 +23,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Band-limited resampling (soxr HQ); a no-op when the rates match."""
     if sr_in == sr_out or len(x) == 0:
         return np.asarray(x, dtype=np.float32)
-    import soxr     # here: `import beatbus.audio` stays light for the daemons
+    import soxr  # here: `import beatbus.audio` stays light for the daemons
 
     return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
 

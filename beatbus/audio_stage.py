@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +31,7 @@ __all__ = ["AudioStreamService", "OwnedSource", "BeatEntry", "Item"]
 
 log = get_logger("processor")
 MAX_GAP_S = 5.0      # gaps up to this are filled with silence; longer ones reset the state
-BeatEntry = Union[BeatEvent, StreamEnd]
+BeatEntry = BeatEvent | StreamEnd
 Item = tuple[str, Any, str]          # (stream kind, decoded event, entry id) of one owned source
 
 

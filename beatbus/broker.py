@@ -53,7 +53,7 @@ class EmbeddedBroker:
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         binary = self.binary or server_binary()
@@ -69,6 +69,7 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
                                      preexec_fn=functools.partial(die_with, os.getpid()))
+        assert self.proc.stderr is not None
         import redis
 
         deadline = time.monotonic() + timeout
@@ -102,7 +103,7 @@ class EmbeddedBroker:
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

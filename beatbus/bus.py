@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -115,7 +116,7 @@ class Bus:
         self._end_stream = self.redis.register_script(_END_STREAM)
 
     @classmethod
-    def connect(cls, url: str, *, name: str = "beatbus") -> "Bus":
+    def connect(cls, url: str, *, name: str = "beatbus") -> Bus:
         """Connect and PING, or raise BrokerError naming the (redacted) URL and cause."""
         bus = cls(url, name=name)
         bus.ping()
@@ -145,7 +146,7 @@ class Bus:
             return self.end_stream(stream, event, maxlen=maxlen, pipeline=pipeline)
         return self.publish_fields(stream, codec.to_fields(event), maxlen=maxlen, pipeline=pipeline)
 
-    def end_stream(self, stream: str, end: StreamEnd, *, maxlen: int, lease: "Lease | None" = None,
+    def end_stream(self, stream: str, end: StreamEnd, *, maxlen: int, lease: Lease | None = None,
                    pipeline=None) -> str | None:
         """XADD ``end`` and record its id in :func:`keys.stream_ends <beatbus.keys.stream_ends>`, atomically.
 
@@ -226,7 +227,8 @@ class Bus:
     def sources(self, max_age: float) -> list[str]:
         """Sources whose producer sent a heartbeat within ``max_age`` seconds."""
         now = time.time()
-        return sorted(_s(s) for s in self.redis.zrangebyscore(keys.SOURCES, now - max_age, "+inf"))
+        members: Any = self.redis.zrangebyscore(keys.SOURCES, now - max_age, "+inf")    # names only: no scores asked
+        return sorted(_s(s) for s in members)
 
     def join(self, role: str, owner: str) -> None:
         """Heartbeat instance ``owner`` of ``role`` in the instance registry (see :meth:`instances`)."""
@@ -257,7 +259,8 @@ class Bus:
 
     def newest(self, stream: str, count: int, *, upper: str = "+") -> list[tuple[str, dict]]:
         """The newest ``count`` entries up to ``upper`` (an id, ``(id`` for below it), newest first."""
-        return [(_s(i), f) for i, f in self.redis.xrevrange(stream, max=upper, count=count)]
+        entries: Any = self.redis.xrevrange(stream, max=upper, count=count)    # [(id, fields), ...]
+        return [(_s(i), f) for i, f in entries]
 
     def holders(self, lease_keys: list[str]) -> list[str | None]:
         """The holder of each lease (None where free), in one round trip."""
@@ -289,7 +292,9 @@ class Reader:
             time.sleep((block_ms if block_ms is not None else self.block_ms) / 1000)
             return []
         block = self.block_ms if block_ms is None else min(block_ms, MAX_BLOCK_MS)
-        reply = self.bus.redis.xread(self.ids, count=count, block=block or None)
+        # RESP2 shape: [(stream, [(id, fields), ...]), ...]. redis-py types ``streams`` as an invariant
+        # dict of its own key/id unions, which no dict[str, str] matches; str names and ids are what it sends.
+        reply: Any = self.bus.redis.xread(self.ids, count=count, block=block or None)  # type: ignore[arg-type]
         out: list[Entry] = []
         for stream, entries in reply or []:
             stream = _s(stream)
@@ -375,8 +380,9 @@ class Group:
     def read(self, count: int = 10, block_ms: int | None = None) -> list[Entry]:
         """New entries for this consumer (``>``)."""
         block = self.block_ms if block_ms is None else min(block_ms, MAX_BLOCK_MS)
-        reply = self.bus.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                          count=count, block=block or None)
+        # RESP2 shape: [(stream, [(id, fields or None if deleted), ...])]
+        reply: Any = self.bus.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                               count=count, block=block or None)
         return [(self.stream, _s(i), f) for _, entries in reply or [] for i, f in entries if f is not None]
 
     def seek(self, entry_id: str) -> None:
@@ -392,14 +398,16 @@ class Group:
         Returns the claimed entries that should be processed again by this consumer.
         """
         r = self.bus.redis
-        reply = r.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
-                             start_id=self._claim_cursor, count=count)
+        # [next cursor, [(id, fields or None if deleted), ...], deleted ids]
+        reply: Any = r.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                                  start_id=self._claim_cursor, count=count)
         self._claim_cursor = _s(reply[0])
         claimed = [(_s(i), f) for i, f in reply[1] if f is not None]
         if not claimed:
             return []
-        pending = r.xpending_range(self.stream, self.group, min=claimed[0][0], max=claimed[-1][0],
-                                   count=len(claimed) + 10, consumername=self.consumer)
+        # [{"message_id": id, "times_delivered": n, ...}, ...]
+        pending: Any = r.xpending_range(self.stream, self.group, min=claimed[0][0], max=claimed[-1][0],
+                                        count=len(claimed) + 10, consumername=self.consumer)
         deliveries = {_s(p["message_id"]): int(p["times_delivered"]) for p in pending}
         retry: list[Entry] = []
         for entry_id, fields in claimed:

@@ -38,8 +38,8 @@ log = get_logger("cli")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from beatbus.consumers.terminal import TerminalConsumer
-    from beatbus.processors.service import BeatService
-    from beatbus.producers.publisher import Publisher
+    from beatbus.processors.beat.service import BeatService
+    from beatbus.producers.service import Publisher
 
     from .runtime import run_services
 
@@ -90,8 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import numpy as np
 
-    from beatbus.producers import FileSource
     from beatbus.processors.beat import BeatProcessor
+    from beatbus.producers import FileSource
 
     from .progress import Progress
 
@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--loop", action="store_true", help="files: start over at the end")
     r.add_argument("--meter", type=int, default=4, help="click: beats per bar")
     r.add_argument("--led", action="append", metavar="URL",
-                   help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, terminal:// (repeatable)")
+                   help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, "
+                        "terminal:// (repeatable)")
     r.add_argument("--effect", help="LED effect (see `beatbus consume led --list-effects`)")
     r.add_argument("--pixels", type=int, help="LED pixel count")
     r.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",

@@ -8,7 +8,7 @@ then redraws it below, so the two never share a screen line.
 from __future__ import annotations
 
 import threading
-from typing import TextIO
+from typing import IO
 
 __all__ = ["Console", "console"]
 
@@ -18,7 +18,7 @@ _CLEAR_LINE = "\r\x1b[K"          # to column 0, erase to the end of the line
 class Console:
     """Lines and one status line on ``stream``."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: IO[str]):
         self.stream = stream
         self.lock = threading.Lock()
         self.status = ""
@@ -58,7 +58,7 @@ _consoles: dict[int, Console] = {}
 _registry_lock = threading.Lock()
 
 
-def console(stream: TextIO) -> Console:
+def console(stream: IO[str]) -> Console:
     """The process's one :class:`Console` for ``stream``."""
     with _registry_lock:
         c = _consoles.get(id(stream))

@@ -12,12 +12,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from .stderr import quiet_stderr
 from .errors import AudioSourceError
+from .stderr import quiet_stderr
 
 __all__ = ["Decoder", "SoundfileDecoder", "FfmpegDecoder", "open_decoder", "DECODERS"]
 
@@ -107,10 +107,10 @@ class FfmpegDecoder(Decoder):
 
     def __init__(self, path: str):
         self.path = path
-        self._ffmpeg = shutil.which("ffmpeg")
-        ffprobe = shutil.which("ffprobe")
-        if not self._ffmpeg or not ffprobe:
+        ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+        if not ffmpeg or not ffprobe:
             raise AudioSourceError(f"{path}: cannot decode: ffmpeg/ffprobe not found on PATH")
+        self._ffmpeg = ffmpeg
         cmd = [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
                "stream=sample_rate,channels", "-of", "json", path]
         try:
@@ -136,6 +136,7 @@ class FfmpegDecoder(Decoder):
         # stderr goes to a file: a pipe nobody drains could fill up and stall ffmpeg.
         with tempfile.TemporaryFile() as err:
             self._proc = proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdout is not None
             try:
                 tail = b""
                 while True:

@@ -9,6 +9,7 @@ import re
 from functools import lru_cache
 
 from .errors import ConfigError
+from .schemas.events import NAME_PATTERN  # the one source-name pattern
 
 __all__ = ["StreamKind", "Role", "NAME_PATTERN", "check_source", "stream", "parse", "source_of", "dead_letter",
            "dead_letter_mark", "stream_ends", "lease", "instances",
@@ -21,8 +22,6 @@ LED_DEVICES = f"{PREFIX}:led:devices"  # sorted set: LED device name -> last hea
 LED_DEVICE_INFO = f"{PREFIX}:led:info"  # hash: LED device name -> JSON {pixels, fps, source, output}
 LED_DEVICE_MAX_AGE_S = 5.0             # an LED device not heartbeated (every 1 s) for this long is gone
 LED_WATCH_TTL_MS = 3000                # a watcher refreshes led_watch() every second
-# A source name, and every other name beatbus puts into a key (consumer groups, job queues).
-NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _STREAM_RE = re.compile(rf"^{PREFIX}:\{{([^}}]*)\}}:([^:]*)$")
 

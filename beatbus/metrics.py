@@ -6,6 +6,7 @@ Labels: ``kind`` is a stream kind (audio, beats, ...), ``stage`` a pipeline stag
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -105,9 +106,11 @@ def serve_metrics(addr: str, *, role: str | None = None) -> tuple[str, int] | No
     for host, port in candidates:
         try:
             server, _thread = start_http_server(port, addr=host, registry=_Published(auto_describe=False))
-            return server.server_address[:2]
+            # the host is the str we bound (typeshed also allows bytes for other servers)
+            return cast("tuple[str, int]", server.server_address[:2])
         except OSError as exc:
             error = exc
+    assert error is not None            # _candidates never returns an empty list
     where = f"{candidates[0][0]}:{candidates[0][1]}" + (f"-{candidates[-1][1]}" if len(candidates) > 1 else "")
     hint = f" (the {role or 'default'} port; set --metrics-addr HOST:PORT, port 0 picks one, or off)" \
         if addr.lower() == "auto" else ""

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import BeatbusError
 from .log import get_logger
@@ -140,12 +140,12 @@ class Service:
                 self.tick = time.monotonic()
                 if self.step(stop) is False:
                     break
-        except BaseException as exc:  # reported by run_services; the service is dead
+        except BaseException as exc:  # noqa: BLE001 - reported by run_services; the service is dead
             self.error = exc
         finally:
             try:
                 self.drain()
-            except Exception as exc:  # a failing drain must not hide the original error
+            except Exception as exc:  # noqa: BLE001 - a failing drain must not hide the original error
                 log.warning("drain failed", extra={"service": self.name, "error": str(exc)})
             self.done.set()
 
@@ -202,7 +202,8 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
             if duration is not None and time.monotonic() - started >= duration:
                 break
             now = time.monotonic()
-            if watchdog.due(now) and all(now - s.tick < 2 * wd_every or s.done.is_set() for s in services):
+            if wd_every is not None and watchdog.due(now) \
+                    and all(now - s.tick < 2 * wd_every or s.done.is_set() for s in services):
                 watchdog.ping(now)
             stop.wait(min(wd_every or 0.1, 0.1))
     finally:

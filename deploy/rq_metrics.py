@@ -24,7 +24,7 @@ same queue-wide numbers would only duplicate them).
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import redis
 from prometheus_client import REGISTRY
@@ -62,7 +62,7 @@ class RqCollector:
         self.connection = connection
         self.queues = [Queue(name, connection=connection) for name in dict.fromkeys(queues)]
 
-    def register(self, registry=REGISTRY) -> "RqCollector":
+    def register(self, registry=REGISTRY) -> RqCollector:
         registry.register(self)
         return self
 

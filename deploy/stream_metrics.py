@@ -24,7 +24,7 @@ deployment, kinds and roles are fixed words)::
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import redis
 from prometheus_client import REGISTRY
@@ -63,7 +63,7 @@ class StreamCollector:
         self.connection = connection
         self.max_age = max_age
 
-    def register(self, registry=REGISTRY) -> "StreamCollector":
+    def register(self, registry=REGISTRY) -> StreamCollector:
         registry.register(self)
         return self
 

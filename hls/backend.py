@@ -27,8 +27,16 @@ from beatbus.errors import ConfigError, DependencyError, require
 from beatbus.processors.beat.network import NetworkActivation, check_sr
 
 from .model import DEFAULT_WEIGHTS, softmax
-from .project import (DEFAULT_CONFIG, DEFAULT_PROJECT, CsimLibrary, build_key, compile_project, find_library,
-                      read_stamp, write_project)
+from .project import (
+    DEFAULT_CONFIG,
+    DEFAULT_PROJECT,
+    CsimLibrary,
+    build_key,
+    compile_project,
+    find_library,
+    read_stamp,
+    write_project,
+)
 
 __all__ = ["CsimStep", "HlsActivation", "ensure_library", "factory"]
 
@@ -114,7 +122,7 @@ class HlsActivation(NetworkActivation):
         return ("hls", id(self))
 
     @staticmethod
-    def infer_many(acts: list["HlsActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list[HlsActivation], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Kernel probabilities per stream (one C call per frame and stream)."""
         out = []
         for a, f in zip(acts, feats):

@@ -102,7 +102,7 @@ def _counts(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a count or counts separated by commas, e.g. 25,50,100")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a count or counts separated by commas, e.g. 25,50,100") from None
     if not all(n > 0 for n in counts):
         raise argparse.ArgumentTypeError(f"{text!r}: source counts must be positive")
     return counts
@@ -280,10 +280,12 @@ def _register_bench(top) -> None:
     bb.add_argument("--json", help="also write results to this file")
     bb.set_defaults(func=cmd_bench_bus)
 
-    p = bench.add_parser("beats", help="per-frame cost and real-time factor of the beat processor, 1..N streams, single vs batched")
+    p = bench.add_parser("beats",
+                         help="per-frame cost and real-time factor of the beat processor, 1..N streams, single vs batched")
     beats.add_arguments(p)
     p.set_defaults(func=cmd_bench_beats)
-    p = bench.add_parser("backends", help="per-frame latency and throughput of the activation backends (CPU, CUDA, QKeras, C-sim, FPGA estimate)")
+    p = bench.add_parser("backends", help="per-frame latency and throughput of the activation backends "
+                                          "(CPU, CUDA, QKeras, C-sim, FPGA estimate)")
     backends.add_arguments(p)
     p.set_defaults(func=cmd_bench_backends)
 
@@ -405,7 +407,8 @@ def register(commands: dict) -> None:
     train = subcommands(commands, "train", "train models")
     p = train.add_parser("beat-small", help="train the small beat activation model on synthetic songs")
     _data_opts(p, epochs=40)
-    p.add_argument("--out", type=Path, default=_SMALL_CKPT, help="checkpoint (default: the shipped processors/beat/data/small.pt)")
+    p.add_argument("--out", type=Path, default=_SMALL_CKPT,
+                   help="checkpoint (default: the shipped processors/beat/data/small.pt)")
     p.add_argument("--distill", type=float, default=0.3, help="share of BeatNet model 1 in the targets (default 0.3)")
     p.add_argument("--augment", type=int, default=0,
                    help="degraded copies (EQ, reverb, noise, codecs, ...) per training song (default 0; "

@@ -3,7 +3,7 @@
 Every source is an iterator of :class:`Chunk` (float32 mono at ``sr``, ``hop`` samples,
 stamped with ``sample_index`` and ``wall_ns``) with ``sr``, ``hop``, ``stats`` and
 ``close()``, usable as a context manager. Nothing here talks to the broker: the
-publisher (``producers.publisher``) does.
+publisher (``producers.service``) does.
 """
 
 from __future__ import annotations

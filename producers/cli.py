@@ -35,7 +35,7 @@ def open_audio(kind: str, args: argparse.Namespace, settings: Settings) -> Sourc
 def cmd_produce(args: argparse.Namespace) -> int:
     from beatbus.runtime import run_services
 
-    from .publisher import Publisher
+    from .service import Publisher
 
     settings = cli_settings(args)
     audio = open_audio(args.kind, args, settings)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from beatbus.decode import open_decoder
+
 from .errors import AudioSourceError
-from .frames import (DEFAULT_HOP, DEFAULT_SR, Chunk, Pacer, Rechunker, Source,
-                     StreamResampler, scrub_nonfinite)
+from .frames import DEFAULT_HOP, DEFAULT_SR, Chunk, Pacer, Rechunker, Source, StreamResampler, scrub_nonfinite
 
 __all__ = ["FileSource"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -172,7 +172,7 @@ class Source:
     def _release(self) -> None:
         """Free resources; called once by :meth:`close`."""
 
-    def __iter__(self) -> "Source":
+    def __iter__(self) -> Source:
         return self
 
     def __next__(self) -> Chunk:
@@ -215,7 +215,7 @@ class Source:
             self._released = True
         self._release()
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -224,7 +224,7 @@ class Source:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a finalizer must not raise, and may run at interpreter exit
             pass
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from beatbus.stderr import quiet_stderr
+
 from .errors import AudioSourceError
 from .frames import DEFAULT_HOP, DEFAULT_SR, NS, Chunk, Rechunker, Source, StreamResampler
 
@@ -55,7 +57,7 @@ def _open_portaudio():
 def _default_input(pa) -> int | None:
     try:
         return int(pa.get_default_input_device_info()["index"])
-    except (OSError, IOError):
+    except OSError:
         return None
 
 
@@ -231,7 +233,7 @@ class MicSource(Source):
                 if not self.closed and idle > self._read_timeout_s:
                     raise AudioSourceError(
                         f"audio device {self.device_index} ({self.device_name}) delivered "
-                        f"no audio for {self._read_timeout_s:g} s")
+                        f"no audio for {self._read_timeout_s:g} s") from None
                 continue
             last_data = time.monotonic()
             # Wall time of device sample 0 seen from this buffer. Scheduling jitter only
@@ -269,7 +271,7 @@ class MicSource(Source):
                 try:
                     stream.stop_stream()
                     stream.close()
-                except Exception:  # already stopped by the device going away
+                except Exception:  # noqa: BLE001 - already stopped by the device going away
                     pass
             if pa is not None:
                 pa.terminate()

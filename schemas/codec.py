@@ -6,7 +6,7 @@ Decoding validates types and ranges and raises :class:`SchemaError` naming the p
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar, get_args
 
 import msgspec
@@ -22,7 +22,7 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _decoder(kind: Any) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(kind)
 
@@ -86,7 +86,7 @@ def tag_of(fields: dict) -> str | None:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def tags(kind: Any) -> tuple[str, ...]:
     """The type tags ``kind`` (a Struct type or a Union of them) decodes."""
     return tuple(k.__struct_config__.tag for k in get_args(kind) or (kind,))

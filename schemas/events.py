@@ -7,11 +7,9 @@ ignored on decode, so older readers accept newer minor versions.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
-
-from beatbus.keys import NAME_PATTERN
 
 __all__ = [
     "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
@@ -21,6 +19,9 @@ __all__ = [
 ]
 
 M = msgspec.Meta
+# A source name, and every other name beatbus puts into a key (consumer groups, job queues);
+# defined here because the schemas import nothing of ours but the error base (beatbus.keys re-exports it).
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 Source = Annotated[str, M(pattern=NAME_PATTERN, description="source name")]
 Seconds = Annotated[float, M(ge=0.0, description="stream time in seconds")]
 Unix = Annotated[float, M(ge=0.0, description="wall-clock Unix time in seconds")]
@@ -33,7 +34,7 @@ class _Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
     v: int = 1
 
 
-class AudioFrame(_Event, tag="audio_frame", kw_only=True):
+class AudioFrame(_Event, tag="audio_frame", kw_only=True, frozen=True):
     """A block of PCM audio. On a stream the PCM travels raw beside the JSON header."""
     source: Source
     seq: Annotated[int, M(ge=0)]
@@ -46,7 +47,7 @@ class AudioFrame(_Event, tag="audio_frame", kw_only=True):
     pcm: bytes = b""
 
 
-class StreamEnd(_Event, tag="stream_end", kw_only=True):
+class StreamEnd(_Event, tag="stream_end", kw_only=True, frozen=True):
     """The source ended (end of file, producer stopped); consumers may finish."""
     source: Source
     timestamp: Seconds
@@ -54,7 +55,7 @@ class StreamEnd(_Event, tag="stream_end", kw_only=True):
     emitted_at: Unix = 0.0
 
 
-class BeatEvent(_Event, tag="beat", kw_only=True):
+class BeatEvent(_Event, tag="beat", kw_only=True, frozen=True):
     source: Source
     timestamp: Seconds
     system_time: Unix
@@ -72,7 +73,7 @@ class BeatEvent(_Event, tag="beat", kw_only=True):
     backend: Annotated[str, M(max_length=32)] = ""
 
 
-class IntensityEvent(_Event, tag="intensity", kw_only=True):
+class IntensityEvent(_Event, tag="intensity", kw_only=True, frozen=True):
     source: Source
     timestamp: Seconds
     system_time: Unix
@@ -90,7 +91,7 @@ class IntensityEvent(_Event, tag="intensity", kw_only=True):
 TransitionKind = Literal["build-up", "drop", "breakdown", "tempo-change"]
 
 
-class TransitionEvent(_Event, tag="transition", kw_only=True):
+class TransitionEvent(_Event, tag="transition", kw_only=True, frozen=True):
     """An energy transition or tempo change, on ``bb:{source}:intensity``.
 
     ``timestamp`` is when it happened (a build-up: when it started); ``detected_time`` the stream
@@ -112,7 +113,7 @@ class TransitionEvent(_Event, tag="transition", kw_only=True):
     loudness_to: float | None = None
 
 
-class SectionEvent(_Event, tag="section", kw_only=True):
+class SectionEvent(_Event, tag="section", kw_only=True, frozen=True):
     source: Source
     start: Seconds
     end: Seconds | None = None
@@ -124,7 +125,7 @@ class SectionEvent(_Event, tag="section", kw_only=True):
     group: Annotated[int, M(ge=0, description="repetition group id")] = 0
 
 
-class TriggerRequest(_Event, tag="trigger", kw_only=True):
+class TriggerRequest(_Event, tag="trigger", kw_only=True, frozen=True):
     """The error generator's ``POST /api/rhythm-trigger`` payload (plus ``v``/``type``)."""
     trigger: Literal["rhythm"] = "rhythm"
     error_type: Annotated[str, M(min_length=1, max_length=64)]
@@ -133,7 +134,7 @@ class TriggerRequest(_Event, tag="trigger", kw_only=True):
     tempo: Bpm
 
 
-class GenerationRequest(_Event, tag="generation_request", kw_only=True):
+class GenerationRequest(_Event, tag="generation_request", kw_only=True, frozen=True):
     id: Annotated[str, M(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     source: Source | None = None
     backend: Literal["musicgen", "lstm"] = "musicgen"
@@ -150,7 +151,7 @@ class GenerationRequest(_Event, tag="generation_request", kw_only=True):
     requested_at: Unix
 
 
-class GenerationResult(_Event, tag="generation_result", kw_only=True):
+class GenerationResult(_Event, tag="generation_result", kw_only=True, frozen=True):
     id: Annotated[str, M(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     status: Literal["queued", "started", "finished", "failed"]
     progress: Annotated[int, M(ge=0, le=100)] = 0
@@ -162,7 +163,7 @@ class GenerationResult(_Event, tag="generation_result", kw_only=True):
     finished_at: Unix | None = None
 
 
-class ControlEvent(_Event, tag="control", kw_only=True):
+class ControlEvent(_Event, tag="control", kw_only=True, frozen=True):
     """A change of live settings for one source on ``bb:{source}:control``; None = unchanged."""
     source: Source
     sensitivity: Unit | None = None
@@ -172,9 +173,9 @@ class ControlEvent(_Event, tag="control", kw_only=True):
     issued_at: Unix
 
 
-AudioEntry = Union[AudioFrame, StreamEnd]
-IntensityEntry = Union[IntensityEvent, TransitionEvent, StreamEnd]
-Event = Union[AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-              TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent]
+AudioEntry = AudioFrame | StreamEnd
+IntensityEntry = IntensityEvent | TransitionEvent | StreamEnd
+Event = (AudioFrame | StreamEnd | BeatEvent | IntensityEvent | SectionEvent
+         | TriggerRequest | GenerationRequest | GenerationResult | ControlEvent | TransitionEvent)
 EVENT_TYPES = (AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
                TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent)

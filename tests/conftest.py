@@ -1,13 +1,8 @@
-"""Shared fixtures: a real broker (the embedded Valkey server), never a fake."""
+"""Shared fixtures: a real broker (the embedded Valkey server), never a fake. Helpers are in support/."""
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +10,10 @@ from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus
 from beatbus.config import load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import BEATS_DIR
+from support.procs import RedisServer
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-# The real annotated audio lives in ../shared beside the checkout (CI clones next to it).
-DATA = ROOT.parent / "shared" / "data"
-BEATS_DIR = DATA / "beats"
 
 
 def pytest_sessionstart(session):
@@ -82,45 +76,6 @@ def settings(broker):
                           "heartbeat": 0.2, "block_ms": 100, "claim_idle_ms": 200}, env={})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A plain redis-server on a loopback port that a test can stop and restart."""
-
-    def __init__(self, tmp: Path):
-        self.binary = shutil.which("redis-server")
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                Bus.connect(self.url).close()
-                return self
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
 @pytest.fixture
 def redis_server(tmp_path):
     if not shutil.which("redis-server"):
@@ -128,27 +83,3 @@ def redis_server(tmp_path):
     srv = RedisServer(tmp_path).start()
     yield srv
     srv.stop()
-
-
-def beatbus_cmd(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess (as a user would)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BEATBUS_") and k != "REDIS_URL"}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "beatbus.cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=ROOT, **kw)
-
-
-def eventually(cond, timeout: float = 20.0, what="condition", interval: float = 0.02):
-    """Poll ``cond`` until it returns a truthy value (returned) or fail naming ``what`` after ``timeout`` s.
-
-    Tests wait on conditions with generous deadlines, never on fixed sleeps: a loaded CI machine
-    only makes them slower, never red. ``what`` may be a callable, asked at the failure (to show the
-    state that was still wrong then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
-        time.sleep(interval)

@@ -70,7 +70,7 @@ def _store_upload(body: bytes) -> tuple[str, float]:
         f.write(body)
     try:
         info = sf.info(path)
-    except Exception as exc:   # soundfile raises several types for undecodable input
+    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for undecodable input
         os.unlink(path)
         reason = str(exc).replace(f"'{path}'", "the upload")[:120]
         raise HTTPException(415, f"file: not a decodable audio file ({reason})") from None

@@ -15,8 +15,14 @@ from beatbus.consumers.trigger import Outcome, Trigger, trigger_payload
 
 from ..contract import errors
 from ..deps import require
-from ..models import (DEFAULT_TEMPO, BeatTriggerRequest, BeatTriggerResponse, RhythmModeRequest, RhythmModeStarted,
-                      RhythmModeStatus)
+from ..models import (
+    DEFAULT_TEMPO,
+    BeatTriggerRequest,
+    BeatTriggerResponse,
+    RhythmModeRequest,
+    RhythmModeStarted,
+    RhythmModeStatus,
+)
 from ..rhythm import SourceNotLive
 from ..sources import source_state
 from ..state import ERRORS, Api, broker

@@ -26,7 +26,8 @@ attach authentication and rate limits per route class (reads vs. uploads/generat
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request

@@ -41,7 +41,7 @@ class ClapEmbedder:
         self.dim = int(model.config.projection_dim)
 
     @classmethod
-    def load(cls, name: str, *, device: str = "cpu") -> "ClapEmbedder":
+    def load(cls, name: str, *, device: str = "cpu") -> ClapEmbedder:
         from transformers import ClapFeatureExtractor, ClapModel
 
         dev = torch_device(device)

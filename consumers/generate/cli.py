@@ -307,7 +307,8 @@ def register(commands: dict) -> None:
     _gen_options(w)
     w.set_defaults(func=cmd_worker)
 
-    c = subcommands(commands, "consume", "consumer daemons").add_parser("generate", help="queue generation jobs from the live stream (daemon)")
+    c = subcommands(commands, "consume", "consumer daemons").add_parser(
+        "generate", help="queue generation jobs from the live stream (daemon)")
     c.add_argument("--sources", nargs="*", help="sources to serve (default: every live source)")
     c.add_argument("--policy", choices=["section", "bars", "api"], help=DESCRIPTIONS["policy"])
     c.add_argument("--every-bars", dest="every_bars", type=int, help=DESCRIPTIONS["every_bars"])

@@ -19,7 +19,6 @@ downloaded into it by the worker on first use (:mod:`.models`), unless ``HF_HUB_
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

@@ -39,14 +39,14 @@ def live_offers(connection: redis.Redis, queue: str) -> dict[str, set[str]]:
         for key in names:
             pipe.hmget(key, MODELS_FIELD, "last_heartbeat", "death")
         rows = pipe.execute()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     out = {}
     for key, (models, beat, death) in zip(names, rows):
         if death or not beat:
             continue
         last = utcparse(beat.decode())
         if last.tzinfo is None:
-            last = last.replace(tzinfo=dt.timezone.utc)
+            last = last.replace(tzinfo=dt.UTC)
         if (now - last).total_seconds() <= LIVE_SECONDS:
             out[key.removeprefix(_PREFIX)] = set(models.decode().split(",")) if models else set()
     return out

@@ -24,8 +24,9 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import orjson

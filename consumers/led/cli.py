@@ -6,7 +6,6 @@ import os
 import sys
 import threading
 
-
 from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
 

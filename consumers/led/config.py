@@ -35,7 +35,6 @@ Every problem is a one-line :class:`~beatbus.errors.ConfigError` naming the devi
 from __future__ import annotations
 
 import socket
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any

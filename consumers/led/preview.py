@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import orjson
 
@@ -55,7 +55,7 @@ class PreviewRelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="led-preview", daemon=True)
 
-    def start(self) -> "PreviewRelay":
+    def start(self) -> PreviewRelay:
         self._thread.start()
         return self
 

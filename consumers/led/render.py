@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class DeviceRunner:
         return self.map.frame(compose(music, amb, mix) if music is not None else amb), ctx
 
     # -- thread ---------------------------------------------------------------------
-    def start(self) -> "DeviceRunner":
+    def start(self) -> DeviceRunner:
         self._thread = threading.Thread(target=self._run, name=f"led:{self.device.name}", daemon=True)
         self._thread.start()
         return self
@@ -225,9 +225,9 @@ class DeviceRunner:
         if self._opened:
             try:
                 self.output.send(bytes(self.device.pixels * 3))      # lights off
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort, see above
                 pass
         try:
             self.output.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort, see above
             pass

@@ -30,7 +30,8 @@ def cmd_consume_trigger(args: argparse.Namespace) -> int:
 
 
 def register(commands: dict) -> None:
-    c = subcommands(commands, "consume", "consumer daemons").add_parser("trigger", help="POST error-generator triggers on beats (daemon)")
+    c = subcommands(commands, "consume", "consumer daemons").add_parser(
+        "trigger", help="POST error-generator triggers on beats (daemon)")
     c.add_argument(URL_FLAG, dest="error_generator_url", metavar="URL", help=DESCRIPTIONS["error_generator_url"])
     add_deprecated_option(c, "--url", URL_FLAG)
     c.add_argument("--sources", nargs="*", help="sources to serve (default: every live source)")

@@ -27,7 +27,6 @@ Example TOML (core keys go under ``[beatbus]`` when a file has other tables)::
 from __future__ import annotations
 
 import os
-
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 

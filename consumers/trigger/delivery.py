@@ -176,7 +176,7 @@ class Delivery:
         self._client: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
 
-    async def __aenter__(self) -> "Delivery":
+    async def __aenter__(self) -> Delivery:
         limits = httpx.Limits(max_connections=self.config.concurrency,
                               max_keepalive_connections=self.config.concurrency, keepalive_expiry=30.0)
         # trust_env=False: proxies from the environment must not reroute triggers.
@@ -258,7 +258,7 @@ class DeliveryThread:
     def pending(self) -> int:
         return self._pending
 
-    def start(self) -> "DeliveryThread":
+    def start(self) -> DeliveryThread:
         publish_role("trigger")
         self._thread.start()
         self._started.wait(5)

@@ -35,8 +35,8 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -56,8 +56,8 @@ STRIDE = 37  # frames between the start offsets of two streams
 def load_features(audio: Path | None, n_min: int) -> tuple[np.ndarray, str]:
     """Feature frames ``[shape=(n, 272)]`` of ``audio`` (random ``|N(0, 1)|`` without it) and a note."""
     if audio is not None and Path(audio).is_file():
-        from beatbus.processors.beat.features import beatnet_features
         from beatbus.audio import load_audio
+        from beatbus.processors.beat.features import beatnet_features
 
         feats = beatnet_features(load_audio(audio))
         return feats, f"272-d BeatNet features of {Path(audio).name} ({feats.shape[0]} frames)"
@@ -480,7 +480,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append", choices=BACKENDS, help="backend (repeatable; default all)")
     parser.add_argument("--device", action="append", choices=("cpu", "cuda"),
                         help="device of the beatnet / small rows (repeatable; default both)")
-    parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO, help=f"recording for the features (default {DEFAULT_AUDIO.name})")
+    parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO,
+                        help=f"recording for the features (default {DEFAULT_AUDIO.name})")
     parser.add_argument("--hls-project", type=Path, default=None, help="hls4ml project (default: the hls backend's)")
     parser.add_argument("--hls-config", type=Path, default=None, help="hls4ml YAML (default hls/config.yaml)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")

@@ -22,8 +22,8 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -226,7 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``[--streams N ...] [--backend NAME ...] [--seconds S] [--mode M ...] [--no-reference]
     [--audio DIR] [--json FILE]``."""
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 10, 20, 50], help="stream counts (default 1 10 20 50)")
-    parser.add_argument("--backend", action="append", choices=("beatnet", "dsp"), help="backend (repeatable; default beatnet and dsp)")
+    parser.add_argument("--backend", action="append", choices=("beatnet", "dsp"),
+                        help="backend (repeatable; default beatnet and dsp)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio seconds per stream (default 10)")
     parser.add_argument("--mode", action="append", choices=("single", "batched"), help="mode (repeatable; default both)")
     parser.add_argument("--no-reference", action="store_true", help="skip the torch-per-frame anchor")

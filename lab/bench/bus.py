@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from beatbus.schemas import BeatEvent, decode
-
 from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus, Reader
+from beatbus.errors import BrokerError
 from beatbus.progress import Progress
+from beatbus.schemas import BeatEvent, decode
 
 __all__ = ["bench_bus", "measure"]
 
@@ -89,7 +89,7 @@ def _redis_server(tmp: Path):
         try:
             Bus.connect(url).close()
             break
-        except Exception:
+        except BrokerError:       # not listening yet
             time.sleep(0.02)
     return proc, [("redis-server (unix)", f"unix://{sock}"), ("redis-server (tcp)", url)]
 
@@ -118,9 +118,9 @@ def bench_bus(*, events: int = 20000, rate: float = 1000.0, json_path: str | Non
     print("| broker | events/s (unpaced) | p50 ms (unpaced) | p99 ms (unpaced) | p50 ms (paced) | p99 ms (paced) |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        t, l = r["throughput"], r["latency"]
+        t, lat = r["throughput"], r["latency"]
         print(f"| {r['broker']} | {t['events_per_s']:.0f} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | "
-              f"{l['p50_ms']:.2f} | {l['p99_ms']:.2f} |")
+              f"{lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} |")
     if not others:
         print("(redis-server not installed: only the embedded broker was measured)")
     if json_path:

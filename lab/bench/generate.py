@@ -125,7 +125,6 @@ def _musicgen_speed(model, name: str, seconds: float, threads: int | None) -> di
 def bench_generate(*, jobs: int = 30, small: bool = False, seconds: float = 2.0, json_path: str | None = None) -> int:
     """Run the benchmarks and print tables (see the module docstring)."""
     from beatbus.broker import EmbeddedBroker
-
     from beatbus.consumers.generate.backends.lstm import Composer
     from beatbus.consumers.generate.backends.musicgen import MusicGen
     from beatbus.lab.doubles.tiny_models import build_tiny_musicgen, musicgen_small_config, tiny_t5_tokenizer
@@ -172,8 +171,8 @@ def bench_generate(*, jobs: int = 30, small: bool = False, seconds: float = 2.0,
                  [[q["noop_jobs"], q["enqueue_ms_p50"], q["roundtrip_ms_p50"], q["roundtrip_ms_p95"],
                    q["roundtrip_ms_max"], q["wait_ms_p50"]]]))
     print()
-    print(_table("end-to-end jobs (enqueue -> finished, warm worker, tiny MusicGen / shipped LSTM)", ["kind", "status", "total s", "model s",
-                                                                         "overhead s"],
+    print(_table("end-to-end jobs (enqueue -> finished, warm worker, tiny MusicGen / shipped LSTM)",
+                 ["kind", "status", "total s", "model s", "overhead s"],
                  [[j["kind"], j["status"], j["total_s"], j["compute_s"], j["overhead_s"]] for j in q["jobs"]]))
     print()
     print(_table("MusicGen decoding on CPU (batch 1, CFG doubles it to 2)",

@@ -47,7 +47,7 @@ class DdpReceiver:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ddp-receiver")
 
-    def start(self) -> "DdpReceiver":
+    def start(self) -> DdpReceiver:
         self._thread.start()
         return self
 
@@ -60,7 +60,7 @@ class DdpReceiver:
         while not self._stop.is_set():
             try:
                 pkt = self.sock.recv(2048)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             now = time.time()
             offset = int.from_bytes(pkt[4:8], "big")
@@ -112,14 +112,13 @@ def _run_file(url: str, path: Path, index: int, *, backend: str, effect: str, fp
     from beatbus import keys
     from beatbus.bus import Bus
     from beatbus.config import load_settings
-    from beatbus.runtime import run_services
-    from beatbus.processors.beat import BeatProcessor
-    from beatbus.processors.service import BeatService
-    from beatbus.producers import FileSource
-    from beatbus.producers.publisher import Publisher
-    from beatbus.schemas import BeatEvent, from_fields
-
     from beatbus.consumers.led.service import LedService, plan_led
+    from beatbus.processors.beat import BeatProcessor
+    from beatbus.processors.beat.service import BeatService
+    from beatbus.producers import FileSource
+    from beatbus.producers.service import Publisher
+    from beatbus.runtime import run_services
+    from beatbus.schemas import BeatEvent, from_fields
 
     reference = load_annotations(path)
     source = f"ledbench{index}"

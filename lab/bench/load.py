@@ -44,9 +44,10 @@ from beatbus import keys
 from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus, Reader
 from beatbus.config import Settings
+from beatbus.errors import SchemaError
 from beatbus.progress import Progress
-from beatbus.threads import POOL_VARS
 from beatbus.schemas import BeatEvent, decode
+from beatbus.threads import POOL_VARS
 
 __all__ = ["bench_load", "bench_soak", "ProcessProbe", "rss_growth_bound_mb"]
 
@@ -197,7 +198,7 @@ class BeatTap:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="beat-tap", daemon=True)
 
-    def start(self) -> "BeatTap":
+    def start(self) -> BeatTap:
         self._thread.start()
         return self
 
@@ -205,14 +206,14 @@ class BeatTap:
         while not self._stop.is_set():
             try:
                 entries = self.reader.read(count=2000)
-            except Exception:           # a benchmark reader: keep going
+            except Exception:  # noqa: BLE001 - a benchmark reader: keep going
                 time.sleep(0.1)
                 continue
             now = time.time()
             for _, _, fields in entries:
                 try:
                     ev = decode(fields[b"d"])
-                except Exception:
+                except (KeyError, SchemaError):
                     continue
                 if isinstance(ev, BeatEvent) and self.recording:
                     self.beats += 1

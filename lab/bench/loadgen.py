@@ -1,7 +1,7 @@
 """Many real-time sources from one process: the load generator of ``beatbus bench load``.
 
 Fifty ``beatbus produce`` processes would spend more CPU importing Python than publishing
-audio. :class:`ManySources` drives N real :class:`~producers.publisher.Publisher` objects
+audio. :class:`ManySources` drives N real :class:`~producers.service.Publisher` objects
 (same leases, heartbeats, buffering and wire format as the daemon) from one thread: every
 source's chunk is released when its last sample is due in real time, exactly like a paced
 source, and stamped with the wall time of its first sample; the frames due at one tick go to
@@ -44,7 +44,7 @@ class ManySources(Service):
     def __init__(self, bus: Bus, *, settings: Settings, n: int, prefix: str = "load", file: str | None = None):
         super().__init__()
         from beatbus import producers
-        from beatbus.producers.publisher import Publisher
+        from beatbus.producers.service import Publisher
 
         self.bus, self.settings = bus, settings
         self.start_ns = time.time_ns()

@@ -50,7 +50,7 @@ class _Fault:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"          # keep-alive: the client reuses connections
     disable_nagle_algorithm = True
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format, *args) -> None:  # noqa: A002  (stdlib signature)
         pass
@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "ReferenceReceiver"
+    owner: ReferenceReceiver
 
 
 class ReferenceReceiver:
@@ -161,7 +161,7 @@ class ReferenceReceiver:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "ReferenceReceiver":
+    def start(self) -> ReferenceReceiver:
         try:
             self._server = _Server((self.host, self.port), _Handler)
         except OSError as exc:
@@ -184,7 +184,7 @@ class ReferenceReceiver:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "ReferenceReceiver":
+    def __enter__(self) -> ReferenceReceiver:
         return self.start()
 
     def __exit__(self, *exc) -> None:

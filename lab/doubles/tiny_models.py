@@ -61,8 +61,13 @@ def _random_codebooks(codec) -> None:
 def build_tiny_musicgen(path: str | Path, *, seed: int = 0) -> Path:
     """Save a tiny MusicGen (model + processor) to ``path``; returns the path."""
     import torch
-    from transformers import (EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, MusicgenProcessor)
+    from transformers import (
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+    )
 
     path = Path(path)
     text, audio = _sub_configs()
@@ -87,8 +92,7 @@ def build_tiny_musicgen(path: str | Path, *, seed: int = 0) -> Path:
 def build_tiny_musicgen_melody(path: str | Path, *, seed: int = 0, chroma_length: int = 40) -> Path:
     """Save a tiny MusicGen-Melody; ``chroma_length`` chroma frames (~5 s) instead of 235 (30 s)."""
     import torch
-    from transformers import (MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
-                              MusicgenMelodyForConditionalGeneration)
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration
 
     path = Path(path)
     text, audio = _sub_configs()

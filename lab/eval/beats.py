@@ -20,8 +20,8 @@ import fnmatch
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -273,7 +273,7 @@ def evaluate_dir(
             for p in paths:
                 note = f"{b}: {p.name}"
                 bar.set(bar.done, note=note)
-                rows.append(evaluate_file(p, backend=b, progress=lambda s: bar.set(bar.done, note=f"{note} {s:.0f} s"),
+                rows.append(evaluate_file(p, backend=b, progress=lambda s, note=note: bar.set(bar.done, note=f"{note} {s:.0f} s"),
                                           **kwargs))
                 bar.update(1)
             result["backends"][b] = {"files": rows, "mean": _mean(rows)}

@@ -254,7 +254,7 @@ def evaluate_dir(path: str | Path, *, modes=("offline", "online"), beats: str = 
                     extra: dict = {}
                 else:
                     ana, updates = run_online(y, beats=bt, tracker=beats == "tracker",
-                                              progress=lambda t: bar.set(bar.done, note=f"{note} {t:.0f} s"))
+                                              progress=lambda t, note=note: bar.set(bar.done, note=f"{note} {t:.0f} s"))
                     secs = ana.sections
                     confirmed = [(u.start, u.decided_at) for u in updates if u.status == "confirmed" and u.start > 0]
                     extra = {"confirmed": confirmed, "bar_s": bar_s, "live": updates}

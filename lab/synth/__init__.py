@@ -6,8 +6,7 @@ build-ups; :func:`render_song` writes the audio with its beats, sections, transi
 curve. Used for training data ([beats]) and for measuring the intensity and structure
 processors ([sections]). ``beatbus synth songs OUT_DIR --count N --seed S`` renders a batch.
 """
-from .plan import (ENERGY, FORMS, LABELS, METERS, BeatGrid, Section, SongPlan, beat_grid, random_plan,
-                   section_times, transitions)
+from .plan import ENERGY, FORMS, LABELS, METERS, BeatGrid, Section, SongPlan, beat_grid, random_plan, section_times, transitions
 from .render import DEFAULT_SOUNDFONT, SongFiles, render_offset, render_song
 from .score import build_score
 

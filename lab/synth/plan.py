@@ -172,7 +172,7 @@ class SongPlan:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SongPlan":
+    def from_dict(cls, d: dict) -> SongPlan:
         return cls(**{**d, "sections": tuple(Section(**s) for s in d["sections"])})
 
 

@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from beatbus.audio import load_audio
 from beatbus.lab.eval.beats import load_annotations
 from beatbus.processors.beat.features import HOP_LENGTH, SR, beatnet_features
-from beatbus.audio import load_audio
 from beatbus.processors.beat.small import DEFAULT_CHECKPOINT, SmallNet
-
-import torch
 
 __all__ = ["frame_targets", "augment_audio", "song_arrays", "build_dataset", "train_small", "DEFAULT_DISTILL",
            "DEFAULT_AUGMENT"]
@@ -126,7 +125,10 @@ def augment_audio(y: np.ndarray, times: np.ndarray, bar: np.ndarray | None, rng:
         y = y + np.sqrt(np.mean(y**2)) * 10.0 ** (-snr / 20.0) * _coloured_noise(rng, n)
     if rng.random() < 0.3:  # noise-only or silent lead-in, labelled non-beat
         lead = int(rng.uniform(1.0, 5.0) * SR)
-        pad = np.zeros(lead) if rng.random() < 0.3 else _coloured_noise(rng, lead) * np.sqrt(np.mean(y**2)) * rng.uniform(0.03, 0.5)
+        if rng.random() < 0.3:
+            pad = np.zeros(lead)
+        else:
+            pad = _coloured_noise(rng, lead) * np.sqrt(np.mean(y**2)) * rng.uniform(0.03, 0.5)
         y = np.concatenate([pad, y])
         times = times + lead / SR
     y = y / (np.max(np.abs(y)) + 1e-9) * 10.0 ** (rng.uniform(-30.0, -0.5) / 20.0)

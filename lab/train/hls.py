@@ -34,8 +34,8 @@ def _songs(songs_dir, songs: int, seed: int, val_songs: int, log):
 
 def audio_features(path: str | Path) -> np.ndarray:
     """Raw feature frames ``[shape=(n, 272)]`` of an audio file (the backends' front end, whole file)."""
-    from beatbus.processors.beat.features import beatnet_features
     from beatbus.audio import load_audio
+    from beatbus.processors.beat.features import beatnet_features
 
     return beatnet_features(load_audio(path, sr=22050))
 

@@ -8,7 +8,7 @@ processor daemon gains and loses the leases of its sources.
 """
 from __future__ import annotations
 
-from typing import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 
 import numpy as np
 

@@ -85,7 +85,7 @@ class BDA(nn.Module):
         self.linear = nn.Linear(hidden, 3)
 
     @classmethod
-    def from_beatnet(cls, model: int = 1, *, device: str = "cpu") -> "BDA":
+    def from_beatnet(cls, model: int = 1, *, device: str = "cpu") -> BDA:
         """Load BeatNet's published weights (``model`` 1: trained without GTZAN)."""
         net = cls()
         state = torch.load(weights_path(model), map_location="cpu", weights_only=True)
@@ -127,7 +127,9 @@ class BDA(nn.Module):
 
     @torch.inference_mode()
     def step(
-        self, feats: np.ndarray | torch.Tensor, states: list[tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        feats: np.ndarray | torch.Tensor,
+        states: list[tuple[torch.Tensor, torch.Tensor]] | tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[np.ndarray, tuple[torch.Tensor, torch.Tensor]]:
         """Advance many streams by one frame each, in one batched call.
 
@@ -200,7 +202,8 @@ class StreamBDA:
         self.num_layers = net.num_layers
         self.hidden = net.hidden
         # input and recurrent weights stacked: one [x, h] @ w product per layer and frame
-        self.w = [torch.cat([sd[f"lstm.weight_ih_l{k}"].T, sd[f"lstm.weight_hh_l{k}"].T]).contiguous() for k in range(net.num_layers)]
+        self.w = [torch.cat([sd[f"lstm.weight_ih_l{k}"].T, sd[f"lstm.weight_hh_l{k}"].T]).contiguous()
+                  for k in range(net.num_layers)]
         self.b = [sd[f"lstm.bias_ih_l{k}"] + sd[f"lstm.bias_hh_l{k}"] for k in range(net.num_layers)]
         self.w_out, self.b_out = sd["linear.weight"].T.contiguous(), sd["linear.bias"]
 
@@ -309,7 +312,7 @@ class BeatNetActivation(NetworkActivation):
 
     @staticmethod
     @torch.inference_mode()
-    def infer_many(acts: list["BeatNetActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list[BeatNetActivation], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Network probabilities ``[shape=(n_i, 3)]`` for many streams (equal :attr:`batch_key`),
         one batched step per frame; advances each stream's LSTM state."""
         counts = [f.shape[0] for f in feats]

@@ -25,8 +25,8 @@ def make_processor(settings: Settings):
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from beatbus.processors.beat.service import BeatService
     from beatbus.runtime import run_services
-    from beatbus.processors.service import BeatService
 
     settings = cli_settings(args)
     make_processor(settings)()  # fail fast on a missing extra or model, before any lease

@@ -143,7 +143,9 @@ class DspActivation(Activation):
     # the bass share varies little between onsets, so the accent always has its say
     CUE = {"gamma": 1.0, "k_level": 0.0, "k_accent": 1.5}
 
-    def __init__(self, *, sr: int = 22050, fps: float = 50.0, frame_size: int | None = None, silence_db: float = SILENCE_DB) -> None:
+    def __init__(
+        self, *, sr: int = 22050, fps: float = 50.0, frame_size: int | None = None, silence_db: float = SILENCE_DB
+    ) -> None:
         hop = sr / fps
         if hop != int(hop):
             raise ValueError(f"sr={sr} must be a multiple of fps={fps}")
@@ -154,7 +156,8 @@ class DspActivation(Activation):
         self.hop_length = int(hop)
         self.silence_db = float(silence_db)
         self.frontend = StreamingSpectrogram(
-            sr=self.sr, frame_size=frame_size, hop_length=self.hop_length, bands_per_octave=12, fmin=30.0, fmax=min(17000.0, sr / 2), diff=True
+            sr=self.sr, frame_size=frame_size, hop_length=self.hop_length, bands_per_octave=12, fmin=30.0,
+            fmax=min(17000.0, sr / 2), diff=True,
         )
         self._nb = self.frontend.n_bands
         # centre frequency per band, from the filterbank weights
@@ -183,7 +186,7 @@ class DspActivation(Activation):
         return ("dsp", fe.sr, fe.frame_size, fe.hop_length)
 
     @staticmethod
-    def infer_many(acts: list["DspActivation"], feats: list[np.ndarray]) -> list[None]:
+    def infer_many(acts: list[DspActivation], feats: list[np.ndarray]) -> list[None]:
         """No model to run: the activation is computed from the features alone."""
         return [None] * len(acts)
 

@@ -80,7 +80,8 @@ def log_filterbank(
     n_bins = frame_size >> 1
     # madmom derives bin frequencies from 2 * n_bins points, not frame_size (1410 vs 1411 here)
     bin_freqs = np.fft.fftfreq(n_bins * 2, 1.0 / sr)[:n_bins]
-    freqs = log_frequencies(bands_per_octave=bands_per_octave, fmin=fmin, fmax=fmax)  # not clipped to Nyquist: madmom keeps the top bin
+    # not clipped to Nyquist: madmom keeps the top bin
+    freqs = log_frequencies(bands_per_octave=bands_per_octave, fmin=fmin, fmax=fmax)
     bins = frequencies_to_bins(freqs, bin_freqs, unique=True)
     n_bands = len(bins) - 2
     fb = np.zeros((n_bins, n_bands), dtype=np.float32)

@@ -7,9 +7,9 @@ BDA network on its own features; ``small``: our compact GRU; ``hls``: that GRU q
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from os import PathLike
-from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from beatbus.audio import load_audio
 
 from . import backends
 from .backends import FPS
-from .tracker import Beat, BarTracker
+from .tracker import BarTracker, Beat
 
 __all__ = ["BeatProcessor", "track_file"]
 
@@ -113,7 +113,7 @@ class BeatProcessor:
         return (self.backend, self._act.batch_key, self.tracker.batch_key)
 
     @staticmethod
-    def process_many(procs: Sequence["BeatProcessor"], chunks: Sequence[np.ndarray]) -> list[list[Beat]]:
+    def process_many(procs: Sequence[BeatProcessor], chunks: Sequence[np.ndarray]) -> list[list[Beat]]:
         """Feed one chunk to each of many processors (equal :attr:`batch_key`) in one batch: one
         FFT call for all new frames, one network step per frame for all streams, one tracker step
         per frame for all streams.
@@ -174,7 +174,9 @@ class BeatProcessor:
         return x
 
 
-def track_file(path: str | PathLike, *, backend: str = backends.DEFAULT, sr: int = 22050, chunk: int = 441, **kwargs) -> list[Beat]:
+def track_file(
+    path: str | PathLike, *, backend: str = backends.DEFAULT, sr: int = 22050, chunk: int = 441, **kwargs
+) -> list[Beat]:
     """Track a whole file by streaming it through :class:`BeatProcessor` in ``chunk``-sample pieces.
 
     Parameters

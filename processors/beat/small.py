@@ -216,7 +216,7 @@ class SmallActivation(NetworkActivation):
         self.reset()
 
     @staticmethod
-    def infer_many(acts: list["SmallActivation"], feats: list[np.ndarray]) -> list[np.ndarray]:
+    def infer_many(acts: list[SmallActivation], feats: list[np.ndarray]) -> list[np.ndarray]:
         """Network probabilities ``[shape=(n_i, 3)]`` for many streams (equal :attr:`batch_key`),
         one batched GRU step per frame; advances each stream's state."""
         counts = [f.shape[0] for f in feats]

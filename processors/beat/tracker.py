@@ -31,9 +31,9 @@ BarTracker
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -427,7 +427,7 @@ class BarTracker:
         return BarTracker.process_many([self], [(activations, gate, onset, periodic)])[0]
 
     @staticmethod
-    def process_many(trackers: Sequence["BarTracker"], inputs: Sequence[tuple]) -> list[list[Beat]]:
+    def process_many(trackers: Sequence[BarTracker], inputs: Sequence[tuple]) -> list[list[Beat]]:
         """Advance many trackers (one stream each) in one batch.
 
         Parameters
@@ -494,7 +494,9 @@ class BarTracker:
                     out[j].append(beat)
         return out
 
-    def _after_step(self, state: int, observed: bool, audible: bool, act_sum: float, onset: float, periodic: float) -> Beat | None:
+    def _after_step(
+        self, state: int, observed: bool, audible: bool, act_sum: float, onset: float, periodic: float
+    ) -> Beat | None:
         """Bookkeeping after the forward step of one frame; the beat decided at it, if any."""
         n = self._frame
         self._frame += 1
@@ -624,7 +626,7 @@ def _prepare(tracker: BarTracker, inputs: Sequence[tuple]) -> tuple:
     aux = []
     for k, name in ((2, "onset"), (3, "periodic")):
         parts = []
-        for (a, _, *rest), n, start in zip(inputs, counts, np.cumsum([0, *counts[:-1]])):
+        for (_, _, *rest), n, start in zip(inputs, counts, np.cumsum([0, *counts[:-1]])):
             x = rest[k - 2]
             if x is None:
                 parts.append(total[start : start + n])

@@ -26,11 +26,10 @@ import pytest
 from beatbus import keys
 from beatbus.bus import Bus
 
-from conftest import RedisServer, free_port
-
-from .daemons import Daemon, daemon_env, wait_for
-from .listeners import ErrorGeneratorDouble, OpcCapture, SacnCapture, UdpCapture, free_udp_port
-from .prometheus import PrometheusServer
+from support.daemons import Daemon, daemon_env
+from support.listeners import ErrorGeneratorDouble, OpcCapture, SacnCapture, UdpCapture, free_udp_port
+from support.procs import RedisServer, free_port, wait_for
+from support.prometheus import PrometheusServer
 
 SOURCE = "e2e"
 CLICK_BPM = 120.0

@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from .deployment import ARTNET_UNIVERSE, CLICK_BPM, DDP_PIXELS, PIXELS, SACN_UNIVERSE
-from .protocols import WLED_DRGB, ddp_frames, parse_artdmx, parse_ddp, parse_wled
+from support.protocols import WLED_DRGB, ddp_frames, parse_artdmx, parse_ddp, parse_wled
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from .daemons import wait_for
-from .prometheus import MAX_FOR_S
+from support.procs import wait_for
+from support.prometheus import MAX_FOR_S
 
 pytestmark = pytest.mark.e2e
 

@@ -36,7 +36,7 @@ class AudiocraftMusicGen:
         self.sr = int(model.sample_rate)
 
     @classmethod
-    def load(cls, name: str, *, device: str = "cpu", melody: bool = False) -> "AudiocraftMusicGen":
+    def load(cls, name: str, *, device: str = "cpu", melody: bool = False) -> AudiocraftMusicGen:
         if not available():
             raise DependencyError(UNAVAILABLE)
         from audiocraft.models import MusicGen as _AudiocraftModel

@@ -18,9 +18,9 @@ from __future__ import annotations
 import io
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class Composer:
         return path
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, device: str = "cpu") -> "Composer":
+    def load(cls, path: str | Path | None = None, *, device: str = "cpu") -> Composer:
         import torch
 
         path = Path(path) if path else DEFAULT_CHECKPOINT
@@ -138,7 +138,7 @@ class Composer:
             doc = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise ModelUnavailable(f"LSTM checkpoint {path} not found (train one: beatbus generate train-lstm)") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a corrupt file
             raise ModelUnavailable(f"LSTM checkpoint {path} is unreadable: {str(exc)[:200]}") from None
         if doc.get("format") != "beatbus-lstm-composer/1":
             raise ModelUnavailable(f"{path} is not a beatbus LSTM composer checkpoint")
@@ -213,7 +213,7 @@ def midi_seed_tokens(path: str | Path, *, limit: int = 64) -> list[str]:
 
     try:
         tokens = tokenize_score(converter.parse(str(path)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - music21 raises many types for a file it cannot parse
         raise InvalidRequest(f"seed MIDI {Path(path).name} does not parse: {str(exc)[:200]}") from None
     if not tokens:
         raise InvalidRequest(f"seed MIDI {Path(path).name} has no notes")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from beatbus.log import get_logger
 
@@ -67,7 +67,7 @@ class Vocabulary:
         self.stoi = {t: i for i, t in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, pieces: Iterable[list[str]], *, min_count: int = 2) -> "Vocabulary":
+    def build(cls, pieces: Iterable[list[str]], *, min_count: int = 2) -> Vocabulary:
         counts = Counter(t for piece in pieces for t in piece)
         return cls(sorted(t for t, n in counts.items() if n >= min_count))
 
@@ -89,7 +89,7 @@ def tokenize_score(score, *, normalize_key: bool = True) -> list[str]:
         try:
             k = score.analyze("key")
             shift = -key_shift(k.tonic.pitchClass, k.mode if k.mode in ("major", "minor") else "major")
-        except Exception:       # analysis fails on empty or percussion-only parts: keep the pitches
+        except Exception:  # noqa: BLE001 - analysis fails on empty or percussion-only parts: keep the pitches
             shift = 0
     out: list[str] = []
     for el in score.chordify().flatten().notesAndRests:
@@ -133,7 +133,7 @@ def load_corpus(source: str, *, limit: int | None = None) -> list[list[str]]:
     for p in paths:
         try:
             tokens = tokenize_score(converter.parse(p))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - music21 raises many types; one bad file must not end the corpus
             log.warning("corpus file skipped", extra={"file": str(p), "error": str(exc)[:200]})
             continue
         if len(tokens) >= 8:
@@ -150,7 +150,10 @@ def tokens_to_stream(tokens: Iterable[str], *, tempo: float, meter: int = 4, key
     With ``bars``, the music is cut (the last event shortened) or padded with a rest to
     exactly ``bars`` bars of ``meter`` quarter notes.
     """
-    from music21 import chord, key as m21key, meter as m21meter, note, stream, tempo as m21tempo
+    from music21 import chord, note, stream
+    from music21 import key as m21key
+    from music21 import meter as m21meter
+    from music21 import tempo as m21tempo
 
     tonic, mode = parse_key(key)
     shift = key_shift(tonic, mode)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -98,7 +98,7 @@ class MusicGen:
         return self.model.device
 
     @classmethod
-    def load(cls, name: str, *, device: str = "cpu", melody: bool = False) -> "MusicGen":
+    def load(cls, name: str, *, device: str = "cpu", melody: bool = False) -> MusicGen:
         """Load from a local directory or a warm cache (never the network)."""
         from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
@@ -149,8 +149,8 @@ class MusicGen:
 
         ``melody`` (samples, sr) conditions a MusicGen-Melody model on its chroma;
         ``audio_prompt`` (samples, sr) is continued: its last ``overlap_seconds`` prompt the
-        decoder and the result holds only the new audio. ``info`` holds ``steps``, ``windows``, ``seconds`` (wall time of generation),
-        ``steps_per_second`` and ``rtf`` (wall time / audio time).
+        decoder and the result holds only the new audio. ``info`` holds ``steps``, ``windows``,
+        ``seconds`` (wall time of generation), ``steps_per_second`` and ``rtf`` (wall time / audio time).
         """
         import torch
         from transformers import LogitsProcessorList

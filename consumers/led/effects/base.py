@@ -23,7 +23,7 @@ from ..state import RenderContext
 
 __all__ = ["Effect", "EFFECTS", "intensity_curve", "PALETTE_NAMES"]
 
-EFFECTS: dict[str, type["Effect"]] = {}
+EFFECTS: dict[str, type[Effect]] = {}
 PALETTE_NAMES = tuple(palettes.PALETTES)
 CURVES = ("linear", "log", "exp")
 

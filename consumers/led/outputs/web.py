@@ -22,7 +22,7 @@ import socket
 import struct
 import threading
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import orjson
 
@@ -127,7 +127,7 @@ class PreviewServer:
         self.clients = 0
         self._thread = threading.Thread(target=self._accept, name=f"ws-preview:{self.port}", daemon=True)
 
-    def start(self) -> "PreviewServer":
+    def start(self) -> PreviewServer:
         self._thread.start()
         return self
 

@@ -1,0 +1,82 @@
+"""The first commands of the README, run as a user runs them, checked against the annotations.
+
+`beatbus run FILE` (real time) and `beatbus analyze FILE --json` must find the annotated beats,
+not only print something beat-shaped; `beatbus analyze FILE --sections --json` must cover the
+file with labelled sections whose boundaries land near the annotated ones. Default backend
+(beatnet), as a newcomer runs them.
+"""
+from __future__ import annotations
+
+import json
+
+import mir_eval
+import numpy as np
+import soundfile as sf
+
+from support.paths import DATA
+from support.procs import beatbus_cmd
+
+SONG = DATA / "beats" / "gtzan_blues_00002.flac"      # default backend: F 1.00 on it (both paths)
+SECTIONS_SONG = DATA / "sections" / "sargon_mindless_cut.flac"
+BEAT_F_FLOOR = 0.9          # measured 1.00; a half-beat phase or a tempo-octave error scores < 0.5
+SECTION_LABELS = {"intro", "verse", "chorus", "bridge", "outro"}     # README, Sections
+
+
+def _beat_f(estimated: list[float]) -> float:
+    """mir_eval beat F-measure (+/-70 ms) against the annotation beside SONG, 5 s trimmed as in the README."""
+    reference = np.loadtxt(SONG.with_suffix(".beats"), ndmin=2)[:, 0]
+    trim = mir_eval.beat.trim_beats
+    return mir_eval.beat.f_measure(trim(reference), trim(np.asarray(estimated, float)))
+
+
+def test_run_file_in_real_time_prints_the_annotated_beats():
+    r = beatbus_cmd("run", str(SONG), timeout=240)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    # one line per beat: "   1.42s    1.2   157.5 BPM  conf 0.09  ...", then the end-of-stream line
+    beat_lines = [line for line in r.stdout.splitlines() if " BPM " in line]
+    times = [float(line.split()[0].rstrip("s")) for line in beat_lines]
+    assert "end of stream" in r.stdout and times == sorted(times), r.stdout[-1000:]
+    f = _beat_f(times)
+    assert f >= BEAT_F_FLOOR, f"run {SONG.name}: beat F {f:.3f} < {BEAT_F_FLOOR}"
+
+
+def test_analyze_json_finds_the_annotated_beats_and_tempo():
+    r = beatbus_cmd("analyze", str(SONG), "--json", timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    times = [b["time"] for b in doc["beats"]]
+    f = _beat_f(times)
+    assert f >= BEAT_F_FLOOR, f"analyze {SONG.name}: beat F {f:.3f} < {BEAT_F_FLOOR}"
+    reference = np.loadtxt(SONG.with_suffix(".beats"), ndmin=2)[:, 0]
+    annotated_bpm = 60 / np.median(np.diff(reference))
+    assert abs(doc["tempo"] - annotated_bpm) <= 0.04 * annotated_bpm, (doc["tempo"], annotated_bpm)
+
+
+def test_analyze_sections_json_covers_the_file_with_labelled_sections():
+    r = beatbus_cmd("analyze", str(SECTIONS_SONG), "--sections", "--json", timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    sections = doc["sections"]
+    assert len(sections) >= 2 and all(set(s) == {"start", "end", "label", "confidence"} for s in sections)
+    assert {s["label"] for s in sections} <= SECTION_LABELS, sections
+    assert all(s["end"] > s["start"] and 0 <= s["confidence"] <= 1 for s in sections), sections
+    # contiguous, from the first sample to the last
+    duration = sf.info(str(SECTIONS_SONG)).duration
+    assert sections[0]["start"] == 0 and abs(sections[-1]["end"] - duration) < 0.05, (sections, duration)
+    assert all(a["end"] == b["start"] for a, b in zip(sections, sections[1:])), sections
+    # boundaries near the annotated ones: measured 3 of the 4 inner boundaries within 3 s (F 0.75)
+    rows = [line.split("\t") for line in SECTIONS_SONG.with_suffix(".sections").read_text().splitlines() if line]
+    reference = np.array([[float(start), float(end)] for start, end, _ in rows])
+    estimated = np.array([[s["start"], s["end"]] for s in sections])
+    _, _, f = mir_eval.segment.detection(reference, estimated, window=3.0, trim=True)
+    assert f >= 0.7, f"sections: boundary F@3s {f:.3f} < 0.7 ({sections})"
+
+
+def test_an_unknown_backend_from_the_environment_is_one_line_naming_the_known_ones():
+    """Settings accept any backend name (plug-ins add names); the registry refuses it at start."""
+    song = DATA / "beats" / "ballroom_media_105901.flac"
+    for args in (("analyze", str(song)), ("process",)):
+        r = beatbus_cmd(*args, env={"BEATBUS_BACKEND": "magic", "REDIS_URL": "redis://127.0.0.1:9/0"}, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [
+            "beatbus: error: unknown beat backend 'magic' (known: dsp, beatnet, small, hls)"], r.stderr

@@ -1,0 +1,38 @@
+"""`beatbus bench load|soak` run end to end at toy sizes (the real runs are benchmarks, not tests)."""
+from __future__ import annotations
+
+import json
+
+from support.procs import beatbus_cmd
+
+
+def test_bench_load_prints_cpu_lag_and_latency_tables(tmp_path):
+    out = tmp_path / "load.json"
+    r = beatbus_cmd("bench", "load", "--sources", "2", "--processors", "1", "--duration", "4", "--warmup", "3",
+                    "--json", str(out), timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| processor-1 |" in r.stdout and "| capture-to-event latency (ms) |" in r.stdout
+    assert "| sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core |" in r.stdout
+    [doc] = json.loads(out.read_text())                      # one run per source count
+    assert doc["leases"] == [2] and doc["beats"] > 0 and doc["frames_dropped"] == [0]
+    assert 0 < doc["capture_latency_ms"]["50"] < 10_000
+    assert doc["backend"] == "beatnet"                       # the daemon's own default: nothing passed
+    assert 0 < doc["cpu_percent_per_source"] < 100 and doc["sources_per_core"] > 1
+
+
+def test_bench_soak_samples_rss_and_judges_growth(tmp_path):
+    out = tmp_path / "soak.json"
+    r = beatbus_cmd("bench", "soak", "--minutes", "0.3", "--sample", "5", "--warmup", "5", "--json", str(out),
+                    timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "| processor |" in r.stdout and "| trigger group lag (s) |" in r.stdout
+    doc = json.loads(out.read_text())
+    assert len(doc["samples"]) >= 3
+    assert set(doc["growth"]) == {"producer", "processor", "intensity", "structure", "trigger", "led", "exporter",
+                                  "broker"}
+    assert doc["samples"][-1]["beats"] > 0 and doc["samples"][-1]["triggers"] > 0
+
+
+def test_bench_rejects_nonsense_sizes():
+    r = beatbus_cmd("bench", "load", "--sources", "0")
+    assert r.returncode == 2 and "--sources: '0': source counts must be positive" in r.stderr

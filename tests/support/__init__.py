@@ -1,0 +1,1 @@
+"""What the tests share besides fixtures (those are in conftest.py): paths, processes, peers."""
