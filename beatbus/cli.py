@@ -90,19 +90,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import numpy as np
 
-    from beatbus.processors.beat import BeatProcessor
+    from beatbus.processors.beat import BeatProcessor, track_offline
     from beatbus.producers import FileSource
 
     from .progress import Progress
 
-    proc = BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
     beats = []
     with Progress(f"analyze {args.path}", _audio_seconds(args.path), "s of audio") as bar:
         with FileSource(args.path, sr=settings.sr, hop=settings.hop, realtime=False) as audio:
-            for chunk in audio:
-                beats.extend(proc.process(chunk.samples))
-                bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note=f"{len(beats)} beats")
-        beats.extend(proc.flush())
+            if args.online:  # the live pipeline's causal tracker
+                proc = BeatProcessor(backend=settings.backend, sr=settings.sr, device=settings.device)
+                for chunk in audio:
+                    beats.extend(proc.process(chunk.samples))
+                    bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note=f"{len(beats)} beats")
+                beats.extend(proc.flush())
+            else:
+                def samples():
+                    for chunk in audio:
+                        yield chunk.samples
+                        bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note="activations")
+
+                beats = track_offline(samples(), backend=settings.backend, sr=settings.sr, device=settings.device)
         times = np.array([b.time for b in beats])
         tempo = float(60.0 / np.median(np.diff(times))) if len(times) > 2 else 0.0
         result = {"tempo": round(tempo, 2), "beats": [
@@ -211,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("path")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--csv", metavar="FILE", help="write beats as CSV ('-' for stdout)")
+    a.add_argument("--online", action="store_true",
+                   help="the live pipeline's causal tracker (default: decode the whole file at once, "
+                        "which finds intros and scores higher)")
     a.add_argument("--sections", action="store_true",
                    help="also find song sections (intro/verse/chorus/bridge/outro), offline")
     add_backend_options(a)

@@ -138,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     targets = {"beats": "beatbus.lab.eval.beats", "sections": "beatbus.lab.eval.sections"}
     if not rest or rest[0] not in targets:
-        raise ConfigError("usage: beatbus eval beats DIR [--backend NAME ...] [--json FILE] | "
+        raise ConfigError("usage: beatbus eval beats DIR [DIR ...] [--backend NAME ...] [--json FILE] | "
                           "beatbus eval sections DIR [--mode online|offline] [--json FILE]")
     import importlib
 

@@ -1,4 +1,4 @@
-"""Causal evaluation of beat backends on annotated audio (``beatbus eval beats DIR``).
+"""Causal evaluation of beat backends on annotated audio (``beatbus eval beats DIR [DIR ...]``).
 
 Every file is streamed through :class:`~processors.beat.processor.BeatProcessor` in 441-sample
 chunks, exactly as live audio, and the beats it emitted are scored with mir_eval (conventions of
@@ -12,13 +12,24 @@ real-time factor (compute time / audio duration, file loading excluded).
 
 Annotation files: ``<name>.beats`` next to ``<name>.<audio>``, one beat per line,
 ``time<TAB>beat_in_bar`` or ``time`` alone (then downbeat F is None).
+
+Groups (a pooled mean hides where a tracker fails): a file's group is the ``group`` column of a
+``MANIFEST.tsv`` beside it when that lists the file (by its ``name`` column, the stem; ``/`` becomes
+``_``, so the manifest's ``gtzan/blues`` is the same group as the name rule's ``gtzan_blues``), else
+the name rule: the stem without a trailing ``_<digits>`` clip number (``gtzan_blues_00006`` ->
+``gtzan_blues``, ``hainsworth_001`` -> ``hainsworth``), or the part before the first ``_`` when the
+stem has no clip number (``fmp_C6_Audio_HappyBirthday`` -> ``fmp``, ``madmom_sample`` -> ``madmom``).
+Leave-one-group-out folds report each held-out group's mean as that fold's validation score: the
+configuration is fixed (nothing is tuned on the training groups yet).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
 import json
 import math
+import re
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,7 +39,7 @@ import numpy as np
 from beatbus.audio import load_audio
 from beatbus.errors import AudioSourceError, ConfigError
 from beatbus.processors.beat.backends import names
-from beatbus.processors.beat.processor import BeatProcessor
+from beatbus.processors.beat.processor import BeatProcessor, track_offline
 from beatbus.processors.beat.tracker import Beat
 
 __all__ = [
@@ -47,6 +58,9 @@ TRIM = 5.0  # s: mir_eval's trim, also where the tempo estimate and the predicti
 HIT_WINDOW = 0.07  # s: mir_eval's F-measure window
 AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif")
 CHUNK = 441  # samples per process() call: 20 ms, like the live producer
+GROUP_BY = ("manifest", "prefix", "none")
+FOLDS = ("leave-one-group-out",)
+MANIFEST = "MANIFEST.tsv"
 
 
 def load_annotations(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -158,8 +172,8 @@ def _prediction_error(beats: Sequence[Beat], ref_times: np.ndarray) -> float | N
 
 
 def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | Path | None = None,
-                  progress=None, **kwargs) -> dict:
-    """Stream one annotated file through ``backend`` causally and score it.
+                  progress=None, offline: bool = False, **kwargs) -> dict:
+    """Stream one annotated file through ``backend`` causally (or decode it whole) and score it.
 
     Parameters
     ----------
@@ -169,8 +183,11 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
         A :func:`~processors.beat.backends.names` entry.
     progress : callable, optional
         Called with the seconds of audio processed so far, about once per second of audio.
+    offline : bool
+        Decode the whole file at once (:func:`~processors.beat.processor.track_offline`) instead;
+        its delays are then to the end of the file and its live F is 0 (it predicts nothing).
     **kwargs
-        Passed to :class:`BeatProcessor` (e.g. tracker options).
+        Passed to :class:`BeatProcessor` (e.g. tracker options), or to ``track_offline``.
 
     Returns
     -------
@@ -182,18 +199,25 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
     y = load_audio(audio, sr=22050)      # AudioSourceError names the file and the cause
     if y.size == 0:
         raise AudioSourceError(f"{audio}: contains no audio samples")
-    proc = BeatProcessor(backend=backend, sr=22050, **kwargs)
     t0 = time.perf_counter()
-    beats: list[Beat] = []
+    if offline:
+        beats = track_offline(y, backend=backend, sr=22050, **kwargs)
+        return _scored(audio, beats, ref_times, ref_bar, time.perf_counter() - t0, y.size)
+    proc = BeatProcessor(backend=backend, sr=22050, **kwargs)
+    beats = []
     for i in range(0, y.size, CHUNK):
         beats.extend(proc.process(y[i : i + CHUNK]))
         if progress is not None and i % (50 * CHUNK) == 0:  # every second of audio
             progress(i / 22050)
     beats.extend(proc.flush())
-    elapsed = time.perf_counter() - t0
+    return _scored(audio, beats, ref_times, ref_bar, time.perf_counter() - t0, y.size)
+
+
+def _scored(audio: Path, beats: list[Beat], ref_times: np.ndarray, ref_bar: np.ndarray | None,
+            elapsed: float, n_samples: int) -> dict:
     out = {"file": audio.stem}
     out.update(score_beats(beats, ref_times, ref_bar))
-    out["rtf"] = elapsed / max(y.size / 22050, 1e-9)
+    out["rtf"] = elapsed / max(n_samples / 22050, 1e-9)
     out["n_beats"] = len(beats)
     return out
 
@@ -223,6 +247,63 @@ def _find_files(directory: Path, files: str | Iterable[str] | None) -> list[Path
     return out
 
 
+def _name_group(stem: str) -> str:
+    """The name rule: the stem without its trailing ``_<digits>``, else the part before the first ``_``."""
+    clip = re.fullmatch(r"(.+)_\d+", stem)
+    return clip.group(1) if clip else stem.split("_", 1)[0]
+
+
+def _read_manifest(folder: Path) -> dict[str, str]:
+    """``name -> group`` from ``folder/MANIFEST.tsv`` ({} when there is none)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if not {"name", "group"} <= set(reader.fieldnames or ()):
+                raise ConfigError(f"{path}: needs a header line with 'name' and 'group' columns")
+            return {r["name"]: r["group"].replace("/", "_") for r in reader if r.get("name") and r.get("group")}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _groups(paths: Sequence[Path], group_by: str) -> list[str | None]:
+    """Each file's group (None for all with ``group_by="none"``); see the module docstring."""
+    if group_by not in GROUP_BY:
+        raise ConfigError(f"group_by={group_by!r} must be one of {list(GROUP_BY)}")
+    if group_by == "none":
+        return [None] * len(paths)
+    manifests: dict[Path, dict[str, str]] = {}
+    out = []
+    for p in paths:
+        listed = {}
+        if group_by == "manifest":
+            listed = manifests.setdefault(p.parent, _read_manifest(p.parent))
+        out.append(listed.get(p.stem) or _name_group(p.stem))
+    return out
+
+
+def _group_rows(rows: list[dict]) -> list[dict]:
+    """One row per group (sorted by name): ``group``, ``n_files`` and the :data:`METRICS` means."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["group"], []).append(r)
+    return [{"group": g, "n_files": len(by[g]), **_mean(by[g])} for g in sorted(by)]
+
+
+def _logo_folds(groups: list[dict], n_files: int) -> dict:
+    """Leave-one-group-out folds over :func:`_group_rows` output.
+
+    The configuration is fixed, so a fold's validation score is its held-out group's mean; the
+    reported number is the mean over folds (each group weighs the same, however many files it has).
+    """
+    folds = [{"held_out": g["group"], "n_train": n_files - g["n_files"], "n_val": g["n_files"],
+              **{k: g[k] for k in METRICS}} for g in groups]
+    return {"scheme": "leave-one-group-out", "configuration": "fixed (not tuned per fold)",
+            "folds": folds, "mean": _mean(folds)}
+
+
 def _mean(rows: list[dict]) -> dict:
     mean = {}
     for k in METRICS:
@@ -232,37 +313,60 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def evaluate_dir(
-    dir: str | Path, backends: Sequence[str] = ("dsp",), files: str | Iterable[str] | None = None, **kwargs
+    dirs: str | Path | Sequence[str | Path],
+    backends: Sequence[str] = ("dsp",),
+    files: str | Iterable[str] | None = None,
+    *,
+    group_by: str = "manifest",
+    folds: str | None = None,
+    **kwargs,
 ) -> dict:
-    """Evaluate backends on every annotated file of a directory.
+    """Evaluate backends on every annotated file of one or several directories.
 
     Parameters
     ----------
-    dir : path
-        Folder with ``<name>.beats`` + ``<name>.flac`` (or another audio extension), or one such
-        audio file.
+    dirs : path or sequence of paths
+        Folders with ``<name>.beats`` + ``<name>.flac`` (or another audio extension), or such audio
+        files. A file reached twice is evaluated once.
     backends : sequence of str
         Backend names, each a :func:`~processors.beat.backends.names` entry.
     files : str, iterable of str or None
         Glob pattern(s) on file names or stems; None = all.
+    group_by : {"manifest", "prefix", "none"}
+        ``manifest``: a ``MANIFEST.tsv`` beside the file when it lists it, else the name rule;
+        ``prefix``: the name rule only; ``none``: no groups (see the module docstring).
+    folds : {"leave-one-group-out"} or None
+        Also report leave-one-group-out folds (needs at least two groups).
     **kwargs
         Passed to every :class:`BeatProcessor`.
 
     Returns
     -------
     dict
-        ``{"backends": {NAME: {"files": [{"file", "F", "CMLt", "AMLt", "dbF", "liveF",
+        ``{"backends": {NAME: {"files": [{"file", "group", "F", "CMLt", "AMLt", "dbF", "liveF",
         "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "pred_err_p50", "rtf", "n_beats"}, ...],
-        "mean": {same metric keys}}}, "conventions": str}``.
+        "mean": {same metric keys}, "groups": [{"group", "n_files", metric keys}, ...] (unless
+        ``group_by="none"``), "folds": {"scheme", "configuration", "folds": [{"held_out", "n_train",
+        "n_val", metric keys}, ...], "mean": {metric keys}} (with ``folds``)}}, "group_by": str,
+        "conventions": str}``.
     """
     if isinstance(backends, str):
         backends = [backends]
     for b in backends:
         if b not in names():
             raise ConfigError(f"backend={b!r} must be one of {names()}")
-    paths = _find_files(Path(dir), files)
+    if folds is not None and folds not in FOLDS:
+        raise ConfigError(f"folds={folds!r} must be one of {list(FOLDS)}")
+    # every folder is checked before the first file is evaluated: a bad one fails at once
+    found = [p for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs) for p in _find_files(Path(d), files)]
+    paths = list({p.resolve(): p for p in found}.values())
+    groups = _groups(paths, group_by)
+    if folds is not None and len(set(groups) - {None}) < 2:
+        raise ConfigError(f"--folds {folds} needs files from at least two groups (found "
+                          f"{len(set(groups) - {None})} with --group-by {group_by})")
     result: dict = {
         "backends": {},
+        "group_by": group_by,
         "conventions": "mir_eval, causal streaming in 441-sample chunks, 5 s trim, +/-70 ms; delays in s",
     }
     from beatbus.progress import Progress
@@ -270,13 +374,19 @@ def evaluate_dir(
     with Progress("eval beats", len(paths) * len(backends), "files") as bar:
         for b in backends:
             rows = []
-            for p in paths:
+            for p, g in zip(paths, groups):
                 note = f"{b}: {p.name}"
                 bar.set(bar.done, note=note)
-                rows.append(evaluate_file(p, backend=b, progress=lambda s, note=note: bar.set(bar.done, note=f"{note} {s:.0f} s"),
-                                          **kwargs))
+                row = evaluate_file(p, backend=b, progress=lambda s, note=note: bar.set(bar.done, note=f"{note} {s:.0f} s"),
+                                    **kwargs)
+                rows.append({"file": row.pop("file"), "group": g, **row})
                 bar.update(1)
-            result["backends"][b] = {"files": rows, "mean": _mean(rows)}
+            res: dict = {"files": rows, "mean": _mean(rows)}
+            if group_by != "none":
+                res["groups"] = _group_rows(rows)
+            if folds is not None:
+                res["folds"] = _logo_folds(res["groups"], len(rows))
+            result["backends"][b] = res
     return result
 
 
@@ -286,9 +396,14 @@ def _fmt(v) -> str:
     return f"{v:.3f}"
 
 
+GROUP_COLS = ["F", "dbF", "liveF", "tempo_acc1"]
+
+
 def format_table(result: dict) -> str:
-    """Markdown table per backend (one row per file plus the mean row)."""
+    """Markdown tables per backend: one row per file plus the mean row, then the groups with the
+    pooled row, then the folds with their mean (when the result has them)."""
     cols = ["F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "pred_err_p50", "rtf"]
+    gcols = " | ".join(GROUP_COLS)
     lines = []
     for name, res in result["backends"].items():
         lines.append(f"### backend `{name}`")
@@ -300,30 +415,71 @@ def format_table(result: dict) -> str:
         m = res["mean"]
         lines.append("| **mean** | " + " | ".join(f"**{_fmt(m.get(c))}**" for c in cols) + " |")
         lines.append("")
+        if "groups" in res:
+            lines.append(f"| group | files | {gcols} |")
+            lines.append("|---|---|" + "---|" * len(GROUP_COLS))
+            for g in res["groups"]:
+                lines.append(f"| {g['group']} | {g['n_files']} | " + " | ".join(_fmt(g[c]) for c in GROUP_COLS) + " |")
+            lines.append(f"| **pooled** | **{len(res['files'])}** | "
+                         + " | ".join(f"**{_fmt(m.get(c))}**" for c in GROUP_COLS) + " |")
+            lines.append("")
+        if "folds" in res:
+            cv = res["folds"]
+            lines.append(f"{cv['scheme']}, configuration {cv['configuration']}: validation scores")
+            lines.append("")
+            lines.append(f"| fold | held out | train files | val files | {gcols} |")
+            lines.append("|---|---|---|---|" + "---|" * len(GROUP_COLS))
+            for i, f in enumerate(cv["folds"], 1):
+                lines.append(f"| {i} | {f['held_out']} | {f['n_train']} | {f['n_val']} | "
+                             + " | ".join(_fmt(f[c]) for c in GROUP_COLS) + " |")
+            lines.append("| **mean over folds** | | | | "
+                         + " | ".join(f"**{_fmt(cv['mean'][c])}**" for c in GROUP_COLS) + " |")
+            lines.append("")
     if "conventions" in result:
         lines.append(f"_{result['conventions']}_")
     return "\n".join(lines)
 
 
+EPILOG = """\
+Groups: the 'group' column of a MANIFEST.tsv beside the file when it lists the file ('/' read as
+'_'), else the file name without its trailing _<digits> (gtzan_blues_00006 -> gtzan_blues), or the
+part before the first '_' when there is none (fmp_C6_Audio_HappyBirthday -> fmp).
+Caution: the trackers' settings were tuned on ../shared/data/beats, so numbers on those files
+(pooled, per group or per fold) are measured on tuning data, not held-out accuracy claims."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``DIR [--backend NAME ...] [--json FILE] [--files GLOB]`` to a parser."""
-    parser.add_argument("dir", help="folder with <name>.beats and audio files (or one annotated audio file)")
+    """Add ``DIR [DIR ...] [--backend NAME ...] [--json FILE] [--files GLOB] [--group-by HOW]
+    [--folds leave-one-group-out]`` to a parser."""
+    parser.add_argument("dir", nargs="+",
+                        help="folders with <name>.beats and audio files (or annotated audio files)")
     parser.add_argument(
         "--backend", action="append", choices=names(), help="backend to evaluate (repeatable; default beatnet)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--offline", action="store_true",
+                        help="decode each whole file at once (beatbus analyze's default) instead of streaming it")
     parser.add_argument("--files", metavar="GLOB", action="append", help="only files matching GLOB (repeatable)")
+    parser.add_argument("--group-by", choices=GROUP_BY, default="manifest",
+                        help="where a file's group comes from: its MANIFEST.tsv row, else its name (manifest, "
+                             "the default); its name only (prefix); no groups (none)")
+    parser.add_argument("--folds", choices=FOLDS,
+                        help="also print each leave-one-group-out fold's validation score and their mean "
+                             "(the configuration is fixed: a fold's score is its held-out group's mean)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``beatbus eval beats DIR [--backend NAME ...] [--json FILE] [--files GLOB]``; returns 0."""
+    """``beatbus eval beats DIR [DIR ...] [--backend NAME ...] [--json FILE] [--files GLOB] [--group-by HOW]
+    [--folds leave-one-group-out]``; returns 0."""
     argv = list(argv) if argv is not None else None
     if argv and argv[:2] == ["eval", "beats"]:
         argv = argv[2:]
-    parser = argparse.ArgumentParser(prog="beatbus eval beats", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="beatbus eval beats", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    result = evaluate_dir(args.dir, args.backend or ["beatnet"], files=args.files)
+    result = evaluate_dir(args.dir, args.backend or ["beatnet"], files=args.files, offline=args.offline,
+                          group_by=args.group_by, folds=args.folds)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -15,10 +15,13 @@ BarTracker
 BeatBatch
     Many streams, one batch: ``add(key)``, ``remove(key)``, ``process({key: chunk}) -> {key: [Beat]}``.
 track_file
-    Stream a file through a ``BeatProcessor`` in 441-sample chunks.
+    Stream a file through a ``BeatProcessor`` in 441-sample chunks (``mode="offline"``: decode
+    the whole file at once, :func:`track_offline`).
+track_offline
+    Beats of whole-recording samples by one Viterbi pass (:mod:`.offline`).
 """
 from .batch import BeatBatch
-from .processor import BeatProcessor, track_file
+from .processor import BeatProcessor, track_file, track_offline
 from .tracker import BarTracker, Beat
 
-__all__ = ["Beat", "BeatProcessor", "BeatBatch", "BarTracker", "track_file"]
+__all__ = ["Beat", "BeatProcessor", "BeatBatch", "BarTracker", "track_file", "track_offline"]

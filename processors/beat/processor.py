@@ -3,11 +3,12 @@
 ``BeatProcessor`` glues an activation backend (``dsp``: spectral flux; ``beatnet``: BeatNet's
 BDA network on its own features; ``small``: our compact GRU; ``hls``: that GRU quantized) to the online
 :class:`~processors.beat.tracker.BarTracker`. Everything is causal: a beat is returned from the
-``process`` call whose audio made the tracker decide it, exactly once.
+``process`` call whose audio made the tracker decide it, exactly once. :func:`track_offline` is
+the non-causal alternative for whole files (:mod:`processors.beat.offline`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from os import PathLike
 
@@ -17,9 +18,12 @@ from beatbus.audio import load_audio
 
 from . import backends
 from .backends import FPS
+from .offline import OfflineDecoder
 from .tracker import BarTracker, Beat
 
-__all__ = ["BeatProcessor", "track_file"]
+__all__ = ["BeatProcessor", "track_file", "track_offline"]
+
+MODES = ("offline", "online")
 
 
 class BeatProcessor:
@@ -174,10 +178,44 @@ class BeatProcessor:
         return x
 
 
-def track_file(
-    path: str | PathLike, *, backend: str = backends.DEFAULT, sr: int = 22050, chunk: int = 441, **kwargs
+def track_offline(
+    samples: np.ndarray | Iterable[np.ndarray], *, backend: str = backends.DEFAULT, sr: int = 22050,
+    device: str = "cpu", model: int = 1, onset_weight: float | None = None, **decoder_kwargs,
 ) -> list[Beat]:
-    """Track a whole file by streaming it through :class:`BeatProcessor` in ``chunk``-sample pieces.
+    """Beats of a whole recording, non-causally: the backend's activations of all of it, then one
+    Viterbi pass (:class:`~processors.beat.offline.OfflineDecoder`).
+
+    Parameters
+    ----------
+    samples : np.ndarray [shape=(n,)] or iterable of np.ndarray
+        Mono samples at ``sr``, whole or in chunks (a generator of chunks can report progress);
+        NaN / inf are read as 0.
+    backend, sr, device, model, onset_weight
+        As for :class:`BeatProcessor`.
+    **decoder_kwargs
+        Passed to :class:`~processors.beat.offline.OfflineDecoder`; they win over the backend's
+        ``time_offset`` and ``tempo_prior``.
+
+    Returns
+    -------
+    list of Beat
+        ``decided_at`` is the end of the recording.
+    """
+    act = backends.create(backend, sr=sr, device=device, model=model, onset_weight=onset_weight)
+    parts = [act.process(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+             for x in ([samples] if isinstance(samples, np.ndarray) else samples)]
+    parts.append(act.flush())
+    settings = {k: v for k, v in act.tracker_settings.items() if k in ("time_offset", "tempo_prior")}
+    settings.update(decoder_kwargs)
+    decoder = OfflineDecoder(fps=FPS, **settings)
+    return decoder.decode(np.concatenate([p[0] for p in parts]), gate=np.concatenate([p[1] for p in parts]))
+
+
+def track_file(
+    path: str | PathLike, *, backend: str = backends.DEFAULT, sr: int = 22050, chunk: int = 441,
+    mode: str = "online", **kwargs,
+) -> list[Beat]:
+    """Track a whole file.
 
     Parameters
     ----------
@@ -188,15 +226,23 @@ def track_file(
     sr : int
         Processing sample rate in Hz.
     chunk : int
-        Samples per ``process`` call (441 = 20 ms, like the live producer).
+        ``online``: samples per ``process`` call (441 = 20 ms, like the live producer).
+    mode : {"online", "offline"}
+        ``online``: stream it through :class:`BeatProcessor` in ``chunk``-sample pieces, exactly
+        as the live pipeline does (its confidence gate: few beats on noise); ``offline``:
+        :func:`track_offline` (sees the whole file: intros, higher F on annotated music).
     **kwargs
-        Passed to :class:`BeatProcessor`.
+        Passed to :func:`track_offline` or :class:`BeatProcessor`.
 
     Returns
     -------
     list of Beat
     """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} must be one of {MODES}")
     y = load_audio(path, sr=sr)
+    if mode == "offline":
+        return track_offline(y, backend=backend, sr=sr, **kwargs)
     proc = BeatProcessor(backend=backend, sr=sr, **kwargs)
     beats: list[Beat] = []
     for i in range(0, y.size, chunk):

@@ -80,3 +80,25 @@ def test_an_unknown_backend_from_the_environment_is_one_line_naming_the_known_on
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().splitlines() == [
             "beatbus: error: unknown beat backend 'magic' (known: dsp, beatnet, small, hls)"], r.stderr
+
+
+def test_analyze_decodes_the_whole_file_offline_by_default_and_online_on_request():
+    """Offline (the default) scores F 1.00 on brid_samba_0216, where the causal tracker (--online)
+    scores 0.00, and finds the intro's annotated beats that the causal tracker is still searching for."""
+    song = DATA / "beats" / "brid_samba_0216.flac"
+    reference = np.loadtxt(song.with_suffix(".beats"), ndmin=2)[:, 0]
+    trim = mir_eval.beat.trim_beats
+    scores = {}
+    for mode in ((), ("--online",)):
+        r = beatbus_cmd("analyze", str(song), "--json", *mode, timeout=240)
+        assert r.returncode == 0, r.stderr[-2000:]
+        times = [b["time"] for b in json.loads(r.stdout)["beats"]]
+        scores[mode] = mir_eval.beat.f_measure(trim(reference), trim(np.asarray(times, float)))
+    assert scores[()] >= 0.85, f"analyze {song.name} (offline): beat F {scores[()]:.3f} < 0.85"
+    assert scores[()] > scores[("--online",)] + 0.2, scores
+    intro = DATA / "beats" / "ballroom_media_105901.flac"   # first annotated beat at 1.86 s; online's first: 7.6 s
+    r = beatbus_cmd("analyze", str(intro), "--json", timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    times = np.array([b["time"] for b in json.loads(r.stdout)["beats"]])
+    first = np.loadtxt(intro.with_suffix(".beats"), ndmin=2)[0, 0]
+    assert np.abs(times - first).min() <= 0.07, (first, times[:5])

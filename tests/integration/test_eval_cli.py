@@ -118,3 +118,62 @@ def test_pad_reference_fills_the_lead_in_and_inner_gaps():
     ints, labs = pad_reference(np.array([[1.0, 4.0], [6.0, 9.0]]), ["Intro", "Verse"])
     assert ints.tolist() == [[0.0, 1.0], [1.0, 4.0], [4.0, 6.0], [6.0, 9.0]]
     assert labs == ["__T_MIN", "Intro", "__GAP", "Verse"]
+
+
+@pytest.fixture
+def two_folders(tmp_path: Path) -> list[Path]:
+    """Real clips in two folders: ``a`` grouped by name, ``b`` with a MANIFEST.tsv for two of its three."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder, stems in zip(folders, (["gtzan_disco_00000", "gtzan_pop_00001"],
+                                       ["gtzan_disco_00001", "gtzan_rock_00000", "simac_01"])):
+        folder.mkdir()
+        for stem in stems:
+            for ext in (".flac", ".beats"):
+                shutil.copy(DATA / "beats" / f"{stem}{ext}", folder / f"{stem}{ext}")
+    # gtzan/rock: the manifest's spelling of the name rule's gtzan_rock; simac_01 moves to a group of its own
+    (folders[1] / "MANIFEST.tsv").write_text("name\tgroup\tsource\ngtzan_rock_00000\tgtzan/rock\tGTZAN\n"
+                                             "simac_01\tfull/songs\tSIMAC\n")
+    return folders
+
+
+def test_eval_beats_several_folders_groups_and_folds(two_folders, tmp_path):
+    out = tmp_path / "r.json"
+    r = beatbus_cmd("eval", "beats", *map(str, two_folders), "--backend", "dsp", "--folds", "leave-one-group-out",
+                    "--json", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())["backends"]["dsp"]
+    files = {row["file"]: row for row in res["files"]}
+    assert {f: row["group"] for f, row in files.items()} == {
+        "gtzan_disco_00000": "gtzan_disco", "gtzan_disco_00001": "gtzan_disco", "gtzan_pop_00001": "gtzan_pop",
+        "gtzan_rock_00000": "gtzan_rock", "simac_01": "full_songs"}
+    for key in ("F", "liveF", "tempo_acc1"):
+        assert res["mean"][key] == pytest.approx(np.mean([row[key] for row in files.values()]))
+        for g in res["groups"]:
+            members = [row[key] for row in files.values() if row["group"] == g["group"]]
+            assert g["n_files"] == len(members) and g[key] == pytest.approx(np.mean(members)), (g, key)
+    assert [g["group"] for g in res["groups"]] == ["full_songs", "gtzan_disco", "gtzan_pop", "gtzan_rock"]
+    assert next(g for g in res["groups"] if g["group"] == "full_songs")["dbF"] is None  # simac has no bars
+
+    folds = res["folds"]["folds"]
+    assert [(f["held_out"], f["n_train"], f["n_val"]) for f in folds] == [
+        ("full_songs", 4, 1), ("gtzan_disco", 3, 2), ("gtzan_pop", 4, 1), ("gtzan_rock", 4, 1)]
+    assert res["folds"]["mean"]["F"] == pytest.approx(np.mean([g["F"] for g in res["groups"]]))
+
+    # the printed tables: per-file rows and the pooled mean as before, one group row and one fold row per group
+    lines = r.stdout.splitlines()
+    assert "| gtzan_disco_00001 |" in r.stdout and any(line.startswith("| **mean** |") for line in lines)
+    assert "| group | files | F | dbF | liveF | tempo_acc1 |" in lines
+    assert sum(line.startswith(f"| {g['group']} | {g['n_files']} | ") for g in res["groups"] for line in lines) == 4
+    assert any(line.startswith("| **pooled** | **5** | ") for line in lines)
+    assert sum(line.startswith(f"| {i} | ") for i in range(1, 5) for line in lines) == 4
+    assert any(line.startswith("| **mean over folds** |") for line in lines)
+
+
+def test_eval_beats_several_folders_bad_input_is_one_line(two_folders, tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("no audio here\n")
+    r = beatbus_cmd("eval", "beats", str(two_folders[0]), str(tmp_path / "plain"), "--backend", "dsp", timeout=120)
+    _one_line_error(r, "plain: no annotated audio")
+    r = beatbus_cmd("eval", "beats", *map(str, two_folders), "--backend", "dsp", "--group-by", "none",
+                    "--folds", "leave-one-group-out", timeout=120)
+    _one_line_error(r, "needs files from at least two groups")

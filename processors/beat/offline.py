@@ -1,0 +1,265 @@
+"""Offline (non-causal) beat / downbeat decoding of a whole file's activations.
+
+The online :class:`~processors.beat.tracker.BarTracker` must commit to every beat a few frames
+after it, from the past alone; a file can instead be decoded at once. :func:`decode` finds the
+single most probable path (Viterbi) through a bar-pointer state space, the "efficient state
+space" of Krebs, Böck & Widmer (2015) as used by madmom's offline downbeat tracker:
+
+* for every meter ``m`` (beats per bar) and integer beat interval ``T`` (frames per beat, 55-215
+  BPM at 50 fps) a ring of ``m * T`` states, one per frame position in the bar; each meter is its
+  own sub-space (no transition between meters: the best path picks one meter for the file);
+* the position advances one state per frame; only at a beat boundary may the tempo change, with
+  weight ``exp(-lambda * |T'/T - 1|)`` (row-normalised), so the transitions are sparse: every
+  state has one predecessor except the first state of each beat, which has one per tempo;
+* observations as in the online tracker: the first ``T / observation_lambda`` frames of a beat
+  (at most ``beat_frames``) see the beat activation (the first beat of the bar: the downbeat
+  activation), every other state ``(1 - beat - downbeat) / (observation_lambda - 1)``.
+
+A frame costs a shift of the score vector, one ``(K, n_tempi, n_tempi)`` max-plus product for the
+beat boundaries (``K`` = the sum of the meters) and one gather of the observation log-likelihoods,
+all numpy; back-pointers are kept only for the beat-boundary states. Frames before the first and
+after the last activation above ``threshold`` are not decoded (madmom does the same), so a quiet
+intro gets no beats and the first beat is the first one played.
+
+Every backend's activation has the ``[beat, downbeat]`` format; the ``dsp`` backend's downbeat
+column is a loudness-accent share (weak evidence), which this decoder uses as the online tracker does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .tracker import Beat
+
+__all__ = ["OfflineDecoder", "decode"]
+
+
+class _Space:
+    """States, sparse transitions and observation classes of the bar-pointer space (shared)."""
+
+    def __init__(self, intervals: tuple[int, ...], meters: tuple[int, ...], transition_lambda: float,
+                 observation_lambda: int, beat_frames: int, fps: float,
+                 tempo_prior: tuple[float, float] | None) -> None:
+        iv = np.asarray(intervals)
+        n_t = len(iv)
+        self.n_tempi = n_t
+        meter_of, tempo_of, beat_of, pos_of, dst, src = [], [], [], [], [], []
+        offset = 0
+        for mi, m in enumerate(meters):
+            first = np.zeros((m, n_t), dtype=np.int64)  # first state of each beat, per tempo
+            for ti, t in enumerate(iv):
+                q = np.arange(m * t)
+                meter_of.append(np.full(m * t, mi))
+                tempo_of.append(np.full(m * t, ti))
+                beat_of.append(q // t)
+                pos_of.append(q % t)
+                first[:, ti] = offset + np.arange(m) * t
+                offset += m * t
+            for b in range(m):
+                dst.append(first[b])
+                src.append(first[(b - 1) % m] + iv - 1)  # the last state of the previous beat
+        self.n_states = offset
+        self.meter = np.concatenate(meter_of)
+        self.tempo = np.concatenate(tempo_of)
+        self.beat = np.concatenate(beat_of)
+        self.pos = np.concatenate(pos_of)
+        self.interval = iv[self.tempo]
+        self.n_rows = len(dst)
+        self.dst = np.stack(dst)  # (K, n_t): beat-boundary states ...
+        self.src = np.stack(src)  # ... and, per tempo, where they are entered from
+        # row (index into dst.ravel()) of each beat-boundary state, -1 for every other state
+        self.row_of = np.full(self.n_states, -1, dtype=np.int64)
+        self.row_of[self.dst.ravel()] = np.arange(self.dst.size)
+        ratio = iv[None, :] / iv[:, None]
+        trans = np.exp(-transition_lambda * np.abs(ratio - 1.0))
+        log_prior = np.zeros(n_t)
+        if tempo_prior is not None:
+            centre, sigma = tempo_prior
+            log_prior = -0.5 * ((np.log2(60.0 * fps / iv) - np.log2(centre)) / sigma) ** 2
+            trans = trans * np.exp(log_prior)[None, :]
+        trans /= trans.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore"):
+            self.log_trans = np.where(trans > 1e-12, np.log(trans), -np.inf)  # (from, to)
+        # start anywhere: prior over tempo, uniform over the positions of a tempo
+        w = np.exp(log_prior)[self.tempo] / self.interval
+        self.log_init = np.log(w / w.sum())
+        # observation class per state: 0 non-beat, 1 beat, 2 downbeat
+        region = np.clip(self.interval // observation_lambda, 1, beat_frames)
+        cls = np.zeros(self.n_states, dtype=np.int64)
+        cls[self.pos < region] = 1
+        cls[(self.pos < region) & (self.beat == 0)] = 2
+        self.cls = cls
+
+
+@lru_cache(maxsize=4)
+def _space(*args) -> _Space:
+    return _Space(*args)
+
+
+@dataclass(frozen=True)
+class OfflineDecoder:
+    """Viterbi decoding of ``[beat, downbeat]`` activations over a bar-pointer state space.
+
+    Parameters
+    ----------
+    fps : float
+        Activation frame rate (50 for every backend).
+    min_bpm, max_bpm : float
+        Tempo range; beat intervals are the integers ``round(60*fps/max_bpm) .. round(60*fps/min_bpm)``.
+    meters : tuple of int
+        Beats per bar, each its own sub-space.
+    transition_lambda : float
+        Tempo-change steepness at beat boundaries (larger = steadier tempo).
+    observation_lambda : int
+        Non-beat states see ``(1 - beat - downbeat) / (observation_lambda - 1)``; the beat region
+        is the first ``1/observation_lambda`` of a beat ...
+    beat_frames : int
+        ... but at most this many frames.
+    act_floor : float
+        Activations are clipped to at least this (a missing onset is strong, not infinite, evidence).
+    threshold : float
+        Only frames from the first to the last with ``beat + downbeat`` above this are decoded.
+    tempo_prior : tuple of (float, float) or None
+        ``(centre_bpm, sigma_octaves)`` log-normal tempo prior on the start and on tempo changes.
+    time_offset : float
+        Seconds added to every beat time (the activation's own bias).
+    """
+
+    fps: float = 50.0
+    min_bpm: float = 55.0
+    max_bpm: float = 215.0
+    meters: tuple[int, ...] = (3, 4)
+    transition_lambda: float = 30.0  # tuned on shared/data/beats (beatnet): steadier (50, 100) scored lower
+    observation_lambda: int = 8
+    beat_frames: int = 1
+    act_floor: float = 0.01
+    threshold: float = 0.05
+    tempo_prior: tuple[float, float] | None = None
+    time_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_bpm < self.max_bpm:
+            raise ValueError(f"min_bpm={self.min_bpm!r}, max_bpm={self.max_bpm!r}: need 0 < min_bpm < max_bpm")
+        if not self.meters or any(int(m) < 1 for m in self.meters) or len(set(self.meters)) != len(self.meters):
+            raise ValueError(f"meters={self.meters!r} must be distinct positive beats-per-bar counts")
+        if int(self.observation_lambda) < 2:
+            raise ValueError(f"observation_lambda={self.observation_lambda!r} must be an integer >= 2")
+        if not 0 < self.act_floor < 0.5:
+            raise ValueError(f"act_floor={self.act_floor!r} must be in (0, 0.5)")
+        if round(60.0 * self.fps / self.max_bpm) < 2:
+            raise ValueError(f"max_bpm={self.max_bpm!r} is too fast for fps={self.fps!r}")
+
+    def _space(self) -> _Space:
+        lo = int(round(60.0 * self.fps / self.max_bpm))
+        hi = int(round(60.0 * self.fps / self.min_bpm))
+        prior = None if self.tempo_prior is None else (float(self.tempo_prior[0]), float(self.tempo_prior[1]))
+        return _space(tuple(range(lo, hi + 1)), tuple(int(m) for m in self.meters), float(self.transition_lambda),
+                      int(self.observation_lambda), int(self.beat_frames), float(self.fps), prior)
+
+    def path(self, activations: np.ndarray) -> tuple[np.ndarray, float]:
+        """The most probable state sequence for ``activations [shape=(n, 2)]`` and its log-probability."""
+        sp = self._space()
+        act = np.nan_to_num(np.asarray(activations, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        beat = np.clip(act[:, 0], self.act_floor, 1.0)
+        down = np.clip(act[:, 1], self.act_floor, 1.0)
+        non = np.clip(1.0 - act[:, 0] - act[:, 1], self.act_floor, 1.0) / (self.observation_lambda - 1)
+        log_obs = np.log(np.stack([non, beat, down], axis=1))  # (n, 3): per class
+        n = act.shape[0]
+        k, n_t = sp.n_rows, sp.n_tempi
+        dst, src = sp.dst.ravel(), sp.src
+        back = np.empty((n, k, n_t), dtype=np.int16)  # best previous tempo of each beat-boundary state
+        delta = sp.log_init + log_obs[0, sp.cls]
+        new = np.empty_like(delta)
+        for i in range(1, n):  # frame loop only: everything per state is vectorised
+            cand = delta[src][:, :, None] + sp.log_trans[None]  # (K, from, to)
+            best = cand.argmax(axis=1)
+            back[i] = best
+            new[1:] = delta[:-1]  # within-beat advance (the beat-boundary states are overwritten)
+            new[dst] = np.take_along_axis(cand, best[:, None, :], axis=1).ravel()
+            new += log_obs[i, sp.cls]
+            delta, new = new, delta
+        states = np.empty(n, dtype=np.int64)
+        s = int(delta.argmax())
+        score = float(delta[s])
+        rows = np.arange(k)[:, None].repeat(n_t, 1).ravel()
+        for i in range(n - 1, -1, -1):
+            states[i] = s
+            if i == 0:
+                break
+            r = sp.row_of[s]
+            if r < 0:
+                s -= 1
+            else:
+                s = int(src[rows[r], back[i].ravel()[r]])
+        return states, score
+
+    def decode(self, activations: np.ndarray, *, gate: np.ndarray | None = None) -> list[Beat]:
+        """Beats and downbeats of a whole file.
+
+        Parameters
+        ----------
+        activations : np.ndarray [shape=(n, 2)]
+            ``[beat, downbeat]`` per frame at ``fps`` (frame k centred on ``k / fps`` s).
+        gate : np.ndarray [shape=(n,), dtype=bool] or None
+            False on silent frames: no beat is placed on silence.
+
+        Returns
+        -------
+        list of Beat
+            In time order; ``decided_at`` is the end of the file (nothing is decided before it),
+            ``confidence`` the mean activation at the file's beats.
+        """
+        act = np.asarray(activations, dtype=np.float64)
+        if act.ndim != 2 or act.shape[1] != 2:
+            raise ValueError(f"activations shape={act.shape} must be (n_frames, 2)")
+        total = np.nan_to_num(act.sum(axis=1))
+        if gate is not None:
+            gate = np.asarray(gate, dtype=bool).reshape(-1)
+            if gate.shape[0] != act.shape[0]:
+                raise ValueError(f"gate length={gate.shape[0]} must match activations frames={act.shape[0]}")
+            total = np.where(gate, total, 0.0)
+        active = np.flatnonzero(total > self.threshold)
+        if active.size < 2:
+            return []
+        lo, hi = int(active[0]), int(active[-1]) + 1
+        sp = self._space()
+        states, _ = self.path(act[lo:hi])
+        starts = np.flatnonzero(sp.pos[states] == 0)  # frames where the path begins a beat
+        end = act.shape[0] / self.fps
+        meter = int(self.meters[sp.meter[states[-1]]])
+        beats: list[Beat] = []
+        for j, f in enumerate(starts):
+            s = states[f]
+            c = lo + int(f)
+            if gate is not None and not gate[max(c - 1, 0) : c + 2].any():
+                continue  # never a beat on silence
+            period = float(sp.interval[s])
+            time = (c + _subframe(total, c)) / self.fps + self.time_offset
+            bib = int(sp.beat[s]) + 1
+            bpm = 60.0 * self.fps / period
+            nxt = (lo + starts[j + 1]) / self.fps + self.time_offset if j + 1 < starts.size else time + 60.0 / bpm
+            beats.append(Beat(time=time, is_downbeat=bib == 1, beat_in_bar=bib, meter=meter, bpm=bpm,
+                              confidence=float(np.clip(total[c], 0.0, 1.0)), next_beat_time=float(nxt),
+                              decided_at=end))
+        return beats
+
+
+def _subframe(total: np.ndarray, c: int) -> float:
+    """Sub-frame offset (-1.5..1.5 frames) of the activation peak nearest frame ``c``: the largest of
+    frames ``c - 1 .. c + 1`` refined by a parabola through it and its neighbours."""
+    if c - 2 < 0 or c + 3 > total.size:
+        return 0.0
+    a = total[c - 2 : c + 3]
+    j = int(np.argmax(a[1:4])) + 1
+    if a[j] <= a[2]:
+        j = 2  # no larger neighbour (a beat the tempo fills in has no peak): stay on the frame
+    den = a[j - 1] - 2 * a[j] + a[j + 1]
+    frac = float(np.clip(0.5 * (a[j - 1] - a[j + 1]) / den, -0.5, 0.5)) if den < 0 else 0.0
+    return float(np.clip(j - 2 + frac, -1.5, 1.5))
+
+
+def decode(activations: np.ndarray, *, gate: np.ndarray | None = None, **settings) -> list[Beat]:
+    """``OfflineDecoder(**settings).decode(activations, gate=gate)``."""
+    return OfflineDecoder(**settings).decode(activations, gate=gate)
