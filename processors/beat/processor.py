@@ -208,7 +208,8 @@ def track_offline(
     settings = {k: v for k, v in act.tracker_settings.items() if k in ("time_offset", "tempo_prior")}
     settings.update(decoder_kwargs)
     decoder = OfflineDecoder(fps=FPS, **settings)
-    return decoder.decode(np.concatenate([p[0] for p in parts]), gate=np.concatenate([p[1] for p in parts]))
+    return decoder.decode(np.concatenate([p[0] for p in parts]), gate=np.concatenate([p[1] for p in parts]),
+                          onset=np.concatenate([p[2] for p in parts]))
 
 
 def track_file(

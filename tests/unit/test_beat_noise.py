@@ -1,9 +1,10 @@
 """README (Beats): white, pink and brown noise at any level produce no beats, on every backend.
 
-Each clip is written to a file and tracked through the public ``track_file`` (the streaming
-``BeatProcessor`` in 20 ms chunks). A probe found ``dsp`` inventing 1-4 low-confidence beats on pink
-noise (6 of 30 clips) and on the start of loud brown noise before its flux was checked for
-cross-band coherence like the networks' flux is.
+Each clip is written to a file and tracked through the public ``track_file``: online (the streaming
+``BeatProcessor`` in 20 ms chunks) and offline (``track_offline``, whose Viterbi path runs through
+noise too, so it keeps only beats with music-like onsets around them). A probe found ``dsp``
+inventing 1-4 low-confidence beats on pink noise (6 of 30 clips) and on the start of loud brown
+noise before its flux was checked for cross-band coherence like the networks' flux is.
 """
 from __future__ import annotations
 
@@ -43,18 +44,19 @@ def noise_files(tmp_path_factory):
     return files
 
 
+@pytest.mark.parametrize("mode", ["online", "offline"])
 @pytest.mark.parametrize("backend", ["dsp", "beatnet", "small"])
 @pytest.mark.parametrize("colour", COLOURS)
-def test_noise_of_any_colour_and_level_gives_no_beats(noise_files, backend: str, colour: str) -> None:
+def test_noise_of_any_colour_and_level_gives_no_beats(noise_files, backend: str, colour: str, mode: str) -> None:
     if backend != "dsp":
         pytest.importorskip("torch")
     invented = {}
     for level in LEVELS:
         for seed in SEEDS:
-            beats = track_file(noise_files[colour, level, seed], backend=backend)
+            beats = track_file(noise_files[colour, level, seed], backend=backend, mode=mode)
             if beats:
                 invented[level, seed] = [(round(b.time, 2), round(b.confidence, 2)) for b in beats]
-    assert not invented, f"{backend} invented beats on {colour} noise (level, seed): (time, confidence): {invented}"
+    assert not invented, f"{backend} ({mode}) invented beats on {colour} noise (level, seed): (time, confidence): {invented}"
 
 
 def test_the_noise_really_has_its_colour() -> None:

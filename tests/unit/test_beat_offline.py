@@ -44,6 +44,16 @@ def test_a_silent_intro_gets_no_beats_and_the_first_beat_is_the_first_played():
     assert [round(b.time * FPS) for b in out] == beats
 
 
+def test_beats_without_music_like_onsets_around_them_are_dropped():
+    # a network can pulse steadily on noise; without (coherent) onsets the stretch gets no beats
+    beats = list(range(10, 1500, 25))
+    onset = np.where(np.arange(1500) >= 750, 0.05, 0.0)  # onsets only in the second 15 s
+    out = decode(pulses(1500, beats, beats[::4]), onset=onset)
+    got = [round(b.time * FPS) for b in out]
+    assert got == [f for f in beats if f >= got[0]] and 650 <= got[0] <= 750  # within a 2 s half-window
+    assert len(decode(pulses(1500, beats, beats[::4]), onset=np.full(1500, 0.05))) == len(beats)
+
+
 def test_a_missing_beat_is_filled_in_at_the_tempo():
     beats = list(range(10, 1500, 25))
     played = [f for i, f in enumerate(beats) if i != 30]  # one beat not played: the tempo carries it
@@ -67,7 +77,7 @@ def test_thirty_seconds_decode_well_under_a_second():
 
 
 @pytest.mark.parametrize("kwargs", [{"min_bpm": 200.0, "max_bpm": 100.0}, {"meters": ()}, {"observation_lambda": 1},
-                                    {"act_floor": 0.0}])
+                                    {"act_floor": 0.0}, {"onset_window": 0.0}, {"min_onset": -1.0}])
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         OfflineDecoder(**kwargs)
@@ -78,3 +88,5 @@ def test_bad_activations_are_refused():
         decode(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="gate length"):
         decode(np.zeros((10, 2)), gate=np.ones(9, dtype=bool))
+    with pytest.raises(ValueError, match="onset length"):
+        decode(np.zeros((10, 2)), onset=np.ones(9))
