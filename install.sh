@@ -9,7 +9,12 @@ EXTRAS="${BEATBUS_EXTRAS:-all}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 APT_PKGS=(python3-venv python3-dev build-essential portaudio19-dev libsndfile1 ffmpeg
-          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver openssl systemd prometheus)
+          redis-server alsa-utils fluidsynth fluid-soundfont-gm chromium chromium-driver openssl systemd prometheus
+          pulseaudio-utils libasound2-plugins)
+# Capturing what the computer plays goes through the sound server (PulseAudio or PipeWire's pulse
+# server); the tests start a private PulseAudio. A desktop on PipeWire keeps pipewire-pulse, which
+# speaks the same protocol and conflicts with the pulseaudio package.
+dpkg -s pipewire-pulse >/dev/null 2>&1 || APT_PKGS+=(pulseaudio)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

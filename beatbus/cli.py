@@ -20,7 +20,7 @@ from .deprecation import add_deprecated_option
 from .errors import BeatbusError, ConfigError
 from .log import get_logger, setup_logging
 from .processors.beat.cli import add_backend_options, make_processor
-from .producers.cli import open_audio
+from .producers.cli import add_mic_device_option, open_audio
 
 __all__ = ["main", "build_parser"]
 
@@ -198,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="whole pipeline on an embedded broker, beats printed")
     r.add_argument("path", nargs="?", help="audio file (wav/flac/ogg/mp3)")
     r.add_argument("--click", type=float, metavar="BPM", help="a metronome source instead of a file")
-    r.add_argument("--mic", action="store_true", help="capture from a microphone (PyAudio)")
-    r.add_argument("--mic-device", dest="device_index", type=int, help="input device index (see `beatbus devices`)")
+    r.add_argument("--mic", action="store_true",
+                   help="capture from an audio input (PyAudio): a microphone, or what this computer plays")
+    add_mic_device_option(r)
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--fast", action="store_true", help="files: as fast as possible instead of real time")
     r.add_argument("--loop", action="store_true", help="files: start over at the end")

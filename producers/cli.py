@@ -10,7 +10,16 @@ from beatbus.errors import ConfigError
 
 from . import Source, list_devices, open_source
 
-__all__ = ["register", "open_audio"]
+__all__ = ["register", "open_audio", "add_mic_device_option"]
+
+_MARKS = {"monitor": "[what this computer plays]", "loopback": "[ALSA loopback]"}
+
+
+def add_mic_device_option(p: argparse.ArgumentParser) -> None:
+    """``--mic-device``, for every command that captures (``produce mic``, ``run --mic``)."""
+    p.add_argument("--mic-device", dest="mic_device", metavar="DEVICE",
+                   help="index, name or a unique part of a name or description, e.g. 'monitor' "
+                        "(what this computer plays); see `beatbus devices`")
 
 
 def open_audio(kind: str, args: argparse.Namespace, settings: Settings) -> Source:
@@ -25,7 +34,7 @@ def open_audio(kind: str, args: argparse.Namespace, settings: Settings) -> Sourc
         kw |= {"bpm": args.bpm, "realtime": not getattr(args, "fast", False), "duration": args.duration,
                "meter": getattr(args, "meter", 4)}
     elif kind == "mic":
-        kw |= {"device": args.device_index}
+        kw |= {"device": args.mic_device}
     try:
         return open_source(kind, **kw)
     except ValueError as exc:
@@ -49,8 +58,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if not devices:
         print("no audio input devices found")
         return 1
-    for d in devices:
-        print(f"{d['index']:3d}  {d['name']}  ({d['max_input_channels']} ch, {d['default_sample_rate']:.0f} Hz)")
+    rows = [("-" if d["index"] is None else str(d["index"]), d["kind"], d["name"],
+             ", ".join(filter(None, [d["description"], f"{d['max_input_channels']} ch",
+                                     f"{d['default_sample_rate']:.0f} Hz",
+                                     "default input" if d["is_default"] else ""])),
+             _MARKS.get(d["kind"], "")) for d in devices]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print(f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip())
+    print("pick one with --mic-device INDEX or NAME (a unique part of it will do)")
     return 0
 
 
@@ -64,8 +80,8 @@ def register(commands: dict) -> None:
     pf.add_argument("--fast", action="store_true")
     pf.add_argument("--loop", action="store_true")
     pm = psub.add_parser("mic", help="a PyAudio input device")
-    pm.add_argument("--mic-device", dest="device_index", type=int, help="input device index (see `beatbus devices`)")
-    add_deprecated_option(pm, "--device", "--mic-device", type=int)
+    add_mic_device_option(pm)
+    add_deprecated_option(pm, "--device", "--mic-device")
     pc = psub.add_parser("click", help="a metronome with known beats")
     pc.add_argument("--bpm", type=float, default=120.0)
     pc.add_argument("--meter", type=int, default=4)
@@ -75,6 +91,7 @@ def register(commands: dict) -> None:
         add_common_options(q)
         q.set_defaults(func=cmd_produce)
 
-    d = sub.add_parser("devices", help="list audio input devices")
+    d = sub.add_parser("devices", help="list audio inputs, sound-server monitors (what this computer plays) "
+                                       "included")
     add_common_options(d)
     d.set_defaults(func=cmd_devices)

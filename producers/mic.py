@@ -11,6 +11,8 @@ by what was lost, so stream time keeps matching real time.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import time
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from beatbus.stderr import quiet_stderr
 
 from .errors import AudioSourceError
 from .frames import DEFAULT_HOP, DEFAULT_SR, NS, Chunk, Rechunker, Source, StreamResampler
+from .soundserver import list_sources
 
 __all__ = ["MicSource", "list_devices"]
 
@@ -61,14 +64,41 @@ def _default_input(pa) -> int | None:
         return None
 
 
+def _portaudio_inputs(pa) -> list[dict[str, Any]]:
+    default = _default_input(pa)
+    out = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if int(info["maxInputChannels"]) > 0:
+            name = str(info["name"])
+            # snd-aloop's card is called "Loopback": what is played into one half comes out of the other
+            out.append({"kind": "loopback" if "loopback" in name.lower() else "input", "index": i,
+                        "name": name, "description": "",
+                        "max_input_channels": int(info["maxInputChannels"]),
+                        "default_sample_rate": float(info["defaultSampleRate"]),
+                        "is_default": i == default})
+    return out
+
+
+def _server_sources() -> list[dict[str, Any]]:
+    return [{"kind": "monitor" if s["monitor"] else "input", "index": None, "name": s["name"],
+             "description": s["description"], "max_input_channels": s["channels"],
+             "default_sample_rate": float(s["rate"]), "is_default": False}
+            for s in list_sources()]
+
+
 def list_devices() -> list[dict[str, Any]]:
-    """Input-capable audio devices, for ``beatbus devices``.
+    """Audio inputs, for ``beatbus devices``: PortAudio's, then the sound server's sources.
 
     Returns
     -------
     list of dict
-        ``index`` (what ``MicSource(device=...)`` takes), ``name``,
-        ``max_input_channels``, ``default_sample_rate`` (Hz) and ``is_default``.
+        ``kind`` (``input``; ``monitor``: a sound-server sink monitor, what this computer
+        plays; ``loopback``: an ALSA snd-aloop device), ``index`` (what
+        ``MicSource(device=...)`` takes; None for a sound-server source, chosen by name),
+        ``name``, ``description`` (the sound server's; empty for PortAudio),
+        ``max_input_channels``, ``default_sample_rate`` (Hz) and ``is_default`` (what
+        ``MicSource()`` opens).
 
     Raises
     ------
@@ -77,22 +107,36 @@ def list_devices() -> list[dict[str, Any]]:
     """
     _, pa = _open_portaudio()
     try:
-        default = _default_input(pa)
-        out = []
-        for i in range(pa.get_device_count()):
-            info = pa.get_device_info_by_index(i)
-            if int(info["maxInputChannels"]) > 0:
-                out.append({"index": i, "name": str(info["name"]),
-                            "max_input_channels": int(info["maxInputChannels"]),
-                            "default_sample_rate": float(info["defaultSampleRate"]),
-                            "is_default": i == default})
-        return out
+        inputs = _portaudio_inputs(pa)
     finally:
         with quiet_stderr():
             pa.terminate()
+    return inputs + _server_sources()
 
 
-def _resolve(pa, device: int | str | None) -> dict:
+def _by_name(pa, device: str) -> tuple[dict, str | None]:
+    """A PortAudio input or sound-server source by exact name, else by a unique
+    case-insensitive part of its name or description."""
+    candidates = _portaudio_inputs(pa) + _server_sources()
+    hits = [d for d in candidates if d["name"] == device] or \
+           [d for d in candidates if device.lower() in f"{d['name']}\n{d['description']}".lower()]
+    if not hits:
+        raise AudioSourceError(f"no audio device matches {device!r} (see `beatbus devices`)")
+    if len(hits) > 1:
+        raise AudioSourceError(f"more than one audio device matches {device!r}: "
+                               f"{', '.join(d['name'] for d in hits)} (see `beatbus devices`)")
+    hit = hits[0]
+    if hit["index"] is not None:
+        return pa.get_device_info_by_index(hit["index"]), None
+    pulse = [d["index"] for d in candidates if d["index"] is not None and d["name"] == "pulse"]
+    if not pulse:
+        raise AudioSourceError(f"{hit['name']} is a sound-server source, but PortAudio has no 'pulse' "
+                               "device: the ALSA pulse plugin is missing (install libasound2-plugins)")
+    return pa.get_device_info_by_index(pulse[0]), hit["name"]
+
+
+def _resolve(pa, device: int | str | None) -> tuple[dict, str | None]:
+    """The PortAudio device to open, and the sound-server source to capture through it (or None)."""
     count = pa.get_device_count()
     if device is None:
         index = _default_input(pa)
@@ -100,14 +144,7 @@ def _resolve(pa, device: int | str | None) -> dict:
             raise AudioSourceError("no audio input device found (no sound card or "
                                    "microphone; see `beatbus devices`)")
     elif isinstance(device, str) and not device.strip().isdigit():
-        names = [(i, str(pa.get_device_info_by_index(i)["name"])) for i in range(count)]
-        hits = [i for i, n in names if n == device] or \
-               [i for i, n in names if device.lower() in n.lower()]
-        if len(hits) != 1:
-            what = "no" if not hits else "more than one"
-            raise AudioSourceError(f"{what} audio device matches {device!r} "
-                                   "(see `beatbus devices`)")
-        index = hits[0]
+        return _by_name(pa, device)
     else:
         index = int(device)
         if not 0 <= index < count:
@@ -116,7 +153,29 @@ def _resolve(pa, device: int | str | None) -> dict:
     info = pa.get_device_info_by_index(index)
     if int(info["maxInputChannels"]) < 1:
         raise AudioSourceError(f"audio device {index} ({info['name']}) has no input channels")
-    return info
+    return info, None
+
+
+@contextlib.contextmanager
+def _pulse_source(name: str | None) -> Iterator[None]:
+    """While PortAudio opens its ``pulse`` device, make ``name`` the sound server's source.
+
+    PortAudio cannot name a sound-server source, but the ALSA pulse plugin opens a libpulse
+    client when the stream opens, and libpulse takes ``PULSE_SOURCE`` as that client's
+    default source. Restored afterwards, so it reaches no other stream.
+    """
+    if name is None:
+        yield
+        return
+    old = os.environ.get("PULSE_SOURCE")
+    os.environ["PULSE_SOURCE"] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PULSE_SOURCE"]
+        else:
+            os.environ["PULSE_SOURCE"] = old
 
 
 class MicSource(Source):
@@ -125,8 +184,10 @@ class MicSource(Source):
     Parameters
     ----------
     device : int or str, optional
-        Device index from :func:`list_devices`, or a unique part of its name; default:
-        the system's default input.
+        Device index from :func:`list_devices`, or the exact name or a unique
+        case-insensitive part of the name or description of a PortAudio input or a
+        sound-server source (e.g. ``"monitor"``: what this computer plays); default: the
+        system's default input.
     sr, hop : int
         Target rate (Hz) and samples per chunk (1 to 20 ms worth).
     channels : int
@@ -141,7 +202,8 @@ class MicSource(Source):
     Attributes
     ----------
     device_index, device_name, device_rate, channels
-        What was actually opened.
+        What was actually opened (for a sound-server source, PortAudio's ``pulse`` device
+        and the source's name).
     stats : dict
         ``chunks``, ``samples``, ``overflows`` (PortAudio input overflows: the device
         buffer overran before we got it), ``dropped_samples`` (at ``sr``, lost because the
@@ -150,7 +212,8 @@ class MicSource(Source):
     Raises
     ------
     AudioSourceError
-        PyAudio missing, no input device, device out of range, or a rate / channel
+        PyAudio missing, no input device, device out of range, a name matching no device
+        or several, a sound-server source without the ALSA pulse plugin, or a rate / channel
         count the device refuses; while reading, a device that stops delivering audio.
     """
 
@@ -173,8 +236,8 @@ class MicSource(Source):
 
     def _open(self, device, channels, device_rate, max_buffer_s) -> None:
         pa, pyaudio = self._pa, self._pyaudio
-        info = _resolve(pa, device)
-        self.device_index, self.device_name = int(info["index"]), str(info["name"])
+        info, server_source = _resolve(pa, device)
+        self.device_index, self.device_name = int(info["index"]), server_source or str(info["name"])
         self.device_rate = int(device_rate or round(float(info["defaultSampleRate"])))
         self.channels = min(channels, int(info["maxInputChannels"]))
         # One device buffer per hop keeps latency at one hop.
@@ -183,7 +246,7 @@ class MicSource(Source):
             max(2, int(np.ceil(max_buffer_s * self.device_rate / self._fpb))))
         self._device_pos = 0  # device frames delivered by the callback so far
         try:
-            with quiet_stderr():
+            with _pulse_source(server_source), quiet_stderr():
                 pa.is_format_supported(self.device_rate, input_device=self.device_index,
                                        input_channels=self.channels,
                                        input_format=pyaudio.paInt16)

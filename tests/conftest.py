@@ -12,6 +12,7 @@ from beatbus.config import load_settings
 
 from support.paths import BEATS_DIR
 from support.procs import RedisServer
+from support.soundserver import SoundServer
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -81,5 +82,13 @@ def redis_server(tmp_path):
     if not shutil.which("redis-server"):
         pytest.skip("redis-server not installed (install.sh installs it)")
     srv = RedisServer(tmp_path).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sound_server():
+    """A private PulseAudio with the null sink ``beatbus_null`` (clients: ``sound_server.env``)."""
+    srv = SoundServer().start()
     yield srv
     srv.stop()
