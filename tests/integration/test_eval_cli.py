@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.paths import DATA
 from support.procs import beatbus_cmd
 
 pytest.importorskip("mir_eval")
 
-DATA = Path("/work/shared/data")
 SARGON = DATA / "sections" / "sargon_mindless_cut"
 
 

@@ -20,9 +20,7 @@ import soundfile as sf
 
 from beatbus.progress import Progress, track
 
-from support.paths import ROOT
-
-DATA = Path("/work/shared/data")
+from support.paths import DATA, ROOT
 
 
 @pytest.fixture(scope="module")
