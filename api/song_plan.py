@@ -1,6 +1,6 @@
-"""Song plans for rhythm mode: a metadata heuristic, or tempo/meter from an uploaded file.
+"""Song plans for rhythm mode: a metadata heuristic, or the offline analyses of an uploaded file.
 
-The metadata heuristic (a stand-in until ``processors.structure`` analyses real audio):
+The metadata heuristic (a JSON body: no audio to analyse):
 
 1. tempo: the given one, else a typical tempo for the genre (:data:`GENRE_TEMPO`), else 120;
 2. bars = duration x tempo / 60 / meter;
@@ -9,9 +9,13 @@ The metadata heuristic (a stand-in until ``processors.structure`` analyses real 
    keeping at least one bar and the last chorus absorbing rounding; songs under 8 bars are
    one verse. Section times follow from the bars, the last one ending at ``duration``.
 
-Audio: beats from :func:`processors.beat.track_file`; tempo = 60 / median inter-beat
-interval, meter = the most common bar length; sections by the same heuristic until the
-structure processor exists.
+Audio: the file is decoded once; beats of the whole file from the offline decoder
+(:func:`processors.beat.track_offline`: from the first beat played, where the causal tracker needs
+a few seconds); tempo = 60 / median inter-beat interval, meter = the most common bar length;
+sections from :func:`processors.structure.analyze_structure` on the same samples and beat times,
+the analysis behind ``beatbus analyze --sections`` and ``beatbus structure analyze`` (``unknown``
+where the structure cannot be read, e.g. nothing repeats); each section's bars = its length / the
+tracked bar length, rounded.
 """
 from __future__ import annotations
 
@@ -81,23 +85,32 @@ def plan_from_metadata(meta: SongMetadata, *, pattern_for=None) -> SongPlan:
 
 
 def plan_from_audio(path: str | PathLike, *, duration: float, backend: str = "dsp", sr: int = 22050,
-                    title: str = "", pattern_for=None) -> SongPlan:
-    """Plan a song from its audio: tracked tempo and meter, heuristic sections.
+                    device: str = "cpu", title: str = "", pattern_for=None) -> SongPlan:
+    """Plan a song from its audio: tracked tempo and meter, analysed sections (see the module docstring).
 
     Raises
     ------
     ValueError
         Fewer than 4 beats found (silence, noise, or too short to tell).
     """
-    from beatbus.processors.beat import track_file
+    from beatbus.audio import load_audio
+    from beatbus.processors.beat import track_offline
+    from beatbus.processors.structure import analyze_structure
 
-    beats = track_file(path, backend=backend, sr=sr)
+    y = load_audio(path, sr=sr)
+    beats = track_offline(y, backend=backend, sr=sr, device=device)
     if len(beats) < 4:
         raise ValueError(f"found {len(beats)} beats: too few to plan a song (is it music?)")
     times = np.array([b.time for b in beats])
     tempo = float(np.clip(60.0 / np.median(np.diff(times)), 30.0, 300.0))
     meter = Counter(b.meter for b in beats).most_common(1)[0][0]
     meter = int(min(max(meter, 2), 12))
+    # beat times only, as `beatbus analyze --sections` passes them (analyze_structure says why)
+    structure = analyze_structure(y, beats=times, sr=sr)
+    bar_s = meter * 60.0 / tempo
+    sections = [PlannedSection(label=s["label"], start=s["start"], end=s["end"],
+                               bars=int(round((s["end"] - s["start"]) / bar_s)),
+                               pattern=pattern_for(s["label"]) if pattern_for else None)
+                for s in structure.sections]
     return SongPlan(title=title, tempo=round(tempo, 2), meter=meter, duration=round(duration, 3), method="audio",
-                    sections=sections_for(duration=duration, tempo=tempo, meter=meter, pattern_for=pattern_for),
-                    beats=len(beats))
+                    sections=sections, beats=len(beats))

@@ -121,7 +121,8 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
             bar.interval = 0.0
             bar.set(bar.done, note=f"{len(beats)} beats; finding sections")
-            result["sections"] = analyze_sections(args.path, beats=result["beats"])
+            # beat times only: the structure finds its bar phase itself (see analyze_structure)
+            result["sections"] = analyze_sections(args.path, beats=[b["time"] for b in result["beats"]])
     return result
 
 

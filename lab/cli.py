@@ -1,8 +1,8 @@
 """The lab's commands: benchmarks, evaluation, training, synthetic songs and test doubles.
 
 ``beatbus bench ...``, ``beatbus eval beats|sections``, ``beatbus synth songs``,
-``beatbus dev error-generator``, ``beatbus train beat-small``, ``beatbus intensity eval|bench``,
-``beatbus structure eval`` and ``beatbus hls train|csim``. Registered last (``beatbus.cli``
+``beatbus dev error-generator``, ``beatbus train beat-small``, ``beatbus label beats``,
+``beatbus intensity eval|bench``, ``beatbus structure eval`` and ``beatbus hls train|csim``. Registered last (``beatbus.cli``
 ``EXTENSIONS``), so the words a stage owns (``train``, ``intensity``, ``structure``, ``hls``)
 already exist and these commands follow the stage's own.
 """
@@ -23,6 +23,7 @@ __all__ = ["register", "parse_numbers"]
 # not imported from processors.beat.small: that imports torch, too slow for ``beatbus --help``
 _SMALL_CKPT = Path(__file__).resolve().parent.parent / "processors" / "beat" / "data" / "small.pt"
 _SONGS_DIR = Path.home() / ".cache" / "beatbus" / "synth"
+_REAL_CACHE = Path.home() / ".cache" / "beatbus" / "real"
 
 
 def parse_numbers(text: str, *, name: str, count: int | None = None, kind=float) -> tuple:
@@ -139,7 +140,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     targets = {"beats": "beatbus.lab.eval.beats", "sections": "beatbus.lab.eval.sections"}
     if not rest or rest[0] not in targets:
         raise ConfigError("usage: beatbus eval beats DIR [DIR ...] [--backend NAME ...] [--json FILE] | "
-                          "beatbus eval sections DIR [--mode online|offline] [--json FILE]")
+                          "beatbus eval sections DIR [--mode online|offline] [--backend NAME] [--json FILE]")
     import importlib
 
     try:
@@ -203,9 +204,25 @@ def cmd_error_generator(args: argparse.Namespace) -> int:
 def cmd_train_small(args: argparse.Namespace) -> int:
     from .train.beat_small import train_small
 
-    res = train_small(songs=args.songs, seed=args.seed, epochs=args.epochs, out=args.out, songs_dir=args.songs_dir,
-                      distill=args.distill, augment=args.augment)
+    try:
+        res = train_small(songs=args.songs, seed=args.seed, epochs=args.epochs, out=args.out, songs_dir=args.songs_dir,
+                          distill=args.distill, augment=args.augment, data_dirs=args.data or (), held_out=args.held_out,
+                          init=args.init, lr=args.lr, cache_dir=args.cache_dir, val_songs=args.val_songs)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from None
     print(json.dumps(res))
+    return 0
+
+
+def cmd_label_beats(args: argparse.Namespace) -> int:
+    from .train.label import Rule, label_dirs
+
+    setup_logging("warning")
+    rule = Rule(min_activation=args.min_activation, min_beats=args.min_beats)
+    rows = label_dirs(args.paths, args.out, rule=rule, force=args.force,
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 
@@ -405,15 +422,45 @@ def register(commands: dict) -> None:
     eg.set_defaults(func=cmd_error_generator)
 
     train = subcommands(commands, "train", "train models")
-    p = train.add_parser("beat-small", help="train the small beat activation model on synthetic songs")
+    p = train.add_parser("beat-small", help="train the small beat activation model on synthetic songs and "
+                                            "annotated recordings")
     _data_opts(p, epochs=40)
     p.add_argument("--out", type=Path, default=_SMALL_CKPT,
                    help="checkpoint (default: the shipped processors/beat/data/small.pt)")
     p.add_argument("--distill", type=float, default=0.3, help="share of BeatNet model 1 in the targets (default 0.3)")
     p.add_argument("--augment", type=int, default=0,
-                   help="degraded copies (EQ, reverb, noise, codecs, ...) per training song (default 0; "
-                        "'hls train' uses lab.train.beat_small.DEFAULT_AUGMENT copies)")
+                   help="degraded copies (EQ, reverb, noise, codecs, ...) per training song or recording "
+                        "(default 0; 'hls train' uses lab.train.beat_small.DEFAULT_AUGMENT copies)")
+    p.add_argument("--data", type=Path, action="append", metavar="DIR",
+                   help="folder of annotated recordings (<name>.beats/.jams/.txt beside the audio; pseudo-labels "
+                        "of 'beatbus label beats': only their '# keep' stretches) mixed with the --songs "
+                        "(repeatable; --songs 0: recordings only)")
+    p.add_argument("--held-out", dest="held_out", type=float, default=0.1,
+                   help="share of the --data files held out, chosen by a hash of --seed and the name, "
+                        "reported each epoch (default 0.1)")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune this checkpoint ('shipped': processors/beat/data/small.pt) instead of "
+                        "training from scratch")
+    p.add_argument("--val-songs", dest="val_songs", type=int, default=4,
+                   help="the last synthetic songs, kept as their dev set (default 4)")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate, cosine-annealed (default 3e-3)")
+    p.add_argument("--cache-dir", dest="cache_dir", type=Path, default=_REAL_CACHE,
+                   help=f"feature arrays of the --data recordings are cached here (default {_REAL_CACHE})")
     p.set_defaults(func=cmd_train_small)
+
+    label = subcommands(commands, "label", "pseudo-labels for training")
+    p = label.add_parser("beats", help="beats of unannotated audio by the offline decoder, kept in confident "
+                                      "stretches only: a folder for 'train beat-small --data'")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="writes <name>.beats and a link <name>.<ext> to the audio here; labelled names are skipped")
+    p.add_argument("--min-activation", dest="min_activation", type=float, default=0.3,
+                   help="mean BeatNet activation at the beats of an 8-beat window (default 0.3)")
+    p.add_argument("--min-beats", dest="min_beats", type=int, default=16,
+                   help="shortest kept stretch in beats (default 16)")
+    p.add_argument("--force", action="store_true", help="label again names already in --out")
+    p.add_argument("--json", metavar="FILE", help="also write one row per recording here")
+    p.set_defaults(func=cmd_label_beats)
 
     intensity = subcommands(commands, "intensity", "intensity features and energy transitions")
     p = intensity.add_parser("eval", help="transition precision/recall on synthetic songs with known transitions")

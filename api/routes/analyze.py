@@ -40,7 +40,8 @@ _BODY = {"required": True, "content": {
 async def analyze_song(request: Request, api: Api) -> SongPlan:
     """Plan a song: JSON metadata (ours, or the original rhythm service's ``name``, ``artist``,
     ``audio_features``) -> the heuristic; an audio body (``audio/*`` or
-    ``application/octet-stream``) -> tracked tempo and meter."""
+    ``application/octet-stream``) -> tempo and meter of the whole file's beats (offline decoder) and
+    its sections (the structure analysis of ``beatbus analyze --sections``)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if ctype == "application/json":
@@ -92,7 +93,7 @@ async def _analyze_audio(api: ApiState, body: bytes, title: str) -> SongPlan:
             try:
                 return await run_in_threadpool(
                     plan_from_audio, path, duration=seconds, backend=api.settings.backend, sr=api.settings.sr,
-                    title=title[:200], pattern_for=api.book.pattern_for)
+                    device=api.settings.device, title=title[:200], pattern_for=api.book.pattern_for)
             except ValueError as exc:
                 raise HTTPException(422, f"file: {exc}") from None
             except RuntimeError as exc:    # libsndfile read errors past the header

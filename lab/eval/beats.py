@@ -10,8 +10,8 @@ made before the beat they predict), next-beat prediction error p50 once locked (
 - next annotated beat|`` for the beats after the trim that hit an annotation at its tempo), and
 real-time factor (compute time / audio duration, file loading excluded).
 
-Annotation files: ``<name>.beats`` next to ``<name>.<audio>``, one beat per line,
-``time<TAB>beat_in_bar`` or ``time`` alone (then downbeat F is None).
+Annotation files: ``<name>.beats`` (or ``.jams``, ``.txt``: :mod:`lab.annotations`) next to
+``<name>.<audio>``, one beat per line, ``time<TAB>beat_in_bar`` or ``time`` alone (then downbeat F is None).
 
 Groups (a pooled mean hides where a tracker fails): a file's group is the ``group`` column of a
 ``MANIFEST.tsv`` beside it when that lists the file (by its ``name`` column, the stem; ``/`` becomes
@@ -38,9 +38,12 @@ import numpy as np
 
 from beatbus.audio import load_audio
 from beatbus.errors import AudioSourceError, ConfigError
+from beatbus.lab.annotations import AUDIO_EXTS, annotated_audio, annotation_path, read_annotations
 from beatbus.processors.beat.backends import names
 from beatbus.processors.beat.processor import BeatProcessor, track_offline
 from beatbus.processors.beat.tracker import Beat
+
+from .anchors import ANCHORS, anchor_beats
 
 __all__ = [
     "METRICS",
@@ -49,6 +52,8 @@ __all__ = [
     "evaluate_file",
     "evaluate_dir",
     "format_table",
+    "tune_dir",
+    "format_tuning",
     "add_arguments",
     "main",
 ]
@@ -56,7 +61,6 @@ __all__ = [
 METRICS = ("F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "pred_err_p50", "rtf")
 TRIM = 5.0  # s: mir_eval's trim, also where the tempo estimate and the prediction error start
 HIT_WINDOW = 0.07  # s: mir_eval's F-measure window
-AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3", ".aiff", ".aif")
 CHUNK = 441  # samples per process() call: 20 ms, like the live producer
 GROUP_BY = ("manifest", "prefix", "none")
 FOLDS = ("leave-one-group-out",)
@@ -64,31 +68,17 @@ MANIFEST = "MANIFEST.tsv"
 
 
 def load_annotations(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a ``.beats`` file.
+    """Read a ``.beats``, ``.txt`` or ``.jams`` file (:func:`lab.annotations.read_annotations`).
 
     Returns
     -------
     times : np.ndarray [shape=(n,)]
         Beat times in seconds.
     beat_in_bar : np.ndarray [shape=(n,), dtype=int] or None
-        Bar positions (1 = downbeat), None when the file has a single column.
+        Bar positions (1 = downbeat), None when the file has none.
     """
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read annotations ({exc.strerror or exc})") from None
-    rows = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if not rows:
-        return np.zeros(0), None
-    bad = ConfigError(f"{path}: every line must be 'time' or 'time<TAB>beat_in_bar'")
-    if len({len(r) for r in rows}) != 1 or len(rows[0]) not in (1, 2):
-        raise bad
-    try:
-        arr = np.array(rows, dtype=float)
-    except ValueError:
-        raise bad from None
-    times = arr[:, 0]
-    return times, (arr[:, 1].astype(int) if arr.shape[1] == 2 else None)
+    ann = read_annotations(path)
+    return ann.times, ann.beat_in_bar
 
 
 def _tempo_hits(est_bpm: float | None, ref_bpm: float) -> tuple[float, float]:
@@ -172,17 +162,20 @@ def _prediction_error(beats: Sequence[Beat], ref_times: np.ndarray) -> float | N
 
 
 def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | Path | None = None,
-                  progress=None, offline: bool = False, **kwargs) -> dict:
+                  progress=None, offline: bool = False, anchor: str | None = None, **kwargs) -> dict:
     """Stream one annotated file through ``backend`` causally (or decode it whole) and score it.
 
     Parameters
     ----------
     audio : path
-        Audio file; its annotations are ``audio.with_suffix('.beats')`` unless ``beats_file``.
+        Audio file; its annotations are :func:`~lab.annotations.annotation_path` unless ``beats_file``.
     backend : str
         A :func:`~processors.beat.backends.names` entry.
     progress : callable, optional
         Called with the seconds of audio processed so far, about once per second of audio.
+    anchor : str, optional
+        Score an anchor of :mod:`lab.eval.anchors` (e.g. ``librosa``) on the file instead of ``backend``;
+        it has no downbeats and predicts nothing (dbF and liveF None).
     offline : bool
         Decode the whole file at once (:func:`~processors.beat.processor.track_offline`) instead;
         its delays are then to the end of the file and its live F is 0 (it predicts nothing).
@@ -195,11 +188,17 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
         ``file`` (stem), the :func:`score_beats` keys, ``rtf`` and ``n_beats``.
     """
     audio = Path(audio)
-    ref_times, ref_bar = load_annotations(beats_file or audio.with_suffix(".beats"))
+    ann = beats_file or annotation_path(audio)
+    if ann is None:
+        raise ConfigError(f"{audio}: no annotation (<name>.beats, .jams or .txt) next to it")
+    ref_times, ref_bar = load_annotations(ann)
     y = load_audio(audio, sr=22050)      # AudioSourceError names the file and the cause
     if y.size == 0:
         raise AudioSourceError(f"{audio}: contains no audio samples")
     t0 = time.perf_counter()
+    if anchor is not None:
+        row = _scored(audio, anchor_beats(anchor, y, 22050), ref_times, ref_bar, time.perf_counter() - t0, y.size)
+        return {**row, "dbF": None, "liveF": None}
     if offline:
         beats = track_offline(y, backend=backend, sr=22050, **kwargs)
         return _scored(audio, beats, ref_times, ref_bar, time.perf_counter() - t0, y.size)
@@ -226,16 +225,13 @@ def _find_files(directory: Path, files: str | Iterable[str] | None) -> list[Path
     if directory.is_file():  # one annotated audio file
         if directory.suffix.lower() not in AUDIO_EXTS:
             raise ConfigError(f"{directory}: neither a folder nor an audio file ({', '.join(AUDIO_EXTS)})")
-        if not directory.with_suffix(".beats").is_file():
-            raise ConfigError(f"{directory}: no annotation {directory.with_suffix('.beats').name} next to it")
+        if annotation_path(directory) is None:
+            raise ConfigError(f"{directory}: no annotation (<name>.beats, .jams or .txt) next to it")
         return [directory]
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no such folder or file")
     out = []
-    for ann in sorted(directory.glob("*.beats")):
-        audio = next((ann.with_suffix(e) for e in AUDIO_EXTS if ann.with_suffix(e).is_file()), None)
-        if audio is None:
-            continue
+    for audio in annotated_audio(directory):
         if files is not None:
             pats = [files] if isinstance(files, str) else list(files)
             if not any(fnmatch.fnmatch(audio.name, p) or fnmatch.fnmatch(audio.stem, p) for p in pats):
@@ -243,7 +239,8 @@ def _find_files(directory: Path, files: str | Iterable[str] | None) -> list[Path
         out.append(audio)
     if not out:
         which = f" matching {', '.join([files] if isinstance(files, str) else list(files))}" if files else ""
-        raise ConfigError(f"{directory}: no annotated audio (<name>.beats next to <name>.flac/.wav/...){which}")
+        raise ConfigError(f"{directory}: no annotated audio (<name>.beats/.jams/.txt next to <name>.flac/.wav/...)"
+                          f"{which}")
     return out
 
 
@@ -319,6 +316,7 @@ def evaluate_dir(
     *,
     group_by: str = "manifest",
     folds: str | None = None,
+    anchors: Sequence[str] = (),
     **kwargs,
 ) -> dict:
     """Evaluate backends on every annotated file of one or several directories.
@@ -337,6 +335,8 @@ def evaluate_dir(
         ``prefix``: the name rule only; ``none``: no groups (see the module docstring).
     folds : {"leave-one-group-out"} or None
         Also report leave-one-group-out folds (needs at least two groups).
+    anchors : sequence of str
+        Anchors of :mod:`lab.eval.anchors` scored on the same files, reported as ``anchor:NAME``.
     **kwargs
         Passed to every :class:`BeatProcessor`.
 
@@ -371,14 +371,18 @@ def evaluate_dir(
     }
     from beatbus.progress import Progress
 
-    with Progress("eval beats", len(paths) * len(backends), "files") as bar:
-        for b in backends:
+    for a in anchors:
+        if a not in ANCHORS:
+            raise ConfigError(f"anchor={a!r} must be one of {list(ANCHORS)}")
+    runs = [(b, b, None) for b in backends] + [(f"anchor:{a}", "dsp", a) for a in anchors]
+    with Progress("eval beats", len(paths) * len(runs), "files") as bar:
+        for b, backend, anchor in runs:
             rows = []
             for p, g in zip(paths, groups):
                 note = f"{b}: {p.name}"
                 bar.set(bar.done, note=note)
-                row = evaluate_file(p, backend=b, progress=lambda s, note=note: bar.set(bar.done, note=f"{note} {s:.0f} s"),
-                                    **kwargs)
+                row = evaluate_file(p, backend=backend, progress=lambda s, note=note: bar.set(bar.done, note=f"{note} {s:.0f} s"),
+                                    anchor=anchor, **kwargs)
                 rows.append({"file": row.pop("file"), "group": g, **row})
                 bar.update(1)
             res: dict = {"files": rows, "mean": _mean(rows)}
@@ -388,6 +392,69 @@ def evaluate_dir(
                 res["folds"] = _logo_folds(res["groups"], len(rows))
             result["backends"][b] = res
     return result
+
+
+def tune_dir(dirs: str | Path | Sequence[str | Path], backend: str, specs: Sequence[str], *,
+             files: str | Iterable[str] | None = None, group_by: str = "manifest", offline: bool = False,
+             select: str = "F") -> dict:
+    """Nested leave-one-group-out selection of decoder settings (:mod:`lab.eval.tuning`).
+
+    Parameters
+    ----------
+    specs : sequence of str
+        ``KEY=V1,V2,...`` per tuned setting (``none`` and ``a:b`` tuples allowed).
+    select : str
+        The :data:`METRICS` entry maximised on each fold's training groups.
+
+    Returns
+    -------
+    dict
+        ``{"backend", "offline", "tuning": <lab.eval.tuning.tune result>}``.
+    """
+    from beatbus.progress import Progress
+
+    from . import tuning
+
+    if backend not in names():
+        raise ConfigError(f"backend={backend!r} must be one of {names()}")
+    if select not in METRICS:
+        raise ConfigError(f"select={select!r} must be one of {list(METRICS)}")
+    grid = tuning.parse_grid(specs, offline=offline)
+    found = [p for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs) for p in _find_files(Path(d), files)]
+    paths = list({p.resolve(): p for p in found}.values())
+    groups = _groups(paths, group_by)
+    if len(set(groups) - {None}) < 2:
+        raise ConfigError("--tune needs files from at least two groups: each fold tunes on the others")
+
+    def score(path: Path, beats: list[Beat]) -> dict:
+        return score_beats(beats, *load_annotations(annotation_path(path)))
+
+    n = len(paths) * (1 + len(tuning.combinations(grid)) + (0 if {} in tuning.combinations(grid) else 1))
+    with Progress("tune beats", n, "steps") as bar:
+        res = tuning.tune(paths, groups, backend, grid, score=score, metrics=[m for m in METRICS if m != "rtf"],
+                          select=select, offline=offline, progress=bar)
+    return {"backend": backend, "offline": offline, "tuning": res}
+
+
+def format_tuning(result: dict) -> str:
+    """Markdown: each fold's held-out group, the setting its training groups chose, the validation
+    scores of that setting and of the shipped default, then the setting chosen on all files."""
+    t = result["tuning"]
+    mode = "offline" if result["offline"] else "online"
+    grid = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in t["grid"].items())
+    lines = [f"### `{result['backend']}` {mode}: leave-one-group-out, {t['n_combinations']} combinations "
+             f"({grid}), chosen by the training groups' mean {t['select']}", "",
+             f"| fold | held out | val files | chosen on the other groups | {' | '.join(GROUP_COLS)} | default F |",
+             "|---|---|---|---|" + "---|" * (len(GROUP_COLS) + 1)]
+    for i, f in enumerate(t["folds"], 1):
+        lines.append(f"| {i} | {f['held_out']} | {f['n_val']} | {f['config']} | "
+                     + " | ".join(_fmt(f[c]) for c in GROUP_COLS) + f" | {_fmt(f['default']['F'])} |")
+    lines.append("| **mean over folds** | | | | " + " | ".join(f"**{_fmt(t['mean'][c])}**" for c in GROUP_COLS)
+                 + f" | **{_fmt(t['default_mean']['F'])}** |")
+    a = t["all_files"]
+    lines += ["", f"Chosen on all files (what would ship): `{a['config']}`; its in-sample pooled F {_fmt(a['F'])}, "
+              f"dbF {_fmt(a['dbF'])} (tuning data: not a held-out score)."]
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:
@@ -456,6 +523,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", action="append", choices=names(), help="backend to evaluate (repeatable; default beatnet)"
     )
+    parser.add_argument("--anchor", action="append", choices=ANCHORS,
+                        help="also score an anchor on the same files (repeatable): librosa's beat_track, offline")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--offline", action="store_true",
                         help="decode each whole file at once (beatbus analyze's default) instead of streaming it")
@@ -463,6 +532,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-by", choices=GROUP_BY, default="manifest",
                         help="where a file's group comes from: its MANIFEST.tsv row, else its name (manifest, "
                              "the default); its name only (prefix); no groups (none)")
+    parser.add_argument("--tune", metavar="KEY=V1,V2", action="append",
+                        help="tune a decoder setting by nested leave-one-group-out (repeatable; every "
+                             "combination is tried; 'none' and a:b tuples allowed): each fold picks the best "
+                             "on the other groups and is scored on its own")
+    parser.add_argument("--select", choices=[m for m in METRICS if m != "rtf"], default="F",
+                        help="the metric --tune maximises on the training groups (default F)")
     parser.add_argument("--folds", choices=FOLDS,
                         help="also print each leave-one-group-out fold's validation score and their mean "
                              "(the configuration is fixed: a fold's score is its held-out group's mean)")
@@ -478,8 +553,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.tune:
+        if len(args.backend or []) > 1:
+            raise ConfigError("--tune takes one --backend")
+        result = tune_dir(args.dir, (args.backend or ["beatnet"])[0], args.tune, files=args.files,
+                          group_by=args.group_by, offline=args.offline, select=args.select)
+        print(format_tuning(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     result = evaluate_dir(args.dir, args.backend or ["beatnet"], files=args.files, offline=args.offline,
-                          group_by=args.group_by, folds=args.folds)
+                          group_by=args.group_by, folds=args.folds, anchors=args.anchor or ())
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

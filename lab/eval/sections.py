@@ -1,4 +1,4 @@
-"""Section evaluation: ``beatbus eval sections DIR [--mode online|offline] [--json FILE]``.
+"""Section evaluation: ``beatbus eval sections DIR [--mode online|offline] [--backend NAME] [--json FILE]``.
 
 DIR holds audio files (flac, wav, ogg, mp3) each with a ``<name>.sections`` file
 (``start<TAB>end<TAB>label``), e.g. ``../shared/data/sections`` or songs from
@@ -18,9 +18,11 @@ DIR holds audio files (flac, wav, ogg, mp3) each with a ``<name>.sections`` file
 - ``rtf``: compute time / audio time.
 
 Online mode streams the audio in 20 ms chunks through :class:`~.online.OnlineStructure`, the
-labels scored are those after the stream's end (revisions included). Beats (``--beats``): our
-own onset grid (default), the annotations (``<name>.beats``, each beat delivered 0.1 s after it
-happened), or the beat tracker's causal output (``processors.beat``, backend ``dsp``).
+labels scored are those after the stream's end (revisions included). Beats (``--beats``): the
+analysis's own (default; offline: the offline beat decoder's beats and bars with ``--backend``,
+default the configured backend; online: the onset grid), the annotations (``<name>.beats``, each
+beat delivered 0.1 s after it happened), or the beat tracker (offline: the offline decoder, as
+the default; online: the causal tracker's output, backend ``dsp``).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from beatbus.audio import load_audio
+from beatbus.processors.beat.cli import add_backend_options
 from beatbus.processors.structure.offline import SR, analyze_structure
 from beatbus.processors.structure.online import OnlineStructure
 
@@ -229,13 +232,21 @@ def _find(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_EXT and p.with_suffix(".sections").exists())
 
 
-def evaluate_dir(path: str | Path, *, modes=("offline", "online"), beats: str = "none") -> dict:
-    """``{"modes": {mode: {"files": [{"file", KEYS...}], "mean": {...}}}, "beats": beats}``."""
+def evaluate_dir(path: str | Path, *, modes=("offline", "online"), beats: str = "none", backend: str | None = None,
+                 device: str | None = None) -> dict:
+    """``{"modes": {mode: {"files": [{"file", KEYS...}], "mean": {...}}}, "beats": beats, "backend": NAME}``.
+
+    ``backend`` and ``device`` (default: the configured ones): the offline beat decoder's, for the
+    offline mode's beats unless ``beats`` is ``annotations``.
+    """
+    from beatbus.config import load_settings
+
     path = Path(path)
+    settings = load_settings({"backend": backend, "device": device})
     files = _find(path)
     if not files:
         raise FileNotFoundError(f"{path}: no audio files with a .sections annotation")
-    result: dict = {"beats": beats, "modes": {}}
+    result: dict = {"beats": beats, "backend": settings.backend, "modes": {}}
     from beatbus.progress import Progress
 
     with Progress("eval sections", len(files) * len(modes), "files") as bar:
@@ -250,7 +261,7 @@ def evaluate_dir(path: str | Path, *, modes=("offline", "online"), beats: str = 
                 y = load_audio(audio, sr=SR)
                 t0 = time.perf_counter()
                 if mode == "offline":
-                    secs = analyze_structure(y, bt).sections
+                    secs = analyze_structure(y, bt, backend=settings.backend, device=settings.device).sections
                     extra: dict = {}
                 else:
                     ana, updates = run_online(y, beats=bt, tracker=beats == "tracker",
@@ -281,17 +292,21 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--mode", action="append", choices=["online", "offline"],
                     help="online and/or offline (repeatable; default both)")
     ap.add_argument("--beats", choices=["none", "annotations", "tracker"], default="none",
-                    help="beat grid: our own onset grid (none, default), the .beats annotations, or the beat tracker")
+                    help="beat grid: the analysis's own (none, default: offline the offline beat decoder, "
+                         "online the onset grid), the .beats annotations, or the beat tracker (online: causal, dsp)")
+    add_backend_options(ap)
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--quiet", action="store_true", help="print only the means")
 
 
 def run(args: argparse.Namespace) -> int:
-    res = evaluate_dir(args.dir, modes=tuple(args.mode or ("offline", "online")), beats=args.beats)
+    res = evaluate_dir(args.dir, modes=tuple(args.mode or ("offline", "online")), beats=args.beats,
+                       backend=args.backend, device=args.device)
     cols = ["F05", "F3", "pairwise_F", "label_acc", "confirm_delay_p50", "confirm_delay_bars_p50",
             "label_acc_live", "rtf"]
     head = ["F@0.5", "F@3", "pairF", "labAcc", "delay_s", "delay_bars", "labLive", "RTF"]
-    print(f"beats: {res['beats']}; boundary F with trim=True; labels over intro/verse/chorus/bridge/outro")
+    print(f"beats: {res['beats']} (backend {res['backend']}); boundary F with trim=True; "
+          "labels over intro/verse/chorus/bridge/outro")
     for mode, block in res["modes"].items():
         print(f"\n[{mode}]")
         print(f"{'file':36s} " + " ".join(f"{h:>10s}" for h in head))
@@ -299,8 +314,9 @@ def run(args: argparse.Namespace) -> int:
         for r in [*rows, {"file": "MEAN", **block["mean"]}]:
             print(f"{r['file'][:36]:36s} " + " ".join(f"{_f(r.get(c)):>10s}" for c in cols))
     if args.json:
-        doc = {"beats": res["beats"], "modes": {m: {"files": [{k: v for k, v in r.items()} for r in b["files"]],
-                                                    "mean": b["mean"]} for m, b in res["modes"].items()}}
+        doc = {"beats": res["beats"], "backend": res["backend"],
+               "modes": {m: {"files": [{k: v for k, v in r.items()} for r in b["files"]], "mean": b["mean"]}
+                         for m, b in res["modes"].items()}}
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 

@@ -42,7 +42,7 @@ def audio_features(path: str | Path) -> np.ndarray:
 
 def _audio_files(paths) -> list[Path]:
     """Files as given; folders expanded to their audio files (sorted)."""
-    from beatbus.lab.eval.beats import AUDIO_EXTS
+    from beatbus.lab.annotations import AUDIO_EXTS
 
     out = []
     for p in map(Path, paths):

@@ -36,65 +36,29 @@ from functools import lru_cache
 
 import numpy as np
 
+from .space import BarSpace
 from .tracker import Beat
 
 __all__ = ["OfflineDecoder", "decode"]
 
 
-class _Space:
-    """States, sparse transitions and observation classes of the bar-pointer space (shared)."""
+class _Space(BarSpace):
+    """The shared :class:`~.space.BarSpace` in log probabilities, with the observation classes and
+    the back-pointer rows of the beat-boundary states (shared between decoders)."""
 
-    def __init__(self, intervals: tuple[int, ...], meters: tuple[int, ...], transition_lambda: float,
-                 observation_lambda: int, beat_frames: int, fps: float,
-                 tempo_prior: tuple[float, float] | None) -> None:
-        iv = np.asarray(intervals)
-        n_t = len(iv)
-        self.n_tempi = n_t
-        meter_of, tempo_of, beat_of, pos_of, dst, src = [], [], [], [], [], []
-        offset = 0
-        for mi, m in enumerate(meters):
-            first = np.zeros((m, n_t), dtype=np.int64)  # first state of each beat, per tempo
-            for ti, t in enumerate(iv):
-                q = np.arange(m * t)
-                meter_of.append(np.full(m * t, mi))
-                tempo_of.append(np.full(m * t, ti))
-                beat_of.append(q // t)
-                pos_of.append(q % t)
-                first[:, ti] = offset + np.arange(m) * t
-                offset += m * t
-            for b in range(m):
-                dst.append(first[b])
-                src.append(first[(b - 1) % m] + iv - 1)  # the last state of the previous beat
-        self.n_states = offset
-        self.meter = np.concatenate(meter_of)
-        self.tempo = np.concatenate(tempo_of)
-        self.beat = np.concatenate(beat_of)
-        self.pos = np.concatenate(pos_of)
-        self.interval = iv[self.tempo]
-        self.n_rows = len(dst)
-        self.dst = np.stack(dst)  # (K, n_t): beat-boundary states ...
-        self.src = np.stack(src)  # ... and, per tempo, where they are entered from
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
         # row (index into dst.ravel()) of each beat-boundary state, -1 for every other state
         self.row_of = np.full(self.n_states, -1, dtype=np.int64)
         self.row_of[self.dst.ravel()] = np.arange(self.dst.size)
-        ratio = iv[None, :] / iv[:, None]
-        trans = np.exp(-transition_lambda * np.abs(ratio - 1.0))
-        log_prior = np.zeros(n_t)
-        if tempo_prior is not None:
-            centre, sigma = tempo_prior
-            log_prior = -0.5 * ((np.log2(60.0 * fps / iv) - np.log2(centre)) / sigma) ** 2
-            trans = trans * np.exp(log_prior)[None, :]
-        trans /= trans.sum(axis=1, keepdims=True)
+        trans = self.tempo_weights / self.tempo_weights.sum(axis=1, keepdims=True)
         with np.errstate(divide="ignore"):
             self.log_trans = np.where(trans > 1e-12, np.log(trans), -np.inf)  # (from, to)
-        # start anywhere: prior over tempo, uniform over the positions of a tempo
-        w = np.exp(log_prior)[self.tempo] / self.interval
-        self.log_init = np.log(w / w.sum())
+        self.log_init = np.log(self.start)
         # observation class per state: 0 non-beat, 1 beat, 2 downbeat
-        region = np.clip(self.interval // observation_lambda, 1, beat_frames)
         cls = np.zeros(self.n_states, dtype=np.int64)
-        cls[self.pos < region] = 1
-        cls[(self.pos < region) & (self.beat == 0)] = 2
+        cls[self.beat_region] = 1
+        cls[self.beat_region & (self.beat == 0)] = 2
         self.cls = cls
 
 
@@ -170,8 +134,8 @@ class OfflineDecoder:
         lo = int(round(60.0 * self.fps / self.max_bpm))
         hi = int(round(60.0 * self.fps / self.min_bpm))
         prior = None if self.tempo_prior is None else (float(self.tempo_prior[0]), float(self.tempo_prior[1]))
-        return _space(tuple(range(lo, hi + 1)), tuple(int(m) for m in self.meters), float(self.transition_lambda),
-                      int(self.observation_lambda), int(self.beat_frames), float(self.fps), prior)
+        return _space(float(self.fps), tuple(range(lo, hi + 1)), tuple(int(m) for m in self.meters),
+                      float(self.transition_lambda), int(self.observation_lambda), int(self.beat_frames), prior)
 
     def path(self, activations: np.ndarray) -> tuple[np.ndarray, float]:
         """The most probable state sequence for ``activations [shape=(n, 2)]`` and its log-probability."""

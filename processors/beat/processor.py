@@ -21,7 +21,7 @@ from .backends import FPS
 from .offline import OfflineDecoder
 from .tracker import BarTracker, Beat
 
-__all__ = ["BeatProcessor", "track_file", "track_offline"]
+__all__ = ["BeatProcessor", "track_file", "track_offline", "offline_activations"]
 
 MODES = ("offline", "online")
 
@@ -201,15 +201,25 @@ def track_offline(
     list of Beat
         ``decided_at`` is the end of the recording.
     """
+    act, gate, onset, settings = offline_activations(samples, backend=backend, sr=sr, device=device, model=model,
+                                                     onset_weight=onset_weight)
+    return OfflineDecoder(fps=FPS, **{**settings, **decoder_kwargs}).decode(act, gate=gate, onset=onset)
+
+
+def offline_activations(
+    samples: np.ndarray | Iterable[np.ndarray], *, backend: str = backends.DEFAULT, sr: int = 22050,
+    device: str = "cpu", model: int = 1, onset_weight: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """What :func:`track_offline` decodes: the backend's ``[beat, downbeat]`` activations ``(n, 2)``, its
+    silence gate ``(n,)`` and onset strength ``(n,)`` over a whole recording (arguments as there), and
+    the backend's :class:`~processors.beat.offline.OfflineDecoder` settings."""
     act = backends.create(backend, sr=sr, device=device, model=model, onset_weight=onset_weight)
     parts = [act.process(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
              for x in ([samples] if isinstance(samples, np.ndarray) else samples)]
     parts.append(act.flush())
     settings = {k: v for k, v in act.tracker_settings.items() if k in ("time_offset", "tempo_prior")}
-    settings.update(decoder_kwargs)
-    decoder = OfflineDecoder(fps=FPS, **settings)
-    return decoder.decode(np.concatenate([p[0] for p in parts]), gate=np.concatenate([p[1] for p in parts]),
-                          onset=np.concatenate([p[2] for p in parts]))
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]), settings)
 
 
 def track_file(

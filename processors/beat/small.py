@@ -210,7 +210,10 @@ class SmallActivation(NetworkActivation):
         onset_weight: float | None = None,
     ) -> None:
         super().__init__(silence_db=silence_db, onset_weight=onset_weight)
-        self.net = net if net is not None else shared_small(None if checkpoint is None else str(checkpoint), device)
+        if net is None:  # the variable resolved here, not inside the cache: a changed value is a new net
+            checkpoint = checkpoint if checkpoint is not None else os.environ.get(CHECKPOINT_ENV)
+            net = shared_small(None if not checkpoint else str(checkpoint), device)
+        self.net = net
         self.device = self.net.linear.weight.device.type
         self._np = NumpySmall(self.net) if self.device == "cpu" else None
         self.reset()

@@ -37,6 +37,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .space import BarSpace
+
 __all__ = ["Beat", "BarTracker"]
 
 _DTYPE = np.float32  # the posterior is renormalised every frame: single precision is plenty
@@ -77,79 +79,27 @@ class Beat:
     decided_at: float
 
 
-class _Space:
-    """The immutable part of a tracker: states, transitions, observation classes (shared)."""
+class _Space(BarSpace):
+    """The immutable part of a tracker: the shared :class:`~.space.BarSpace` in float32
+    probabilities, observation classes and the phase measure (shared between trackers)."""
 
-    def __init__(
-        self,
-        fps: float,
-        intervals: tuple[int, ...],
-        meters: tuple[int, ...],
-        transition_lambda: float,
-        observation_lambda: int,
-        beat_frames: int,
-        tempo_prior: tuple[float, float] | None,
-    ) -> None:
-        iv = np.asarray(intervals)
-        n_t = len(iv)
-        self.n_tempi = n_t
-        self.meters = meters
-        meter_of, tempo_of, beat_of, pos_of = [], [], [], []
-        first = []  # per meter: (m, n_t) index of the first state of each beat
-        offset = 0
-        for mi, m in enumerate(meters):
-            f = np.zeros((m, n_t), dtype=np.int64)
-            for ti, t in enumerate(iv):  # construction only: one block per (meter, tempo)
-                q = np.arange(m * t)
-                meter_of.append(np.full(m * t, mi))
-                tempo_of.append(np.full(m * t, ti))
-                beat_of.append(q // t)
-                pos_of.append(q % t)
-                f[:, ti] = offset + np.arange(m) * t
-                offset += m * t
-            first.append(f)
-        self.n_states = offset
-        self.meter = np.concatenate(meter_of)
-        self.tempo = np.concatenate(tempo_of)
-        self.beat = np.concatenate(beat_of)
-        self.pos = np.concatenate(pos_of)
-        self.interval = iv[self.tempo]
-        meter_beats = np.asarray(meters)[self.meter]
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        n_t = self.n_tempi
+        meter_beats = np.asarray(self.meters)[self.meter]
         # Within a beat, state s receives from s - 1: a shift of the whole vector by one. The first
         # state of every beat is then overwritten by the mass leaving the last state of the
-        # previous beat, mixed over tempi.
-        dst, src, down_rows = [], [], []
-        for mi, m in enumerate(meters):
-            for b in range(m):
-                dst.append(first[mi][b])
-                src.append(first[mi][(b - 1) % m] + iv - 1)  # last state of the previous beat
-                if b == 0:
-                    down_rows.append(len(dst) - 1)
-        self.n_rows = len(dst)  # K = sum of the meters
-        self.dst = np.stack(dst).reshape(-1)  # (K * n_t,)
-        self.src = np.stack(src).reshape(-1)
-        self.down_rows = np.array(down_rows)
-        # tempo transition at beat boundaries (madmom exponential_transition)
-        ratio = iv[None, :] / iv[:, None]
-        trans = np.exp(-transition_lambda * np.abs(ratio - 1.0))
-        if tempo_prior is not None:
-            centre, sigma = tempo_prior
-            prior_t = np.exp(-0.5 * ((np.log2(60.0 * fps / iv) - np.log2(centre)) / sigma) ** 2)
-            trans = trans * prior_t[None, :]
-        else:
-            prior_t = np.ones(n_t)
+        # previous beat, mixed over tempi (flat indices: the step gathers and scatters with them).
+        self.dst = self.dst.reshape(-1)  # (K * n_t,)
+        self.src = self.src.reshape(-1)
+        trans = self.tempo_weights.copy()
         trans[trans < 1e-12] = 0.0  # sparse in effect; keeps the matrix well-conditioned
         self.trans = (trans / trans.sum(axis=1, keepdims=True)).astype(_DTYPE)
-        # initial distribution: prior over tempo, uniform over positions within a tempo
-        w = prior_t[self.tempo] / self.interval
-        self.init = (w / w.sum()).astype(_DTYPE)
+        self.init = self.start.astype(_DTYPE)
         # Observation class per state: 0 non-beat, 1 beat, 2 downbeat, 3/4 next to a beat/downbeat.
-        # The beat region is the first 1/observation_lambda of the beat, at most beat_frames frames
-        # (a wider region lets the phase slide inside it and biases beats early); its neighbours (one
-        # frame before and after) see the geometric mean of beat and non-beat evidence, so a beat that
-        # falls between two frames is not pushed to either side.
-        region = np.clip(np.floor(self.interval / observation_lambda), 1, beat_frames).astype(np.int64)
-        beat_region = self.pos < region
+        # The neighbours of the beat region (one frame before and after) see the geometric mean of
+        # beat and non-beat evidence, so a beat that falls between two frames is not pushed to either side.
+        region, beat_region = self.region, self.beat_region
         near = (self.pos == region) | (self.pos == self.interval - 1)
         first_beat = self.beat == 0
         before_down = (self.pos == self.interval - 1) & (self.beat == meter_beats - 1)
@@ -166,7 +116,6 @@ class _Space:
         self.rest = np.setdiff1d(np.flatnonzero(cls), self.dst)
         self.rest_cls = cls[self.rest] - 1
         self.group = self.meter * n_t + self.tempo  # (meter, tempo) group per state
-        self.bpm_of_tempo = 60.0 * fps / iv
         # uniform-posterior phase mass within +/-tol frames, to normalise the concentration
         self.phase_tol = 1
         self._near: dict[int, np.ndarray] = {}

@@ -11,15 +11,12 @@ section_at(sections, t)
     The section containing time ``t``.
 OnlineStructure, SectionUpdate
     Causal analysis of a stream: tentative / confirmed / revised section decisions.
-plan_from_metadata(name, artist, duration, tempo, energy, danceability, ...)
-    A plausible section plan from metadata alone (``/api/analyze-song``).
 label_segments, Segment
     The labeller both analyses share.
 """
 from .labels import LABELS, Segment, label_segments
-from .metadata import plan_from_metadata, prefer_audio
 from .offline import Structure, analyze_sections, analyze_structure, section_at
 from .online import OnlineStructure, SectionUpdate
 
 __all__ = ["analyze_sections", "analyze_structure", "section_at", "Structure", "OnlineStructure",
-           "SectionUpdate", "plan_from_metadata", "prefer_audio", "label_segments", "Segment", "LABELS"]
+           "SectionUpdate", "label_segments", "Segment", "LABELS"]

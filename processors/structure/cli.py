@@ -28,19 +28,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     import numpy as np
     import orjson
 
+    from beatbus.config import load_settings
     from beatbus.errors import ConfigError
     from beatbus.log import setup_logging
 
     from .offline import analyze_structure
 
     setup_logging("warning")
+    settings = load_settings(vars(args))    # --backend / --device > BEATBUS_* > TOML
     beats = None
     if args.beats:
         try:
             beats = np.loadtxt(args.beats, ndmin=2)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--beats {args.beats}: cannot read beat times ({exc})") from None
-    st = analyze_structure(args.path, beats)
+    st = analyze_structure(args.path, beats, backend=settings.backend, device=settings.device)
     secs = [{k: s[k] for k in ("start", "end", "label", "confidence")} for s in st.sections]
     if args.json:
         sys.stdout.write(orjson.dumps({"duration": round(st.duration, 3), "sections": secs}).decode() + "\n")
@@ -53,6 +55,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def register(commands: dict) -> None:
     """Add ``beatbus structure ...`` to the top-level commands."""
     from beatbus.commands import add_common_options, subcommands
+    from beatbus.processors.beat.cli import add_backend_options
 
     sub = subcommands(commands, "structure", "song sections: intro/verse/chorus/bridge/outro")
     r = sub.add_parser("run", help="structure daemon: bb:{src}:audio (+beats) -> bb:{src}:sections "
@@ -62,6 +65,8 @@ def register(commands: dict) -> None:
     r.set_defaults(func=cmd_run)
     a = sub.add_parser("analyze", help="sections of a file, offline")
     a.add_argument("path")
-    a.add_argument("--beats", help="beat times file (time[<TAB>beat_in_bar] per line); default: own grid")
+    a.add_argument("--beats", help="beat times file (time[<TAB>beat_in_bar] per line); "
+                                   "default: the offline beat decoder's beats and bars (--backend)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    add_backend_options(a)
     a.set_defaults(func=cmd_analyze)

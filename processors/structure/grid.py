@@ -1,17 +1,16 @@
-"""A beat grid from onset strength, for when no beat events or annotations are available.
+"""A causal beat grid from onset strength, for the live structure analysis when no beat events
+reach it (the whole-file analysis takes the offline beat decoder's beats instead).
 
 Sections do not need exact beats, only a grid that follows the music's pulse so that
 beat-synchronous features line up with bars. :func:`estimate_tempo` picks the strongest
-onset-autocorrelation lag in 60-200 BPM (weighted toward 120 BPM); :func:`track_beats` places
-beats by dynamic programming (Ellis 2007: onset strength plus a penalty on deviating from the
-tempo); :class:`OnlineGrid` extends a grid causally, re-estimating tempo and phase from the last
-few seconds.
+onset-autocorrelation lag in 60-200 BPM (weighted toward 120 BPM); :class:`OnlineGrid` extends
+a grid causally, re-estimating tempo and phase from the last few seconds.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["estimate_tempo", "track_beats", "OnlineGrid"]
+__all__ = ["estimate_tempo", "OnlineGrid"]
 
 MIN_BPM, MAX_BPM = 60.0, 200.0
 
@@ -49,36 +48,6 @@ def estimate_tempo(onset: np.ndarray, fps: float, *, prior_bpm: float = 120.0, w
         frac = 0.5 * (y0 - y2) / den if den < 0 else 0.0
         return float(60.0 * fps / (best + np.clip(frac, -0.5, 0.5)))
     return float(60.0 * fps / best)
-
-
-def track_beats(onset: np.ndarray, fps: float, *, bpm: float | None = None, tightness: float = 100.0) -> np.ndarray:
-    """Beat times (s; frame k at ``(k + 1) / fps``) by dynamic programming over the onset envelope."""
-    o = _normalise(onset)
-    n = o.size
-    if n < 4:
-        return np.zeros(0)
-    bpm = bpm or estimate_tempo(onset, fps)
-    period = 60.0 * fps / bpm
-    score = o.copy()
-    back = np.full(n, -1)
-    lo, hi = int(round(period / 2)), int(round(2 * period))
-    for t in range(lo, n):
-        prev = np.arange(max(0, t - hi), t - lo + 1)
-        if prev.size == 0:
-            continue
-        pen = -tightness * np.log((t - prev) / period) ** 2
-        cand = score[prev] + pen
-        j = int(np.argmax(cand))
-        if cand[j] > 0:
-            score[t] = o[t] + cand[j]
-            back[t] = prev[j]
-    # end on the best-scoring frame in the last period
-    t = int(np.argmax(score[max(0, n - int(period)):])) + max(0, n - int(period))
-    beats = [t]
-    while back[t] >= 0:
-        t = int(back[t])
-        beats.append(t)
-    return (np.array(beats[::-1], dtype=float) + 1) / fps
 
 
 class OnlineGrid:

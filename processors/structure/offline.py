@@ -2,7 +2,8 @@
 
 ``analyze_sections(path_or_samples, beats=None)`` is the entry point behind
 ``beatbus analyze PATH --sections``. Steps: frame features (:mod:`.features`) -> beat grid (the
-given beats, else :func:`.grid.track_beats`) -> beat-synchronous features -> self-similarity ->
+given beats, else the whole file's beat times from the offline beat decoder,
+:func:`processors.beat.track_offline`) -> beat-synchronous features -> self-similarity ->
 Foote novelty with a kernel of whole bars covering >= 2 bars and >= 4 s on both sides -> peaks
 at least two bars and 3.5 s apart (median + MAD threshold) -> boundaries at silences (and
 downbeat snapping when bar positions are given) -> repetition groups ->
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from beatbus.audio import load_audio
+from beatbus.processors.beat import backends, track_offline
 
 from .features import FrameFeatures, beat_sync
-from .grid import track_beats
 from .labels import Segment, label_segments
 from .segment import group_segments, novelty, pick_peaks, similarity
 
@@ -134,7 +135,8 @@ def _whole(duration: float, label: str, conf: float) -> list[dict]:
     return [{"start": 0.0, "end": round(duration, 3), "label": label, "confidence": conf, "group": 0}]
 
 
-def analyze_structure(audio, beats=None, *, sr: int = SR) -> Structure:
+def analyze_structure(audio, beats=None, *, sr: int = SR, backend: str = backends.DEFAULT,
+                      device: str = "cpu") -> Structure:
     """Whole-song structure of a file path or mono samples (at ``sr``).
 
     Parameters
@@ -142,7 +144,11 @@ def analyze_structure(audio, beats=None, *, sr: int = SR) -> Structure:
     audio : str, PathLike or np.ndarray [shape=(n,)]
     beats : array-like, optional
         Beat times (s), rows ``(time, beat_in_bar)``, or dicts / objects with ``time`` and
-        ``beat_in_bar``; default: our own onset-based grid.
+        ``beat_in_bar``; default: the beat times of the offline beat decoder
+        (:func:`processors.beat.track_offline`) over the whole file. Given bar positions snap
+        boundaries to downbeats.
+    backend, device : str
+        The beat backend and its torch device for the default beats.
     """
     y = load_audio(audio, sr=sr) if isinstance(audio, (str, os.PathLike)) else _as_mono(audio)
     if not np.isfinite(y).all():
@@ -156,10 +162,11 @@ def analyze_structure(audio, beats=None, *, sr: int = SR) -> Structure:
     if runs and runs[0][0] <= 1e-6 and runs[0][1] >= duration - 0.05:
         return Structure(_whole(duration, "unknown", 0.1), np.zeros(0), duration=duration)   # all silence
     if beats is None:
-        bt = track_beats(onset, ff.fps) - ff.centre_offset
-        bpb, pos = None, None
-    else:
-        bt, bpb, pos = _as_beats(beats)
+        # Times only: the decoder models meters 3 and 4, so on 2/4 and slow 3/4 songs its downbeats
+        # land a beat off and snapping would move boundaries with them (synthetic x20: F@0.5 s 0.87
+        # with its bar positions, 0.98 without); the novelty peaks then fall on the beats themselves.
+        beats = [b.time for b in track_offline(y, backend=backend, sr=sr, device=device)]
+    bt, bpb, pos = _as_beats(beats)
     inside = (bt > 0.05) & (bt < duration - 0.05)
     bt = bt[inside]
     pos = pos[inside] if pos is not None else None
@@ -225,7 +232,8 @@ def _snap_to_downbeats(bounds: list[int], grid: np.ndarray, bt: np.ndarray, pos:
     return sorted(set(out))
 
 
-def analyze_sections(audio, beats=None, *, sr: int = SR) -> list[dict]:
+def analyze_sections(audio, beats=None, *, sr: int = SR, backend: str = backends.DEFAULT,
+                     device: str = "cpu") -> list[dict]:
     """``[{"start", "end", "label", "confidence"}, ...]`` covering the whole file (offline).
 
     Parameters
@@ -234,7 +242,9 @@ def analyze_sections(audio, beats=None, *, sr: int = SR) -> list[dict]:
         A file, or mono samples at ``sr``.
     beats : array-like, optional
         Beat times (s), ``(time, beat_in_bar)`` rows, or the beat analysis's beats (dicts or
-        ``Beat`` objects with ``time`` and ``beat_in_bar``); default: our own onset-based grid.
+        ``Beat`` objects with ``time`` and ``beat_in_bar``); default: the offline beat decoder's.
+    backend, device : str
+        The beat backend and its torch device for the default beats.
 
     Returns
     -------
@@ -243,4 +253,4 @@ def analyze_sections(audio, beats=None, *, sr: int = SR) -> list[dict]:
         chorus, bridge, outro, unknown (silence, or a song whose structure cannot be read).
     """
     return [{k: s[k] for k in ("start", "end", "label", "confidence")}
-            for s in analyze_structure(audio, beats, sr=sr).sections]
+            for s in analyze_structure(audio, beats, sr=sr, backend=backend, device=device).sections]

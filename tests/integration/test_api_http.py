@@ -157,6 +157,20 @@ def test_analyze_song_audio_upload(client):
     assert 100 <= plan["tempo"] <= 135 and plan["sections"][-1]["end"] == pytest.approx(plan["duration"])
 
 
+def test_analyze_song_audio_is_decoded_whole_from_the_first_beat(client):
+    """An upload is decoded offline: every annotated beat from the first (0.25 s), where the causal
+    tracker's first beat comes 6.5 s in and it finds 12 of the 31."""
+    name = "gtzan_jazz_00002"
+    annotated = np.loadtxt(BEATS_DIR / f"{name}.beats", ndmin=2)
+    r = client.post("/api/analyze-song", content=(BEATS_DIR / f"{name}.flac").read_bytes(),
+                    headers={"content-type": "audio/flac"})
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    assert abs(plan["beats"] - len(annotated)) <= 2, plan
+    assert plan["tempo"] == pytest.approx(60.0 / np.median(np.diff(annotated[:, 0])), rel=0.05)
+    assert plan["meter"] == int(annotated[:, 1].max())
+
+
 def _wav(seconds: float, sr: int = 8000, noise: bool = False) -> bytes:
     buf = io.BytesIO()
     x = np.random.default_rng(0).normal(0, 0.01, int(seconds * sr)) if noise else np.zeros(int(seconds * sr))

@@ -48,7 +48,7 @@ def corpus(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("what, target, needle", [
     ("beats", "empty", "no annotated audio"),
     ("beats", "text", "neither a folder nor an audio file"),
-    ("beats", "bare", "no annotation song.beats next to it"),
+    ("beats", "bare", "song.flac: no annotation (<name>.beats, .jams or .txt) next to it"),
     ("beats", "missing", "no such folder or file"),
     ("beats", "broken", "unsupported or corrupt audio file"),
     ("beats", "badann", "every line must be 'time' or 'time<TAB>beat_in_bar'"),
@@ -177,3 +177,22 @@ def test_eval_beats_several_folders_bad_input_is_one_line(two_folders, tmp_path)
     r = beatbus_cmd("eval", "beats", *map(str, two_folders), "--backend", "dsp", "--group-by", "none",
                     "--folds", "leave-one-group-out", timeout=120)
     _one_line_error(r, "needs files from at least two groups")
+
+
+def test_librosa_anchor_scores_what_librosa_itself_gives(tmp_path):
+    """`--anchor librosa` is librosa's own beat_track on the same file, scored by mir_eval as ours."""
+    import librosa
+    import mir_eval
+
+    song = DATA / "beats" / "gtzan_blues_00002.flac"
+    out = tmp_path / "r.json"
+    r = beatbus_cmd("eval", "beats", str(song), "--backend", "dsp", "--anchor", "librosa", "--json", str(out),
+                    timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())["backends"]["anchor:librosa"]["files"][0]
+    y, sr = librosa.load(song, sr=22050)
+    _, frames = librosa.beat.beat_track(y=y, sr=sr)
+    ref = mir_eval.beat.trim_beats(np.loadtxt(song.with_suffix(".beats"), ndmin=2)[:, 0])
+    est = mir_eval.beat.trim_beats(librosa.frames_to_time(frames, sr=sr))
+    assert abs(row["F"] - mir_eval.beat.f_measure(ref, est)) < 1e-9
+    assert row["dbF"] is None and row["liveF"] is None  # no bars, no predictions: not scored as 0
