@@ -56,7 +56,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if not devices:
-        print("no audio input devices found")
+        print("no audio input devices found: no sound card, and no sound server (PulseAudio / PipeWire) answered "
+              "(README: Capture what the computer plays)")
         return 1
     rows = [("-" if d["index"] is None else str(d["index"]), d["kind"], d["name"],
              ", ".join(filter(None, [d["description"], f"{d['max_input_channels']} ch",
