@@ -27,14 +27,23 @@ def known_source(bus: Bus, source: str) -> bool:
         bool(bus.redis.exists(keys.stream(source, keys.StreamKind.BEATS)))
 
 
-def _newest(bus: Bus, source: str, kind: str, cls):
+def _newest(bus: Bus, source: str, kind: str, cls, prefer=None):
+    """The newest good ``cls`` event of a stream among its newest entries; the newest ``prefer(ev)`` one first."""
     stream = keys.stream(source, kind)
+    first = None
     for entry_id, fields in bus.redis.xrevrange(stream, count=_SCAN):
         # the bus counts and dead-letters malformed entries; show the newest good one
         ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
         if isinstance(ev, cls):
-            return ev
-    return None
+            if prefer is None or prefer(ev):
+                return ev
+            first = first or ev
+    return first
+
+
+def _current_section(ev: SectionEvent) -> bool:
+    """The section playing now as decided: open (a relabel of a past section is not "now") and not a mere hint."""
+    return ev.end is None and ev.status != "tentative"
 
 
 def source_state(bus: Bus, source: str, *, live: bool) -> SourceState:
@@ -51,7 +60,7 @@ def source_state(bus: Bus, source: str, *, live: bool) -> SourceState:
         state.intensity = beat.intensity
         state.lag = round(max(0.0, beat.emitted_at - beat.system_time), 4)
         state.age = round(max(0.0, now - beat.emitted_at), 3)
-    section: SectionEvent | None = _newest(bus, source, keys.StreamKind.SECTIONS, SectionEvent)
+    section: SectionEvent | None = _newest(bus, source, keys.StreamKind.SECTIONS, SectionEvent, _current_section)
     if section is not None:
         state.section, state.section_start = section.label, section.start
     level: IntensityEvent | None = _newest(bus, source, keys.StreamKind.INTENSITY, IntensityEvent)

@@ -94,7 +94,8 @@ function handle(ev) {
   switch (ev.type) {
     case "beat": return onBeat(ev);
     case "intensity": showIntensity(ev.intensity); return showLevel(20 * Math.log10(Math.max(ev.rms, 1e-6)));
-    case "section": return showSection(ev.label);
+    // the section playing now: not a relabel of a past one (it has an end) nor a mere hint
+    case "section": return ev.end == null && ev.status !== "tentative" && showSection(ev.label);
     case "control": return onControl(ev);
     case "stream_end": return setStatus("ended", `${st.source} · ended (${ev.reason})`);
   }

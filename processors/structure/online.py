@@ -10,9 +10,24 @@ novelty kernel that only sees the beats already heard. For each beat ``i`` a bou
   tentative boundary that is not confirmed is withdrawn (a ``revised`` update of the section
   that goes on).
 
-On each confirmation the sections heard so far are grouped by repetition and relabelled;
-every label or group that changes is published again as ``revised``. At the end of the stream
-the last section is closed and the song is labelled as a whole (the outro becomes possible).
+On each confirmation the sections heard so far are grouped by repetition and relabelled (one
+*analysis*). What is published is kept stable:
+
+- a section's label is provisional until the analysis that first sees it closed, which may
+  change it once (``revised``); from then on it is *held* (hysteresis): it changes only when
+  the labeller has preferred the same other label in ``RELABEL_STREAK`` (3) analyses in a row
+  and, at the last of them, with a confidence at least ``RELABEL_MARGIN`` (0.1) above the held
+  label's (as of the last analysis that agreed with it). Each change is published once, as
+  ``revised``; a change of group alone is not published;
+- at most ``EVENTS_PER_MIN`` (24) events per minute of stream, of which at most
+  ``RELABELS_PER_MIN`` (4) relabels of closed sections: whatever the input (an endless mix, a
+  loop, silence). Over the bound, a tentative boundary is not published (nor its withdrawal);
+  any other update waits, one per section, the latest state winning, until the minute allows it
+  (a relabel that is undone before it went out is never sent).
+
+At the end of the stream the last section is closed and the song is labelled as a whole (the
+outro becomes possible); that last word bypasses the hysteresis, and what waits is published
+with it, whatever the bound (once per stream, at most one event per section).
 
 Beats: :meth:`OnlineStructure.add_beat` (the beat processor's events) when they keep coming,
 else the onset-based :class:`~processors.structure.grid.OnlineGrid`.
@@ -20,7 +35,7 @@ else the onset-based :class:`~processors.structure.grid.OnlineGrid`.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,7 +62,8 @@ class SectionUpdate:
     group : int
         Repetition group id.
     decided_at : float
-        Stream time (s) of the audio that led to this decision.
+        Stream time (s) of the audio when this decision went out (later than it was taken when
+        the rate bound held it back).
     """
 
     start: float
@@ -82,6 +98,16 @@ class OnlineStructure:
     NOVELTY_FLOOR = 0.05       # ... and at least this
     WARMUP_NOVELTY = 0.15      # threshold until 16 novelty values have been seen
     PEAK_SHARE = 0.7           # ... and at most this share of their 90th percentile
+    # hysteresis: analyses come one per confirmed boundary (>= 3.5 s apart, usually a section), so
+    # 3 in a row is evidence lasting several sections; a label grounded on repetition (>= 0.4)
+    # then replaces a loudness guess (<= 0.3), while one held with as much confidence stays
+    RELABEL_STREAK = 3
+    RELABEL_MARGIN = 0.1
+    # rate bound (per minute of stream): sections are >= 3.5 s long, so <= 18 confirmations a
+    # minute with their tentatives; relabels of the past are rarer still and 4 a minute drains
+    # a whole song's corrections in a few minutes without flooding a dashboard
+    EVENTS_PER_MIN = 24
+    RELABELS_PER_MIN = 4
 
     def __init__(self, *, sr: int = 22050, hop_length: int | None = None, history_beats: int = 1500,
                  record: bool = False):
@@ -108,8 +134,15 @@ class OnlineStructure:
         self.tentative: int | None = None
         self.nov_conf: dict[int, float] = {}
         self.nov_seen: list[float] = []
-        self.published: dict[int, tuple[str, int]] = {}
-        self.labels: dict[int, tuple[str, float, int]] = {}
+        self.published: dict[int, str] = {}          # section start -> label decided for publication
+        self.labels: dict[int, tuple[str, float, int]] = {}   # held (label, confidence, group)
+        self.challenge: dict[int, tuple[str, int]] = {}      # the labeller's other label, analyses in a row
+        # the rate bound, keyed by section start time (indices shift when history is dropped)
+        self.sent: dict[float, str] = {}
+        self.backlog: dict[float, SectionUpdate] = {}
+        self.sent_at: deque[float] = deque()
+        self.relabel_at: deque[float] = deque()
+        self.tentative_sent = False
         self.energy_max = -120.0
         self.ended = False
         self.updates: list[SectionUpdate] = []
@@ -151,9 +184,9 @@ class OnlineStructure:
             self._add_interval(self.now, False)
         out: list[SectionUpdate] = []
         if self.tentative is not None:
-            out.append(self._withdraw())
+            out.extend(self._withdraw())
         out.extend(self._relabel(final=True))
-        return self._emit(out)
+        return self._emit(out, final=True)
 
     # -- beats -> beat-synchronous rows ----------------------------------------------
     def _queue(self, t: float, downbeat: bool) -> None:
@@ -165,8 +198,9 @@ class OnlineStructure:
         out: list[SectionUpdate] = []
         while self.pending and self.frame_t and self.frame_t[-1] >= self.pending[0][0]:
             t, down = self.pending.popleft()
-            out.extend(self._add_interval(t, down))
-        return self._emit(out)
+            # beat by beat, so that a withdrawal knows whether its tentative went out
+            out.extend(self._emit(self._add_interval(t, down)))
+        return out
 
     def _add_interval(self, t: float, downbeat: bool) -> list[SectionUpdate]:
         a = self.points[-1]
@@ -235,7 +269,7 @@ class OnlineStructure:
                 self.tentative = self._snap(t_i)
                 out.append(self._guess(self.tentative, "tentative", 0.3))
         if self.tentative is not None and n - self.tentative > confirm + 2:
-            out.append(self._withdraw())
+            out.extend(self._withdraw())
         for k in [k for k in self.nov_conf if k < n - 4 * half]:
             del self.nov_conf[k]
         return out
@@ -258,16 +292,18 @@ class OnlineStructure:
         self.tentative = None
         out = self._relabel(final=False)
         lab, conf, grp = self.labels.get(c, ("unknown", 0.3, 0))
-        self.published[c] = (lab, grp)
+        self.published[c] = lab
         out.append(SectionUpdate(self.points[c], None, lab, conf, "confirmed", grp, self.now))
         return out
 
-    def _withdraw(self) -> SectionUpdate:
-        """The suspected boundary did not hold: the current section goes on."""
+    def _withdraw(self) -> list[SectionUpdate]:
+        """The suspected boundary did not hold: the current section goes on (said if it was said)."""
         self.tentative = None
+        if not self.tentative_sent:
+            return []
         start = self.bounds[-1]
         lab, conf, grp = self.labels.get(start, ("unknown", 0.3, 0))
-        return SectionUpdate(self.points[start], None, lab, conf, "revised", grp, self.now)
+        return [SectionUpdate(self.points[start], None, lab, conf, "revised", grp, self.now)]
 
     def _segments(self) -> list[tuple[int, int]]:
         ends = [*self.bounds[1:], len(self.B)]
@@ -310,25 +346,77 @@ class OnlineStructure:
         labels = label_segments(infos, final=final)
         out = []
         last_start = live[-1][0]
+        # sections closed before this analysis are held; the one it closes gets its first full look
+        settled = self.bounds[-2] if len(self.bounds) > 1 else 0
         for (a, _), seg, (lab, conf) in zip(live, infos, labels):
-            self.labels[a] = (lab, conf, seg.group)
+            held = self.labels.get(a)
+            proposal = (lab, conf, seg.group)
+            lab, conf, grp = self.labels[a] = proposal if final or held is None or a >= settled \
+                else self._hold(a, held, proposal)
             end = None if (a == last_start and not final) else seg.end
-            if a in self.published and self.published[a] != (lab, seg.group):
-                out.append(SectionUpdate(seg.start, end, lab, conf, "revised", seg.group, self.now))
-                self.published[a] = (lab, seg.group)
+            if a in self.published and self.published[a] != lab:
+                out.append(SectionUpdate(seg.start, end, lab, conf, "revised", grp, self.now))
+                self.published[a] = lab
             elif final and a == last_start:
                 out.append(SectionUpdate(seg.start, end, lab, conf, "revised" if a in self.published else "confirmed",
-                                         seg.group, self.now))
-                self.published[a] = (lab, seg.group)
+                                         grp, self.now))
+                self.published[a] = lab
             elif a not in self.published and a != self.bounds[-1]:
-                self.published[a] = (lab, seg.group)
-                out.append(SectionUpdate(seg.start, end, lab, conf, "confirmed", seg.group, self.now))
+                self.published[a] = lab
+                out.append(SectionUpdate(seg.start, end, lab, conf, "confirmed", grp, self.now))
         return out
 
-    def _emit(self, out: list[SectionUpdate]) -> list[SectionUpdate]:
+    def _hold(self, a: int, held: tuple[str, float, int], proposal: tuple[str, float, int]) -> tuple[str, float, int]:
+        """Hysteresis: the label kept for closed section ``a`` given the labeller's latest one."""
+        if proposal[0] == held[0]:
+            self.challenge.pop(a, None)
+            return proposal                          # agreement refreshes confidence and group
+        rival, streak = self.challenge.get(a, (proposal[0], 0))
+        streak = streak + 1 if rival == proposal[0] else 1
+        if streak >= self.RELABEL_STREAK and proposal[1] >= held[1] + self.RELABEL_MARGIN:
+            self.challenge.pop(a, None)
+            return proposal
+        self.challenge[a] = (proposal[0], streak)
+        return held
+
+    def _emit(self, out: list[SectionUpdate], *, final: bool = False) -> list[SectionUpdate]:
+        """The rate bound: publish what the last minute of stream allows, keep the rest waiting."""
+        for w in (self.sent_at, self.relabel_at):
+            while w and w[0] <= self.now - 60.0:
+                w.popleft()
+        for u in out:
+            if u.status == "tentative":
+                # a hint that is stale by the time it could go out: now or never, behind what waits
+                self.tentative_sent = not self.backlog and len(self.sent_at) < self.EVENTS_PER_MIN
+                if self.tentative_sent:
+                    self.backlog[u.start] = u
+                continue
+            prev = self.backlog.get(u.start)
+            if prev is not None and prev.status == "confirmed":
+                u = replace(u, status="confirmed")   # still its first publication
+            if not final and u.end is not None and u.status == "revised" and self.sent.get(u.start) == u.label:
+                self.backlog.pop(u.start, None)      # a relabel undone before it went out
+                continue
+            self.backlog[u.start] = u
+        sent = []
+        for start in sorted(self.backlog):
+            u = self.backlog[start]
+            relabel = u.status == "revised" and u.end is not None and start in self.sent
+            if not final and (len(self.sent_at) >= self.EVENTS_PER_MIN
+                              or relabel and len(self.relabel_at) >= self.RELABELS_PER_MIN):
+                if u.status == "tentative":
+                    del self.backlog[start]
+                    self.tentative_sent = False
+                continue
+            del self.backlog[start]
+            self.sent[start] = u.label
+            self.sent_at.append(self.now)
+            if relabel:
+                self.relabel_at.append(self.now)
+            sent.append(replace(u, decided_at=self.now))
         if self.record:
-            self.updates.extend(out)
-        return out
+            self.updates.extend(sent)
+        return sent
 
     def _compact(self) -> None:
         """Forget the oldest beats once twice the history has piled up; shift every index."""
@@ -345,6 +433,8 @@ class OnlineStructure:
         shift = lambda d: {k - cut: v for k, v in d.items() if k >= cut}  # noqa: E731
         self.bounds = [b - cut for b in self.bounds if b >= cut]
         self.labels, self.published, self.nov_conf = shift(self.labels), shift(self.published), shift(self.nov_conf)
+        self.challenge = shift(self.challenge)
+        self.sent = {t: lab for t, lab in self.sent.items() if t >= self.points[0]}
         if self.tentative is not None:
             self.tentative = self.tentative - cut if self.tentative >= cut else None
         del self.nov_seen[:-400]

@@ -4,7 +4,10 @@ Role ``structure``: one lease per source, checkpointed like the beat processor. 
 source's beats stream and uses those beats while they keep coming; otherwise its own
 onset-based grid. Each decision of :class:`~processors.structure.online.OnlineStructure` becomes
 one SectionEvent (``tentative``, ``confirmed`` or ``revised``); at the end of the stream the
-song is relabelled as a whole and a StreamEnd follows.
+song is relabelled as a whole and a StreamEnd follows. Labels are held with hysteresis and the
+events of a source are bounded: at most ``OnlineStructure.EVENTS_PER_MIN`` (24) per minute of its
+audio, of which ``RELABELS_PER_MIN`` (4) relabels of past sections, plus, once at the stream's
+end, one last word per section (see :mod:`.online`).
 """
 from __future__ import annotations
 

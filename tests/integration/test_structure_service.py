@@ -62,6 +62,46 @@ def test_sections_of_a_song_through_the_broker(bus, settings, tmp_path_factory, 
         assert sum(err < 0.05 for err in errs) >= len(truth) - 2, errs
 
 
+def test_a_looped_real_clip_gives_stable_labels_at_a_bounded_rate(bus, settings, tmp_path):
+    """Beat and structure daemons on a real broker, a real song looped and then cut up: few events, no flip-flops."""
+    import msgspec
+    import soundfile as sf
+
+    from beatbus.processors.beat.cli import make_processor
+    from beatbus.processors.beat.service import BeatService
+    from beatbus.processors.structure.online import OnlineStructure as OS
+
+    y, sr = sf.read(DATA / "sections" / "sargon_mindless_cut.flac", dtype="float32", always_2d=True)
+    y = y.mean(axis=1)
+    pieces = y[:len(y) // (4 * sr) * 4 * sr].reshape(-1, 4 * sr)           # then 4 s cuts, as a DJ might
+    y = np.concatenate([y, y, *pieces[np.random.default_rng(0).integers(0, len(pieces), 2 * len(pieces))]])
+    sf.write(tmp_path / "loop.wav", y, sr)
+    settings = msgspec.structs.replace(settings, maxlen_audio=100_000)   # nothing trimmed while it catches up
+    svc = StructureService(bus, settings=settings, sources=["s"], exit_when_ended=True)
+    beats = BeatService(bus, settings=settings, make_processor=make_processor(settings), sources=["s"],
+                        exit_when_ended=True)
+    svc.setup()
+    beats.setup()
+    producer = Publisher(bus, FileSource(tmp_path / "loop.wav", realtime=False), settings=settings, source="s")
+    assert run_services([svc, beats, producer], until=[svc], duration=120) == 0 and svc.error is None
+    secs = [e for e in _sections(bus, "s") if isinstance(e, SectionEvent)]
+    minutes = len(y) / sr / 60
+    live = [e for e in secs if e.emitted_at < secs[-1].emitted_at]     # before the end's last word
+    assert len(secs) >= 8 and len(live) <= OS.EVENTS_PER_MIN * minutes
+    said: dict = {}
+    changes: dict = {}
+    confirmed = 0
+    for e in live:
+        confirmed += e.status == "confirmed"
+        if e.status == "revised" and e.end is not None:
+            assert said.get(e.start) != e.label, e               # a past section's change is said once
+            changes.setdefault(e.start, []).append(confirmed)
+        said[e.start] = e.label
+    assert sum(map(len, changes.values())) <= OS.RELABELS_PER_MIN * minutes
+    for at in changes.values():                                  # after its first full look, a section's
+        assert all(b - a >= OS.RELABEL_STREAK - 1 for a, b in zip(at[1:], at[2:])), at   # label holds
+
+
 def test_eval_sections_json_shape(tmp_path_factory, tmp_path):
     files = song(tmp_path_factory, "pop")
     out = tmp_path / "eval.json"

@@ -210,3 +210,46 @@ def test_a_long_stream_runs_in_bounded_memory(pop):
         assert len(ana.B) < 2 * 64 and len(ana.points) == len(ana.B) + 1
     assert confirmed >= 10 and ana.updates == []              # updates are kept only when recording
     assert ana.sections and ana.sections[-1]["end"] == pytest.approx(3 * len(y) / SR, abs=0.1)
+
+
+def test_a_held_label_changes_only_on_lasting_stronger_evidence():
+    ana = OnlineStructure()
+    held = ("chorus", 0.5, 1)
+    # the labeller wavers: two analyses for "verse", one back, two more: never 3 in a row
+    for lab in ("verse", "verse", "chorus", "verse", "verse"):
+        held = ana._hold(7, held, (lab, 0.7 if lab == "verse" else 0.5, 2))
+        assert held[0] == "chorus"
+    assert ana._hold(7, held, ("verse", 0.7, 2)) == ("verse", 0.7, 2)        # third in a row, 0.2 above
+    weak = ("chorus", 0.65, 1)
+    for _ in range(5):                                                         # lasting, but no margin
+        assert ana._hold(8, weak, ("verse", 0.7, 2))[0] == "chorus"
+
+
+def test_the_event_rate_is_bounded_and_the_latest_state_wins(pop):
+    from beatbus.audio import load_audio
+
+    y = load_audio(pop.audio, sr=SR)
+    y = np.concatenate([y, y[::-1], y])                       # the song, reversed, again: much to revise
+    ana = OnlineStructure(record=True)
+    ana.EVENTS_PER_MIN, ana.RELABELS_PER_MIN = 6, 1            # tight, to see the bound at work
+    for a in range(0, len(y), 441):
+        ana.process(y[a:a + 441])
+    live = list(ana.updates)
+    ana.finish()
+    t = np.array([u.decided_at for u in live])
+    assert len(live) >= 12 and max(np.searchsorted(t, x + 60.0) - i for i, x in enumerate(t)) <= 6
+    said: dict = {}
+    relabels = []
+    for u in live:
+        if u.status == "revised" and u.end is not None and u.start in said:
+            assert said[u.start] != u.label                    # a change is said once, never repeated
+            relabels.append(u.decided_at)
+        said[u.start] = u.label
+    r = np.array(relabels)
+    assert all(np.searchsorted(r, x + 60.0) - i <= 1 for i, x in enumerate(r))
+    # the end of the stream flushes what waited: the last word on every section is out
+    final = {}
+    for u in ana.updates:
+        final[u.start] = u.label
+    assert [final[k] for k in sorted(final) if any(abs(k - s["start"]) < 1e-3 for s in ana.sections)] \
+        == [s["label"] for s in ana.sections]
