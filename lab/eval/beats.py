@@ -58,7 +58,8 @@ __all__ = [
     "main",
 ]
 
-METRICS = ("F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95", "pred_err_p50", "rtf")
+METRICS = ("F", "CMLt", "AMLt", "dbF", "meter_acc", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95",
+           "pred_err_p50", "rtf")
 TRIM = 5.0  # s: mir_eval's trim, also where the tempo estimate and the prediction error start
 HIT_WINDOW = 0.07  # s: mir_eval's F-measure window
 CHUNK = 441  # samples per process() call: 20 ms, like the live producer
@@ -89,13 +90,25 @@ def _tempo_hits(est_bpm: float | None, ref_bpm: float) -> tuple[float, float]:
     return float(acc1), float(acc2)
 
 
+def _meter_hit(beats: Sequence[Beat], ref_bar: np.ndarray | None) -> float | None:
+    if ref_bar is None or not len(ref_bar):
+        return None
+    scored = [b.meter for b in beats if b.time >= TRIM] or [b.meter for b in beats]
+    if not scored:
+        return 0.0
+    return float(np.bincount(scored).argmax() == int(np.max(ref_bar)))
+
+
 def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarray | None) -> dict:
     """mir_eval scores of emitted beats against annotations (5 s trim, +/-70 ms).
 
     Returns
     -------
     dict
-        ``F, CMLt, AMLt, dbF (None without bar positions), liveF, tempo_acc1, tempo_acc2,
+        ``F, CMLt, AMLt, dbF (None without bar positions), meter_acc (1.0 when the meter most of the
+        scored beats carry is the annotation's longest bar position; None without bar positions: a
+        tracker that halves 4/4 bars doubles its downbeats and gains dbF, and this shows it), liveF,
+        tempo_acc1, tempo_acc2,
         delay_p50, delay_p95, pred_err_p50`` (seconds; None when no beat qualifies).
     """
     import mir_eval
@@ -125,6 +138,7 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
     delays = np.array([b.decided_at - b.time for b in beats], dtype=float)
     return {
         "F": float(f),
+        "meter_acc": _meter_hit(beats, ref_bar),
         "CMLt": float(cmlt),
         "AMLt": float(amlt),
         "dbF": db,
@@ -198,7 +212,7 @@ def evaluate_file(audio: str | Path, *, backend: str = "dsp", beats_file: str | 
     t0 = time.perf_counter()
     if anchor is not None:
         row = _scored(audio, anchor_beats(anchor, y, 22050), ref_times, ref_bar, time.perf_counter() - t0, y.size)
-        return {**row, "dbF": None, "liveF": None}
+        return {**row, "dbF": None, "meter_acc": None, "liveF": None}
     if offline:
         beats = track_offline(y, backend=backend, sr=22050, **kwargs)
         return _scored(audio, beats, ref_times, ref_bar, time.perf_counter() - t0, y.size)
@@ -463,13 +477,13 @@ def _fmt(v) -> str:
     return f"{v:.3f}"
 
 
-GROUP_COLS = ["F", "dbF", "liveF", "tempo_acc1"]
+GROUP_COLS = ["F", "dbF", "meter_acc", "liveF", "tempo_acc1"]
 
 
 def format_table(result: dict) -> str:
     """Markdown tables per backend: one row per file plus the mean row, then the groups with the
     pooled row, then the folds with their mean (when the result has them)."""
-    cols = ["F", "CMLt", "AMLt", "dbF", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "pred_err_p50", "rtf"]
+    cols = ["F", "CMLt", "AMLt", "dbF", "meter_acc", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "pred_err_p50", "rtf"]
     gcols = " | ".join(GROUP_COLS)
     lines = []
     for name, res in result["backends"].items():

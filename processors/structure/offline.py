@@ -163,7 +163,7 @@ def analyze_structure(audio, beats=None, *, sr: int = SR, backend: str = backend
         return Structure(_whole(duration, "unknown", 0.1), np.zeros(0), duration=duration)   # all silence
     if beats is None:
         # Times only: on 2/4 and slow 3/4 songs the decoder's downbeats land a beat off and snapping
-        # would move boundaries with them (synthetic x20: F@0.5 s 0.87 with its bar positions, 0.99
+        # would move boundaries with them (synthetic x20: F@0.5 s 0.87 with its bar positions, 0.98
         # without); the novelty peaks then fall on the beats themselves.
         beats = [b.time for b in track_offline(y, backend=backend, sr=sr, device=device)]
     bt, bpb, pos = _as_beats(beats)

@@ -162,7 +162,7 @@ def test_eval_beats_several_folders_groups_and_folds(two_folders, tmp_path):
     # the printed tables: per-file rows and the pooled mean as before, one group row and one fold row per group
     lines = r.stdout.splitlines()
     assert "| gtzan_disco_00001 |" in r.stdout and any(line.startswith("| **mean** |") for line in lines)
-    assert "| group | files | F | dbF | liveF | tempo_acc1 |" in lines
+    assert "| group | files | F | dbF | meter_acc | liveF | tempo_acc1 |" in lines
     assert sum(line.startswith(f"| {g['group']} | {g['n_files']} | ") for g in res["groups"] for line in lines) == 4
     assert any(line.startswith("| **pooled** | **5** | ") for line in lines)
     assert sum(line.startswith(f"| {i} | ") for i in range(1, 5) for line in lines) == 4
