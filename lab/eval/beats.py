@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 METRICS = ("F", "CMLt", "AMLt", "dbF", "meter_acc", "liveF", "tempo_acc1", "tempo_acc2", "delay_p50", "delay_p95",
-           "pred_err_p50", "rtf")
+           "lock_s", "pred_err_p50", "rtf")
 TRIM = 5.0  # s: mir_eval's trim, also where the tempo estimate and the prediction error start
 HIT_WINDOW = 0.07  # s: mir_eval's F-measure window
 CHUNK = 441  # samples per process() call: 20 ms, like the live producer
@@ -108,7 +108,9 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
         ``F, CMLt, AMLt, dbF (None without bar positions), meter_acc (1.0 when the meter most of the
         scored beats carry is the annotation's longest bar position; None without bar positions: a
         tracker that halves 4/4 bars doubles its downbeats and gains dbF, and this shows it), liveF,
-        tempo_acc1, tempo_acc2,
+        tempo_acc1, tempo_acc2, lock_s (seconds from the first annotated beat until the tracker had
+        emitted the first of 4 beats in a row that each hit an annotation: how long a listener waits
+        for the lights to lock; None when it never locks),
         delay_p50, delay_p95, pred_err_p50`` (seconds; None when no beat qualifies).
     """
     import mir_eval
@@ -147,8 +149,21 @@ def score_beats(beats: Sequence[Beat], ref_times: np.ndarray, ref_bar: np.ndarra
         "tempo_acc2": acc2,
         "delay_p50": float(np.percentile(delays, 50)) if delays.size else None,
         "delay_p95": float(np.percentile(delays, 95)) if delays.size else None,
+        "lock_s": _lock_time(beats, np.asarray(ref_times, dtype=float)),
         "pred_err_p50": _prediction_error(beats, np.asarray(ref_times, dtype=float)),
     }
+
+
+def _lock_time(beats: Sequence[Beat], ref_times: np.ndarray, run: int = 4) -> float | None:
+    """When the first run of ``run`` consecutive hits was decided, after the first annotated beat."""
+    if ref_times.size == 0 or len(beats) < run:
+        return None
+    t = np.array([b.time for b in beats], dtype=float)
+    hit = np.abs(t[:, None] - ref_times[None, :]).min(axis=1) <= HIT_WINDOW
+    for i in range(len(beats) - run + 1):
+        if hit[i:i + run].all():
+            return float(max(beats[i].decided_at - ref_times[0], 0.0))
+    return None
 
 
 def _prediction_error(beats: Sequence[Beat], ref_times: np.ndarray) -> float | None:
@@ -483,7 +498,8 @@ GROUP_COLS = ["F", "dbF", "meter_acc", "liveF", "tempo_acc1"]
 def format_table(result: dict) -> str:
     """Markdown tables per backend: one row per file plus the mean row, then the groups with the
     pooled row, then the folds with their mean (when the result has them)."""
-    cols = ["F", "CMLt", "AMLt", "dbF", "meter_acc", "liveF", "tempo_acc1", "delay_p50", "delay_p95", "pred_err_p50", "rtf"]
+    cols = ["F", "CMLt", "AMLt", "dbF", "meter_acc", "liveF", "tempo_acc1", "lock_s", "delay_p50", "delay_p95",
+            "pred_err_p50", "rtf"]
     gcols = " | ".join(GROUP_COLS)
     lines = []
     for name, res in result["backends"].items():
