@@ -10,7 +10,8 @@ const SECTION_WINDOW_S = 120;
 const st = {
   source: params.get("source") || "",
   ws: null, retry: null, beats: 0, meter: 4, bpm: 0,
-  clockSkew: 0,               // browser ms - server ms, estimated from emitted_at
+  clockSkew: 0,               // browser ms - server ms: the least (now - emitted_at) of the last 20 s
+  skews: [],                  // [[browser ms, now - emitted_at]]: delivery delay only ever adds to it
   nextBeat: null, period: 0.5, // server wall s of the next predicted beat, beat period s
   sections: [],               // [{label, at (browser ms)}]
   taps: [], tapErrors: [], tapOffset: null,
@@ -104,7 +105,10 @@ function handle(ev) {
 // -- beats: tempo, metronome, bar.beat ---------------------------------------------------
 function onBeat(ev) {
   const now = Date.now();
-  st.clockSkew = now - ev.emitted_at * 1000;
+  // the smallest recent sample is the one delivered fastest, so the least inflated by a late
+  // WebSocket message (one slow message would otherwise shift every tap by its delay)
+  st.skews = st.skews.filter(([t]) => now - t < 20000).concat([[now, now - ev.emitted_at * 1000]]);
+  st.clockSkew = Math.min(...st.skews.map(([, s]) => s));
   st.beats += 1;
   st.bpm = ev.bpm;
   st.period = ev.bpm > 0 ? 60 / ev.bpm : 0.5;
