@@ -11,17 +11,26 @@ Patterns (ARCHITECTURE.md):
   one per source, managed by :class:`~beatbus.leases.SourceLeases`.
 
 redis-py 8 uses a 5 s socket timeout; every BLOCK here is capped at 1 s and callers loop.
+
+A ``redis+cluster://`` (or ``rediss+cluster://``) URL selects a Redis Cluster (redis-py's
+``RedisCluster``): every source's keys share one hash slot (``{source}``), so no command here spans
+two sources; a :class:`Reader` of several sources reads each slot on its own thread.
 """
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ClusterError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
 from beatbus.schemas import Event, StreamEnd, codec
@@ -37,7 +46,12 @@ __all__ = ["Bus", "Reader", "EventReader", "Group", "Lease", "Backoff", "Entry",
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
-BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Worth retrying: the broker is away, loading, or (cluster) failing over, resharding or not covering a
+# slot yet. redis-py's cluster client already follows MOVED/ASK and refreshes its slot map; these are
+# what is left once its own retries are spent.
+BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ClusterError,
+                 TryAgainError, SlotNotCoveredError)
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 MAX_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10000
 DEAD_MARK_TTL_S = 3600      # long past any reader's lag: a later reader of the entry finds the mark
@@ -100,19 +114,32 @@ class Bus:
     Parameters
     ----------
     url : str
-        ``redis://``, ``rediss://`` or ``unix://`` URL (credentials allowed).
+        ``redis://``, ``rediss://`` or ``unix://`` URL (credentials allowed); ``redis+cluster://``
+        or ``rediss+cluster://`` for a Redis Cluster (any node as the seed).
     """
+
+    redis: Any     # redis.Redis, or redis.cluster.RedisCluster when :attr:`cluster`
 
     def __init__(self, url: str, *, name: str = "beatbus"):
         self.url = url
         self.name = name
+        scheme, sep, rest = url.partition("://")
+        self.cluster = scheme in CLUSTER_SCHEMES
+        common = dict(socket_timeout=5, socket_connect_timeout=3, health_check_interval=15, client_name=name)
         try:
-            self.redis = redis.Redis.from_url(
-                url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=15,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
-                client_name=name)
+            if self.cluster:
+                # A failover (cluster-node-timeout, then the election) takes seconds: retry each command
+                # over about that long, refreshing the slot map, before a daemon's own backoff takes over.
+                self.redis = RedisCluster.from_url(
+                    f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", require_full_coverage=False,
+                    retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6), **common)
+            else:
+                self.redis = redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
+                                                  **common)
         except ValueError as exc:
             raise BrokerError(f"REDIS_URL {redact_url(url)} is invalid: {exc}") from None
+        except (redis.RedisError, RedisClusterException) as exc:    # the cluster client connects at once
+            raise BrokerError(f"cannot reach Redis Cluster at {redact_url(url)}: {exc}") from None
         self._end_stream = self.redis.register_script(_END_STREAM)
 
     @classmethod
@@ -125,10 +152,25 @@ class Bus:
     def ping(self) -> None:
         try:
             self.redis.ping()
+            if not self.cluster:
+                self._refuse_cluster_node()
         except redis.AuthenticationError as exc:
             raise BrokerError(f"broker at {redact_url(self.url)} refused the credentials: {exc}") from None
         except redis.RedisError as exc:
             raise BrokerError(f"cannot reach broker at {redact_url(self.url)}: {exc}") from None
+
+    def _refuse_cluster_node(self) -> None:
+        """A single-node client on a cluster node works only for the sources whose slot that node
+        holds, and dies with MOVED on the others: say so before anything starts."""
+        try:
+            enabled = self.redis.info("cluster").get("cluster_enabled")
+        except redis.ResponseError:     # INFO not allowed to this user (ACL), or not supported
+            return
+        if str(enabled) == "1":
+            scheme, _, rest = self.url.partition("://")
+            cluster = f"{'rediss' if scheme == 'rediss' else 'redis'}+cluster://{rest}"
+            raise BrokerError(f"broker at {redact_url(self.url)} is a Redis Cluster node: "
+                              f"use {redact_url(cluster)} so every source's node is found")
 
     def close(self) -> None:
         self.redis.close()
@@ -156,8 +198,8 @@ class Bus:
         """
         fields = [x for kv in codec.to_fields(end).items() for x in kv]
         lease_keys, owner = ([lease.key], lease.owner) if lease is not None else ([], "")
-        entry_id = self._end_stream(keys=[stream, keys.stream_ends(stream), *lease_keys],
-                                    args=[maxlen, owner, *fields], client=pipeline)
+        entry_id = self.run_script(self._end_stream, [stream, keys.stream_ends(stream), *lease_keys],
+                                   [maxlen, owner, *fields], pipeline)
         if pipeline is None and not entry_id:
             return None
         EVENTS_PUBLISHED.labels(_kind(stream)).inc()
@@ -262,9 +304,22 @@ class Bus:
         entries: Any = self.redis.xrevrange(stream, max=upper, count=count)    # [(id, fields), ...]
         return [(_s(i), f) for i, f in entries]
 
-    def holders(self, lease_keys: list[str]) -> list[str | None]:
-        """The holder of each lease (None where free), in one round trip."""
-        return [None if v is None else _s(v) for v in self.redis.mget(lease_keys)] if lease_keys else []
+    def get_many(self, names: list[str]) -> list[str | None]:
+        """The value of each key (None where unset; e.g. the holders of leases), in one pipelined
+        round trip: per node on a cluster, where one MGET across sources would be CROSSSLOT."""
+        if not names:
+            return []
+        pipe = self.pipeline()
+        for key in names:
+            pipe.get(key)
+        return [None if v is None else _s(v) for v in pipe.execute()]
+
+    def run_script(self, script, keys: list[str], args: list, pipeline=None):
+        """Run a registered Lua script, directly or inside ``pipeline``. A cluster pipeline cannot
+        load a missing script (NOSCRIPT), so there it sends the body (EVAL)."""
+        if pipeline is not None and self.cluster:
+            return pipeline.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        return script(keys=keys, args=args, client=pipeline)
 
 
 class Reader:
@@ -272,37 +327,182 @@ class Reader:
 
     ``start="$"`` is resolved to each stream's current last id at construction, so no
     entry published after that is missed between two reads (plain ``$`` would skip them).
+
+    On a cluster one XREAD may only name streams of one hash slot (one source). A reader of several
+    sources reads each slot with a blocking XREAD on a thread of its own (:class:`_SlotFanIn`),
+    woken as soon as any source has an entry: measured in the cluster issue, a thread per source
+    gave p50 0.31 ms / p99 1.9 ms at 30 sources where polling every slot gave 2.45 / 8.8 ms, and a
+    blocked thread costs no CPU.
     """
 
     def __init__(self, bus: Bus, streams: Iterable[str], *, start: str = "$", block_ms: int = 500):
         self.bus = bus
         self.block_ms = min(block_ms, MAX_BLOCK_MS)
         self.ids: dict[str, str] = {}
+        self._fan: _SlotFanIn | None = None
         for s in streams:
             self.add(s, start)
 
     def add(self, stream: str, start: str = "$") -> None:
         self.ids[stream] = self.bus.last_id(stream) if start == "$" else start
+        if self._fan is not None:
+            self._fan.add(stream, self.ids[stream])
 
     def remove(self, stream: str) -> None:
         self.ids.pop(stream, None)
+        if self._fan is not None:
+            self._fan.remove(stream)
+
+    def close(self) -> None:
+        """Stop the slot threads (cluster); a plain Reader holds nothing."""
+        if self._fan is not None:
+            self._fan.stop.set()
+
+    def __del__(self) -> None:
+        self.close()
 
     def read(self, count: int = 100, block_ms: int | None = None) -> list[Entry]:
-        if not self.ids:
-            time.sleep((block_ms if block_ms is not None else self.block_ms) / 1000)
-            return []
         block = self.block_ms if block_ms is None else min(block_ms, MAX_BLOCK_MS)
-        # RESP2 shape: [(stream, [(id, fields), ...]), ...]. redis-py types ``streams`` as an invariant
-        # dict of its own key/id unions, which no dict[str, str] matches; str names and ids are what it sends.
-        reply: Any = self.bus.redis.xread(self.ids, count=count, block=block or None)  # type: ignore[arg-type]
-        out: list[Entry] = []
-        for stream, entries in reply or []:
-            stream = _s(stream)
-            for entry_id, fields in entries:
-                out.append((stream, _s(entry_id), fields))
-            if entries:
-                self.ids[stream] = _s(entries[-1][0])
+        if not self.ids:
+            time.sleep(block / 1000)
+            return []
+        if self._fan is None and self.bus.cluster and len(_by_slot(self.ids)) > 1:
+            if block == 0:      # a poll: one non-blocking XREAD per slot
+                return [e for group in _by_slot(self.ids).values() for e in self._take(_xread(self.bus, group, count, 0))]
+            self._fan = _SlotFanIn(self.bus, self.ids)
+        if self._fan is not None:
+            return self._take(self._fan.read(count, block))
+        return self._take(_xread(self.bus, self.ids, count, block))
+
+    def _take(self, entries: list[Entry]) -> list[Entry]:
+        """Advance past ``entries``, dropping any at or before a stream's position (a stream removed,
+        or re-added further on, while its slot thread had entries queued)."""
+        out = []
+        for entry in entries:
+            stream, entry_id, _ = entry
+            if stream in self.ids and _id_key(entry_id) > _id_key(self.ids[stream]):
+                self.ids[stream] = entry_id
+                out.append(entry)
         return out
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _slot(stream: str) -> int:
+    return key_slot(stream.encode())
+
+
+def _by_slot(ids: dict[str, str]) -> dict[int, dict[str, str]]:
+    groups: dict[int, dict[str, str]] = {}
+    for stream, entry_id in ids.items():
+        groups.setdefault(_slot(stream), {})[stream] = entry_id
+    return groups
+
+
+def _xread(bus: Bus, ids: dict[str, str], count: int, block: int) -> list[Entry]:
+    # RESP2 shape: [(stream, [(id, fields), ...]), ...]. redis-py types ``streams`` as an invariant
+    # dict of its own key/id unions, which no dict[str, str] matches; str names and ids are what it sends.
+    reply: Any = bus.redis.xread(ids, count=count, block=block or None)  # type: ignore[arg-type]
+    return [(_s(stream), _s(entry_id), fields) for stream, entries in reply or [] for entry_id, fields in entries]
+
+
+class _SlotFanIn:
+    """A blocking XREAD thread per hash slot, all feeding one queue (a cluster :class:`Reader` of
+    several sources).
+
+    The threads read on from their own positions (:attr:`ids`) and hand entries over through the
+    queue, at most :attr:`QUEUED` batches per slot ahead of the consumer (a slow consumer stalls
+    them, not memory). A broker error is handed over once per outage, so the caller's error policy
+    counts and logs it, while the thread backs off and retries; any other error ends the thread and
+    is raised by the next :meth:`read`. A slot left without streams ends its thread.
+    """
+
+    QUEUED = 8
+
+    def __init__(self, bus: Bus, ids: dict[str, str]):
+        self.bus = bus
+        self.lock = threading.Lock()
+        self.ids = dict(ids)        # the threads' read positions, under lock
+        self.threads: dict[int, threading.Thread] = {}
+        self.room: dict[int, threading.Semaphore] = {}
+        self.queue: queue.Queue[tuple[int, list[Entry] | BaseException]] = queue.Queue()
+        self.stop = threading.Event()
+        self.count, self.block = 100, 500
+
+    def add(self, stream: str, entry_id: str) -> None:
+        with self.lock:
+            self.ids[stream] = entry_id
+
+    def remove(self, stream: str) -> None:
+        with self.lock:
+            self.ids.pop(stream, None)
+
+    def read(self, count: int, block: int) -> list[Entry]:
+        with self.lock:
+            self.count, self.block = count, max(block, 1)
+            for slot in {_slot(s) for s in self.ids} - set(self.threads):
+                self.room[slot] = threading.Semaphore(self.QUEUED)
+                self.threads[slot] = threading.Thread(target=_read_slot, args=(weakref.proxy(self), slot),
+                                                      name=f"xread-slot-{slot}", daemon=True)
+                self.threads[slot].start()
+        out: list[Entry] = []
+        try:
+            slot, item = self.queue.get(timeout=block / 1000)
+            while True:
+                if slot in self.room:
+                    self.room[slot].release()
+                if isinstance(item, BaseException):
+                    raise item
+                out.extend(item)
+                if len(out) >= count:
+                    break
+                slot, item = self.queue.get_nowait()
+        except queue.Empty:
+            pass
+        return out
+
+    def __del__(self) -> None:
+        self.stop.set()
+
+
+def _read_slot(fan: _SlotFanIn, slot: int) -> None:
+    """The loop of one :class:`_SlotFanIn` thread (``fan`` is a weak proxy: a dropped reader ends it)."""
+    backoff, failing = Backoff(), False
+    try:
+        while not fan.stop.is_set():
+            with fan.lock:
+                mine = {s: i for s, i in fan.ids.items() if _slot(s) == slot}
+                if not mine:
+                    del fan.threads[slot]
+                    return
+                count, block = fan.count, fan.block
+            try:
+                out = _xread(fan.bus, mine, count, block)
+            except BROKER_ERRORS as exc:
+                if not failing:
+                    fan.room[slot].acquire()
+                    fan.queue.put((slot, exc))
+                failing = True
+                backoff.wait(fan.stop)
+                continue
+            failing = False
+            backoff.reset()
+            if out:
+                with fan.lock:
+                    for stream, entry_id, _ in out:
+                        if stream in fan.ids:
+                            fan.ids[stream] = entry_id
+                while not fan.room[slot].acquire(timeout=1.0):
+                    if fan.stop.is_set():
+                        return
+                fan.queue.put((slot, out))
+    except ReferenceError:      # the reader is gone
+        return
+    except Exception as exc:  # noqa: BLE001  (handed to the reader's thread, which raises it)
+        fan.queue.put((slot, exc))
 
 
 class EventReader:

@@ -128,9 +128,9 @@ class SourceLeases:
                 del self.held[name]
 
     def _holders(self) -> dict[str, str | None]:
-        """Lease holder of every source heartbeating in the last ``KNOWN_S`` (one MGET)."""
+        """Lease holder of every source heartbeating in the last ``KNOWN_S`` (one pipelined round trip)."""
         names = self.bus.sources(max_age=max(KNOWN_S, self.max_age))
-        return dict(zip(names, self.bus.holders([keys.lease(n, self.role) for n in names])))
+        return dict(zip(names, self.bus.get_many([keys.lease(n, self.role) for n in names])))
 
     def _take(self, names: list[str], count: int | float) -> None:
         """Acquire up to ``count`` of ``names`` not held yet."""

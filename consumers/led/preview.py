@@ -67,7 +67,8 @@ class PreviewRelay:
             pipe = self.bus.pipeline()
             pipe.zrem(keys.LED_DEVICES, *names)
             pipe.hdel(keys.LED_DEVICE_INFO, *names)
-            pipe.delete(*[keys.led_frames(n) for n in names])
+            for n in names:     # one key per command: on a cluster the devices' keys are in different slots
+                pipe.delete(keys.led_frames(n))
             pipe.execute()
         except BROKER_ERRORS:
             pass                      # the heartbeat ages out instead
@@ -95,7 +96,7 @@ class PreviewRelay:
                     pipe.hset(keys.LED_DEVICE_INFO, mapping={r.device.name: self._info(r) for r in self.runners})
                     next_heartbeat = now + HEARTBEAT_S
                 if now >= next_watch:
-                    flags = self.bus.redis.mget([keys.led_watch(r.device.name) for r in self.runners])
+                    flags = self.bus.get_many([keys.led_watch(r.device.name) for r in self.runners])
                     watched = [r for r, flag in zip(self.runners, flags) if flag is not None]
                     next_watch = now + WATCH_POLL_S
                 for r in watched:

@@ -176,7 +176,7 @@ class LedService(Service):
         if now < self._next_lease_check:
             return
         self._next_lease_check = now + LEASE_CHECK_S
-        self.state.set_processor_alive(self.bus.holders([keys.lease(self.source, keys.Role.BEAT)])[0] is not None)
+        self.state.set_processor_alive(self.bus.get_many([keys.lease(self.source, keys.Role.BEAT)])[0] is not None)
 
     def step(self, stop: threading.Event) -> bool:
         for r in self.runners:
