@@ -18,7 +18,7 @@ __all__ = ["register"]
 log = get_logger("api")
 
 
-def _generation_router(bus, config_file):
+def _generation_router(bus, config_file, settings):
     """Generation's routes when that stage is installed (else None, said once in the log)."""
     try:
         from beatbus.consumers.generate.api import build_router
@@ -28,7 +28,7 @@ def _generation_router(bus, config_file):
         return None
     from .deps import require
 
-    return build_router(bus, load_generate_config({}, config_file=config_file),
+    return build_router(bus, load_generate_config({}, config_file=config_file), settings=settings,
                         read_dependencies=[require("read")], write_dependencies=[require("generate")])
 
 
@@ -76,7 +76,7 @@ def cmd_api(args: argparse.Namespace) -> int:
                or list(table.get("cors_origins", [])))
     keyed = check_exposure(guard, args.host)          # before anything else: no keys -> loopback only
     with connect(settings, embedded_ok=False) as bus:
-        routers = [] if args.no_generate else [r for r in [_generation_router(bus, args.config)] if r]
+        routers = [] if args.no_generate else [r for r in [_generation_router(bus, args.config, settings)] if r]
         app = create_app(bus, settings, trigger=trigger, limits=limits, routers=routers, guard=guard,
                          cors_origins=origins)
         sock = bind(args.host, args.port)
@@ -177,6 +177,6 @@ def register(commands: dict) -> None:
     p.add_argument("--cors-origin", dest="cors_origin", action="append", metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; also BEATBUS_API_CORS_ORIGINS); "
                         "default: none")
-    add_common_options(p)
+    add_common_options(p, rq=True)
     p.set_defaults(func=cmd_api)
     _register_keys(p)

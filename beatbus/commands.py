@@ -28,10 +28,13 @@ def subcommands(commands: dict, name: str, help: str):  # noqa: A002  (argparse'
     return commands[name]
 
 
-def add_common_options(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser, *, rq: bool = False) -> None:
+    """The configuration flags of every command; ``rq``: also ``--rq-url`` (commands that use the job queue)."""
     g = p.add_argument_group("configuration (flags > BEATBUS_* env > TOML file > defaults)")
     g.add_argument("--config", help="TOML configuration file (also BEATBUS_CONFIG)")
     g.add_argument("--redis-url", dest="redis_url", help=DESCRIPTIONS["redis_url"] + " Also REDIS_URL.")
+    if rq:
+        g.add_argument("--rq-url", dest="rq_url", help=DESCRIPTIONS["rq_url"] + " Also BEATBUS_RQ_URL.")
     g.add_argument("--source", help=DESCRIPTIONS["source"])
     g.add_argument("--metrics-addr", dest="metrics_addr", help=DESCRIPTIONS["metrics_addr"])
     g.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])

@@ -29,6 +29,7 @@ M = msgspec.Meta
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str | None = None
+    rq_url: str | None = None
     source: Annotated[str, M(pattern=keys.NAME_PATTERN)] = "default"
     metrics_addr: str = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -51,6 +52,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 DESCRIPTIONS: dict[str, str] = {
     "redis_url": "Broker URL (redis://, rediss://, unix://). Unset: an embedded server for `beatbus run`.",
+    "rq_url": "Redis for the generation job queue (rq needs a plain Redis, not a cluster). "
+              "Unset: the broker (REDIS_URL).",
     "source": "Source name: which audio stream a daemon produces or consumes.",
     "metrics_addr": "HOST:PORT of the Prometheus /metrics endpoint; 'auto': the daemon's own port on 127.0.0.1 "
                     "(processor 9601, intensity 9621, ...: README, Scrape); 'off' disables it; port 0 picks one.",

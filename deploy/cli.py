@@ -152,5 +152,5 @@ def register(commands: dict) -> None:
                                                      "queue)")
     e.add_argument("--max-age", dest="max_age", type=float,
                    help="seconds since a producer heartbeat for a source to count as live")
-    add_common_options(e)
+    add_common_options(e, rq=True)
     e.set_defaults(func=cmd_exporter)

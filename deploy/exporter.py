@@ -4,6 +4,9 @@ It serves ``/metrics`` with :class:`~deploy.rq_metrics.RqCollector` (generation 
 :class:`~deploy.stream_metrics.StreamCollector` (lag, ownership, trimming, dead letters), read
 at scrape time. Its loop only pings the broker, so systemd's watchdog sees it alive and a
 broker outage is logged and counted like in every other daemon.
+
+rq is read where the jobs are: ``rq_url``, else the broker. A Redis Cluster broker without
+``rq_url`` holds no rq, so the rq collector is left out (said once, at start).
 """
 from __future__ import annotations
 
@@ -13,12 +16,16 @@ import redis
 
 from beatbus.bus import Backoff, Bus, guarded
 from beatbus.config import Settings
+from beatbus.errors import ConfigError
+from beatbus.log import get_logger
 from beatbus.runtime import Service
 
 from .rq_metrics import RqCollector
 from .stream_metrics import StreamCollector
 
 __all__ = ["ExporterService", "default_queues"]
+
+log = get_logger("deploy.exporter")
 
 
 def default_queues(config_file: str | None = None) -> list[str]:
@@ -36,7 +43,8 @@ class ExporterService(Service):
     Parameters
     ----------
     bus : Bus
-        Its ``redis`` client is shared by the collectors (the pool is thread-safe).
+        Its ``redis`` client is shared by the collectors (the pool is thread-safe); rq's is
+        ``settings.rq_url``'s when set.
     queues : list of str
         rq queues to report.
     max_age : float
@@ -54,6 +62,7 @@ class ExporterService(Service):
         self.max_age = max_age if max_age is not None else max(3 * settings.heartbeat, settings.lease_ttl, 10.0)
         self.registry = registry
         self.collectors: list = []
+        self._rq: redis.Redis | None = None
         self._backoff = Backoff()
 
     def setup(self) -> None:
@@ -61,7 +70,14 @@ class ExporterService(Service):
         conn: redis.Redis = self.bus.redis
         self.collectors = [StreamCollector(conn, max_age=self.max_age)]
         if self.queues:
-            self.collectors.append(RqCollector(conn, self.queues))
+            from beatbus.consumers.generate.jobqueue import rq_redis
+
+            try:
+                self._rq = rq_redis(self.settings, self.bus)
+            except ConfigError as exc:      # a cluster broker without rq_url: the streams are still worth serving
+                log.warning("rq metrics left out", extra={"reason": str(exc)})
+            else:
+                self.collectors.append(RqCollector(self._rq, self.queues))
         for c in self.collectors:
             c.register(*([self.registry] if self.registry is not None else []))
 
@@ -81,3 +97,6 @@ class ExporterService(Service):
             except KeyError:
                 pass
         self.collectors = []
+        if self._rq is not None and self._rq is not self.bus.redis:
+            self._rq.close()
+        self._rq = None

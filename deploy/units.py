@@ -175,6 +175,8 @@ def env_template(*, redis_url: str | None, error_generator_url: str | None) -> s
              "# Kept as is when `beatbus deploy install` runs again (unless --force)."]
     lines.append(f"REDIS_URL={redis_url}" if redis_url else "REDIS_URL=redis://127.0.0.1:6379/0")
     lines.append("# with a password: REDIS_URL=redis://:PASSWORD@HOST:6379/0 (or rediss:// for TLS)")
+    lines.append("# BEATBUS_RQ_URL=redis://127.0.0.1:6379/1   (generation jobs: rq needs a plain Redis, so set it "
+                 "when REDIS_URL is a redis+cluster:// URL)")
     lines.append(f"BEATBUS_ERROR_GENERATOR_URL={error_generator_url}" if error_generator_url
                  else "# BEATBUS_ERROR_GENERATOR_URL=http://127.0.0.1:9090")
     lines += ["BEATBUS_LOG_FORMAT=json", "# BEATBUS_BACKEND=dsp", "# BEATBUS_LEASE_TTL=5",

@@ -43,7 +43,7 @@ def cmd_bench_bus(args: argparse.Namespace) -> int:
     from .bench.bus import bench_bus
 
     setup_logging("warning")
-    return bench_bus(events=args.events, rate=args.rate, json_path=args.json)
+    return bench_bus(events=args.events, rate=args.rate, sources=args.sources, json_path=args.json)
 
 
 def cmd_bench_beats(args: argparse.Namespace) -> int:
@@ -294,6 +294,7 @@ def _register_bench(top) -> None:
     bb = bench.add_parser("bus", help="publish-to-consume latency and throughput on loopback")
     bb.add_argument("--events", type=int, default=20000)
     bb.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency phase")
+    bb.add_argument("--sources", type=int, default=30, help="sources the events are spread over in the second row")
     bb.add_argument("--json", help="also write results to this file")
     bb.set_defaults(func=cmd_bench_bus)
 

@@ -15,7 +15,8 @@
 
 Errors are ``{"detail": "<one line naming the cause>"}`` with 404 (unknown id), 413 (too
 large or long), 415 (not audio), 422 (parameter out of range), 409 (not ready), 503 (broker
-unavailable, or no live worker offers the model: :mod:`.offers`), 507 (disk full). Every
+unavailable, no live worker offers the model: :mod:`.offers`, or no plain Redis for rq: a cluster
+broker without ``rq_url``), 507 (disk full). Every
 parameter is checked, and a live worker that can run the job found, before a job is queued;
 an upload whose CLAP embedding no live worker can compute is stored without one.
 Ids are generated server-side; a client's file name is kept as display text only.
@@ -37,14 +38,16 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from beatbus import keys
 from beatbus.bus import Bus
-from beatbus.errors import BeatbusError, BrokerError
+from beatbus.config import Settings
+from beatbus.errors import BeatbusError, BrokerError, ConfigError
+from beatbus.log import get_logger
 
 from .audio import decode_audio
 from .clap import EmbeddingIndex
 from .conditioning import Conditioning, snapshot
 from .config import GenerateConfig
 from .errors import GenerationError, InvalidRequest, NotFound, NoWorker, TooLarge, UnsupportedAudio, http_status
-from .jobqueue import GenerationQueue, embedding_job_id
+from .jobqueue import GenerationQueue, embedding_job_id, rq_redis
 from .metrics import UPLOADS
 from .offers import job_kind, require_worker
 from .service import capture_conditioning
@@ -52,6 +55,8 @@ from .spec import ID_RE, GenerateParams, build_job, parse_params
 from .storage import Store
 
 __all__ = ["build_router", "GENERATE_SCHEMA"]
+
+log = get_logger("generate.api")
 
 # Inlined (GenerateParams nests no structs), so the OpenAPI document needs no extra components.
 GENERATE_SCHEMA = msgspec.json.schema(GenerateParams)["$defs"]["GenerateParams"]
@@ -104,10 +109,22 @@ class _Routes:
     closure over its arguments).
     """
 
-    def __init__(self, bus: Bus, config: GenerateConfig, store: Store):
+    def __init__(self, bus: Bus, config: GenerateConfig, store: Store, settings: Settings):
         self.bus, self.config, self.store = bus, config, store
-        self.queue = GenerationQueue(bus.redis, config, store=store)
+        self._queue: GenerationQueue | None = None
+        self.rq_unavailable: str | None = None      # why there is no job queue: its routes answer 503
+        try:
+            self._queue = GenerationQueue(rq_redis(settings, bus), config, store=store)
+        except ConfigError as exc:
+            self.rq_unavailable = str(exc)
+            log.warning("generation routes answer 503: no job queue", extra={"reason": self.rq_unavailable})
         self.index = EmbeddingIndex(store)
+
+    @property
+    def queue(self) -> GenerationQueue:
+        if self._queue is None:
+            raise HTTPException(503, self.rq_unavailable)
+        return self._queue
 
     # -- uploads ---------------------------------------------------------------------------
     @_http
@@ -157,8 +174,11 @@ class _Routes:
 
     async def _queue_embedding(self, audio_id: str, seconds: float, body: dict[str, Any]) -> None:
         """Queue the upload's CLAP embedding into ``body``, or say why no live worker can compute it."""
+        if self._queue is None:
+            body["embedding_unavailable"] = self.rq_unavailable
+            return
         try:
-            await run_in_threadpool(require_worker, self.bus.redis, self.config.queue, "clap")
+            await run_in_threadpool(require_worker, self.queue.redis, self.config.queue, "clap")
         except NoWorker as exc:
             body["embedding_unavailable"] = str(exc)
             return
@@ -213,7 +233,7 @@ class _Routes:
 
     async def _require_worker(self, params: GenerateParams) -> None:
         """NoWorker (503) unless a live worker offers the job's model."""
-        await run_in_threadpool(require_worker, self.bus.redis, self.config.queue,
+        await run_in_threadpool(require_worker, self.queue.redis, self.config.queue,
                                 job_kind(params.kind, melody=params.melody))
 
     def _stream_conditioning(self, params: GenerateParams) -> Conditioning | None:
@@ -282,23 +302,27 @@ class _Routes:
             raise NotFound(f"no generation {generation_id}")
 
 
-def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None,
+def build_router(bus: Bus, config: GenerateConfig, *, store: Store | None = None, settings: Settings | None = None,
                  read_dependencies: Sequence[Any] = (), write_dependencies: Sequence[Any] = ()) -> APIRouter:
     """The generation routes, bound to a broker connection and a configuration.
 
     Parameters
     ----------
     bus : Bus
-        Connected bus (rq uses its Redis client; stream conditioning reads its streams).
+        Connected bus (stream conditioning reads its streams; rq uses its Redis client unless
+        ``settings.rq_url`` names another).
     config : GenerateConfig
         Limits, queue name, state directory.
     store : Store, optional
         Uploads and results (default: under ``config.state_path``).
+    settings : Settings, optional
+        The core settings (``rq_url``); default: none set. With a cluster bus and no ``rq_url``
+        the routes that need the job queue answer 503 saying so.
     read_dependencies, write_dependencies
         FastAPI dependencies for read routes (status, download, embedding, similar) and
         write routes (upload, generate), e.g. authentication with scopes.
     """
-    routes = _Routes(bus, config, store or Store(config.state_path))
+    routes = _Routes(bus, config, store or Store(config.state_path), settings or Settings())
     router = APIRouter(tags=["generation"], responses=_ERRORS)
     read, write = list(read_dependencies), list(write_dependencies)
     router.add_api_route("/api/upload", routes.upload, methods=["POST"], status_code=201, dependencies=write,

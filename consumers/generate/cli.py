@@ -67,7 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings, config, _ = _configs(args)
     if not settings.redis_url:
         raise ConfigError("no broker: set REDIS_URL (or --redis-url); `beatbus broker` starts one")
-    with connect(settings, embedded_ok=False) as bus:
+    with connect(settings, embedded_ok=False) as bus:      # the bus: leases, stream audio; rq: run_worker
         ctx = _context(args, bus)
         print(f"beatbus: worker on rq queue {config.queue} ({ctx.device}), state in {config.state_path}",
               file=sys.stderr)
@@ -158,9 +158,10 @@ def _run_piece(args: argparse.Namespace, kind: str) -> int:
         return 0
     settings, config, _ = _configs(args)
     with connect(settings, embedded_ok=False) as bus:
-        from .jobqueue import GenerationQueue
+        from .jobqueue import GenerationQueue, rq_redis
         from .storage import Store
 
+        rq = rq_redis(settings, bus)
         store = Store(config.state_path)
         if getattr(args, "audio", None):
             audio_id = _store_file(store, args.audio, config)
@@ -171,8 +172,8 @@ def _run_piece(args: argparse.Namespace, kind: str) -> int:
                          base_prompt="" if params.prompt else config.prompt)
         from .offers import job_kind, require_worker
 
-        queue = GenerationQueue(bus.redis, config, store=store)
-        require_worker(bus.redis, config.queue, job_kind(kind, melody=params.melody))
+        queue = GenerationQueue(rq, config, store=store)
+        require_worker(rq, config.queue, job_kind(kind, melody=params.melody))
         job = queue.submit(spec)
         print(f"beatbus: queued {spec.id} (timeout {job.timeout} s); waiting for a worker ...", file=sys.stderr)
         st = queue.wait(spec.id, timeout=args.wait)
@@ -207,31 +208,33 @@ def cmd_generate_lstm(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_submit(args: argparse.Namespace) -> int:
-    from .jobqueue import GenerationQueue
+    from .jobqueue import GenerationQueue, rq_redis
     from .spec import build_job, parse_params
 
     settings, config, _ = _configs(args)
     params = parse_params(orjson.loads(args.params) if args.params else _params(args, args.kind))
     with connect(settings, embedded_ok=False) as bus:
+        rq = rq_redis(settings, bus)
         from .conditioning import snapshot
 
         cond = snapshot(bus, params.source) if params.source else None
         spec = build_job(params, conditioning=cond, reason="cli", base_prompt="" if params.prompt else config.prompt)
         from .offers import job_kind, require_worker
 
-        require_worker(bus.redis, config.queue, job_kind(params.kind, melody=params.melody))
-        job = GenerationQueue(bus.redis, config).submit(spec)
+        require_worker(rq, config.queue, job_kind(params.kind, melody=params.melody))
+        job = GenerationQueue(rq, config).submit(spec)
         print(orjson.dumps({"generation_id": spec.id, "timeout": job.timeout, "prompt": spec.request.prompt}).decode())
     return 0
 
 
 def cmd_generate_status(args: argparse.Namespace) -> int:
-    from .jobqueue import GenerationQueue
+    from .jobqueue import GenerationQueue, rq_redis
     from .storage import Store
 
     settings, config, _ = _configs(args)
     with connect(settings, embedded_ok=False) as bus:
-        st = GenerationQueue(bus.redis, config, store=Store(config.state_path)).status(Store.check_id(args.id))
+        st = GenerationQueue(rq_redis(settings, bus), config, store=Store(config.state_path)).status(
+            Store.check_id(args.id))
     print(orjson.dumps(st, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0 if st["status"] != "failed" else 1
 
@@ -288,7 +291,7 @@ def _piece_options(p: argparse.ArgumentParser, kind: str) -> None:
         p.add_argument("--seed-midi", dest="seed_midi", help="MIDI file whose ending seeds the composer")
         p.add_argument("--render-audio", dest="render_audio", action="store_true",
                        help="also render the MIDI with FluidSynth, to NAME.wav beside --out NAME.mid")
-    add_common_options(p)
+    add_common_options(p, rq=True)
     _gen_options(p)
 
 
@@ -303,7 +306,7 @@ def register(commands: dict) -> None:
     w.add_argument("--name", help="worker name (default: random)")
     w.add_argument("--no-scheduler", dest="no_scheduler", action="store_true",
                    help="do not run rq's scheduler (delayed retries then wait for another worker's)")
-    add_common_options(w)
+    add_common_options(w, rq=True)
     _gen_options(w)
     w.set_defaults(func=cmd_worker)
 
@@ -318,7 +321,7 @@ def register(commands: dict) -> None:
     c.add_argument("--capture-seconds", dest="capture_seconds", type=float, help=DESCRIPTIONS["capture_seconds"])
     c.add_argument("--melody", action="store_true", default=None, help=DESCRIPTIONS["melody"])
     c.add_argument("--prompt", help=DESCRIPTIONS["prompt"])
-    add_common_options(c)
+    add_common_options(c, rq=True)
     _gen_options(c)
     c.set_defaults(func=cmd_consume_generate)
 
@@ -337,13 +340,13 @@ def register(commands: dict) -> None:
     gs.add_argument("--duration", type=float)
     gs.add_argument("--tempo", type=float)
     gs.add_argument("--bars", type=int)
-    add_common_options(gs)
+    add_common_options(gs, rq=True)
     _gen_options(gs)
     gs.set_defaults(func=cmd_generate_submit)
 
     st = gen.add_parser("status", help="status, progress and result of a job (JSON)")
     st.add_argument("id")
-    add_common_options(st)
+    add_common_options(st, rq=True)
     _gen_options(st)
     st.set_defaults(func=cmd_generate_status)
 

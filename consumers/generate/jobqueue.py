@@ -10,6 +10,9 @@
   stays "started". Status reads sweep first, so a poller sees the outcome promptly.
 - At most one stream-triggered job per source is in flight: :meth:`claim_source` takes a
   :class:`~beatbus.bus.Lease` keyed by the source, owned by the job id.
+- rq needs a plain Redis (MULTI/EXEC over keys of several slots): :func:`rq_redis` picks
+  ``rq_url`` (``BEATBUS_RQ_URL``), else the broker unless it is a Redis Cluster. The in-flight
+  leases and the stream stay on the bus.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from beatbus import keys
-from beatbus.bus import Bus, Lease
+from beatbus.bus import CLUSTER_SCHEMES, Bus, Lease
+from beatbus.config import Settings, redact_url
+from beatbus.errors import ConfigError
 
 from .config import GenerateConfig, job_timeout
 from .errors import NotFound
@@ -33,7 +38,7 @@ from .metrics import ENQUEUED
 from .spec import GenerationJob
 from .storage import Store
 
-__all__ = ["GenerationQueue", "rq_connection", "GENERATE_FUNC", "EMBED_FUNC", "embedding_job_id", "public_status"]
+__all__ = ["GenerationQueue", "rq_connection", "rq_redis", "GENERATE_FUNC", "EMBED_FUNC", "embedding_job_id", "public_status"]
 
 GENERATE_FUNC = "beatbus.consumers.generate.jobs.run_generation"
 EMBED_FUNC = "beatbus.consumers.generate.jobs.run_embedding"
@@ -43,6 +48,28 @@ _FINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CAN
 def rq_connection(url: str) -> redis.Redis:
     """A plain client for rq (it adjusts the socket timeout of its connection pool itself)."""
     return redis.Redis.from_url(url, socket_connect_timeout=3, health_check_interval=15)
+
+
+def rq_redis(settings: Settings, bus: Bus | None, *, own: bool = False) -> redis.Redis:
+    """The client of rq's queue and jobs: ``rq_url``'s server, else the bus's broker if it is no cluster.
+
+    ``own``: a client of its own, never the bus's (a worker: rq changes its pool's socket timeout).
+    Raises ConfigError (one line) when there is no plain Redis for rq.
+    """
+    if settings.rq_url:
+        if settings.rq_url.partition("://")[0] in CLUSTER_SCHEMES:
+            raise ConfigError(f"rq_url {redact_url(settings.rq_url)} is a Redis Cluster; rq needs a plain Redis "
+                              "(redis://, rediss:// or unix://)")
+        return rq_connection(settings.rq_url)
+    url = bus.url if bus is not None else settings.redis_url
+    if (url or "").partition("://")[0] in CLUSTER_SCHEMES:
+        raise ConfigError("REDIS_URL is a Redis Cluster; rq needs a plain Redis: set BEATBUS_RQ_URL "
+                          "(or rq_url / --rq-url)")
+    if bus is not None and not own:
+        return bus.redis
+    if not url:
+        raise ConfigError("no broker: set REDIS_URL (or --redis-url); `beatbus broker` starts one")
+    return rq_connection(url)
 
 
 def embedding_job_id(audio_id: str) -> str:
@@ -176,8 +203,10 @@ class GenerationQueue:
                 return lease
         return None
 
-    def release_source(self, bus: Bus, source: str, job_id: str) -> bool:
-        """Free the source's lease if ``job_id`` still holds it."""
+    @staticmethod
+    def release_source(bus: Bus, source: str, job_id: str) -> bool:
+        """Free the source's lease if ``job_id`` still holds it (a bus key: no rq, so a job can call it
+        as ``GenerationQueue.release_source``)."""
         return Lease(bus, keys.generation_inflight(source), job_id, 1).release()
 
 

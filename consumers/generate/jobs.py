@@ -234,7 +234,7 @@ def run_generation(payload: str) -> dict[str, Any]:
     progress.stage("saving", 98)
     d = ctx.store.save_result(spec.id, files, meta)
     if ctx.bus is not None and spec.request.source and spec.reason in ("section", "bars"):
-        GenerationQueue(ctx.bus.redis, ctx.config).release_source(ctx.bus, spec.request.source, spec.id)
+        GenerationQueue.release_source(ctx.bus, spec.request.source, spec.id)
     progress.stage("done", 100)
     JOBS.labels(spec.request.backend, "finished").inc()
     JOB_SECONDS.labels(spec.request.backend).observe(seconds)
@@ -317,7 +317,7 @@ def on_failure(job: Job, exc_type, exc_value, traceback) -> bool:
     ctx = _context
     if not will_retry and source and reason in ("section", "bars") and ctx is not None and ctx.bus is not None:
         try:
-            GenerationQueue(ctx.bus.redis, ctx.config).release_source(ctx.bus, source, job.id)
+            GenerationQueue.release_source(ctx.bus, source, job.id)
         except redis.RedisError:
             pass                         # the lease lapses on its own; the service also checks the holder
     return True

@@ -36,7 +36,7 @@ from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
 from .conditioning import Conditioning, capture_audio, estimate_key
 from .config import GenerateConfig
 from .errors import GenerationError, NoWorker
-from .jobqueue import GenerationQueue
+from .jobqueue import GenerationQueue, rq_redis
 from .metrics import SKIPPED
 from .offers import job_kind, require_worker
 from .policy import GenerationPolicy, Trigger
@@ -66,7 +66,8 @@ class GenerationService(Service):
         super().__init__()
         self.bus, self.settings, self.config = bus, settings, config
         self.store = store or Store(config.state_path)
-        self.queue = queue or GenerationQueue(bus.redis, config, store=self.store)
+        # rq on its own server when the broker is a cluster (rq_url); the in-flight leases stay on the bus
+        self.queue = queue or GenerationQueue(rq_redis(settings, bus), config, store=self.store)
         self.policy = GenerationPolicy(mode=config.policy, labels=config.section_labels, every_bars=config.every_bars)
         self.owner = f"{instance_id(keys.Role.GENERATE)}:{next(_instances)}"
         self.leases = SourceLeases(bus, keys.Role.GENERATE, self.owner, ttl=settings.lease_ttl,
@@ -165,7 +166,7 @@ class GenerationService(Service):
         """Whether a live worker offers the configured kind; a change is logged once."""
         kind = job_kind(self.config.kind, melody=self.config.melody)
         try:
-            require_worker(self.bus.redis, self.config.queue, kind)
+            require_worker(self.queue.redis, self.config.queue, kind)
         except NoWorker as exc:
             SKIPPED.labels("no_worker").inc()
             if not self._no_worker:

@@ -41,7 +41,7 @@ from beatbus.runtime import children_die_with_parent, sd_notify
 
 from .availability import check_models
 from .errors import ModelUnavailable
-from .jobqueue import rq_connection
+from .jobqueue import rq_redis
 from .jobs import WorkerContext, install_context, load_clap, load_composer, load_musicgen, on_failure
 from .offers import advertise
 
@@ -191,6 +191,8 @@ def _rq_log_level(level: str) -> str:
 def run_worker(ctx: WorkerContext, *, burst: bool = False, preload: list[str] | tuple[str, ...] | None = None,
                with_scheduler: bool = True, max_jobs: int | None = None, name: str | None = None) -> int:
     """Load models, then work the queue until SIGTERM (or, with ``burst``, until it is empty)."""
+    # rq's server (rq_url, else the broker), asked before any model loads; jobs keep ctx.bus for the stream
+    connection = rq_redis(ctx.settings, ctx.bus, own=True)
     set_torch_threads(ctx.config.torch_threads)
     children_die_with_parent()       # rq's scheduler process must not outlive a killed worker
     install_context(ctx)
@@ -199,8 +201,7 @@ def run_worker(ctx: WorkerContext, *, burst: bool = False, preload: list[str] | 
     bound = serve_metrics(ctx.settings.metrics_addr, role="worker")
     if bound:
         log.info("metrics served", extra={"url": f"http://{bound[0]}:{bound[1]}/metrics"})
-    worker = GenerationWorker([ctx.config.queue], connection=rq_connection(ctx.settings.redis_url), context=ctx,
-                              name=name, models=offered)
+    worker = GenerationWorker([ctx.config.queue], connection=connection, context=ctx, name=name, models=offered)
     stop = threading.Event()
     threading.Thread(target=_watchdog, args=(worker, stop), name="watchdog", daemon=True).start()
 

@@ -1,0 +1,117 @@
+"""The bus on a real Redis Cluster (3 masters + 3 replicas on loopback): readers of sources on
+every master, leases and stream ends across slots, and the one-line refusal of a plain client."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from beatbus import keys
+from beatbus.bus import Bus, Lease, Reader
+from beatbus.errors import BrokerError
+from beatbus.schemas import StreamEnd
+
+from support.cluster import RedisClusterNodes, source_on_each_master
+from support.procs import RedisServer, eventually
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    nodes = RedisClusterNodes(tmp_path_factory.mktemp("cluster")).start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def bus(cluster):
+    b = Bus.connect(cluster.url, name="test")
+    yield b
+    b.close()
+
+
+def read_until(reader: Reader, n: int, timeout: float = 10.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += reader.read(count=100, block_ms=200)
+    return got
+
+
+def slot_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("xread-slot-")]
+
+
+def test_one_reader_follows_sources_on_every_master(cluster, bus):
+    sources = source_on_each_master(cluster, "rd")
+    streams = [keys.stream(s, "beats") for s in sources]
+    assert len({cluster.master_of_slot(key_slot(s.encode())) for s in streams}) == 3
+    reader = Reader(bus, streams)
+    for i in range(30):
+        bus.publish_fields(streams[i % 3], {"n": str(i)}, maxlen=1000)
+    got = read_until(reader, 30)
+    # every entry once, in each stream's order
+    assert sorted(int(f[b"n"]) for _, _, f in got) == list(range(30))
+    for stream in streams:
+        mine = [int(f[b"n"]) for s, _, f in got if s == stream]
+        assert mine == sorted(mine) and len(mine) == 10
+    assert len(slot_threads()) >= 3
+    # a stream removed is no longer delivered; one added is, from where it is added
+    reader.remove(streams[0])
+    late = keys.stream(source_on_each_master(cluster, "late")[0], "beats")
+    reader.add(late)
+    for stream in (streams[0], late, streams[1]):
+        bus.publish_fields(stream, {"n": "x"}, maxlen=1000)
+    got = read_until(reader, 2)
+    assert sorted(s for s, _, _ in got) == sorted([late, streams[1]])
+    assert not read_until(reader, 1, timeout=0.6)
+    # a poll (block 0) reads every slot without threads of its own
+    poll = Reader(bus, streams, block_ms=0)
+    for stream in streams:
+        bus.publish_fields(stream, {"n": "p"}, maxlen=1000)
+    assert sorted(s for s, _, _ in eventually(lambda: poll.read(block_ms=0), what="a poll")) == sorted(streams)
+    # closing the reader ends its threads
+    reader.close()
+    eventually(lambda: not slot_threads(), timeout=5, what=lambda: f"slot threads to end ({slot_threads()})")
+
+
+def test_leases_and_stream_ends_on_every_master(cluster, bus):
+    sources = source_on_each_master(cluster, "ls")
+    leases = [Lease(bus, keys.lease(s, "beat"), "owner-1", 5) for s in sources]
+    assert [lease.acquire() for lease in leases] == [True] * 3
+    assert bus.get_many([keys.lease(s, "beat") for s in sources]) == ["owner-1"] * 3
+    assert all(lease.renew() for lease in leases)
+    # stream ends in one pipeline across nodes, each written with its record (EVAL by key slot)
+    streams = [keys.stream(s, "audio") for s in sources]
+    reader = Reader(bus, streams)
+    pipe = bus.pipeline()
+    for s, stream in zip(sources, streams):
+        bus.end_stream(stream, StreamEnd(source=s, timestamp=1.0), maxlen=100, pipeline=pipe)
+    pipe.execute()
+    ends = [bus.decode(s, i, f, StreamEnd) for s, i, f in read_until(reader, 3)]
+    assert sorted(e.source for e in ends if e is not None) == sorted(sources)
+    reader.close()
+    # checked from outside with redis-py's own cluster client
+    other = RedisCluster.from_url(cluster.url.replace("redis+cluster://", "redis://"))
+    assert [other.get(keys.lease(s, "beat")) for s in sources] == [b"owner-1"] * 3
+    assert all(other.zcard(keys.stream_ends(stream)) == 1 for stream in streams)
+    other.close()
+
+
+def test_a_plain_client_on_a_cluster_node_is_refused_in_one_line(cluster):
+    with pytest.raises(BrokerError) as err:
+        Bus.connect(cluster.node_url(cluster.ports[0]))
+    msg = str(err.value)
+    assert "\n" not in msg and "is a Redis Cluster node" in msg and "redis+cluster://" in msg
+
+
+def test_a_cluster_url_on_a_plain_server_is_refused_in_one_line(tmp_path):
+    server = RedisServer(tmp_path).start()
+    try:
+        with pytest.raises(BrokerError) as err:
+            Bus.connect(server.url.replace("redis://", "redis+cluster://", 1))
+        assert "\n" not in str(err.value) and "Redis Cluster" in str(err.value), err.value
+    finally:
+        server.stop()
