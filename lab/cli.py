@@ -121,7 +121,8 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     _check_positive(processors=args.processors, duration=args.duration)
     setup_logging("warning")
     return bench_load(sources=args.sources, processors=args.processors, duration=args.duration, warmup=args.warmup,
-                      backend=args.backend, file=args.file, assign=args.assign, json_path=args.json)
+                      backend=args.backend, file=args.file, assign=args.assign, cluster=args.cluster,
+                      json_path=args.json)
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -346,6 +347,8 @@ def _register_bench(top) -> None:
     lo.add_argument("--file", help="loop this audio file on every source (default: click tracks)")
     lo.add_argument("--assign", choices=["shard", "discover"], default="shard",
                     help="shard: each processor gets --sources of its share; discover: they race for leases")
+    lo.add_argument("--cluster", action="store_true",
+                    help="also run every count on a local Redis Cluster (3 masters + 3 replicas), side by side")
     lo.add_argument("--json", help="also write results to this file")
     lo.set_defaults(func=cmd_bench_load)
     so = bench.add_parser("soak", help="the full pipeline on a looped file: RSS, lag and latency over time")

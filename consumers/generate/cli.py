@@ -59,6 +59,7 @@ def _context(args: argparse.Namespace, bus=None):
 
 # -- commands -------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace) -> int:
+    from .jobqueue import rq_redis
     from .worker import PRELOADS, run_worker
 
     bad = [p for p in args.preload or () if p not in PRELOADS]
@@ -67,12 +68,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings, config, _ = _configs(args)
     if not settings.redis_url:
         raise ConfigError("no broker: set REDIS_URL (or --redis-url); `beatbus broker` starts one")
-    with connect(settings, embedded_ok=False) as bus:      # the bus: leases, stream audio; rq: run_worker
+    with connect(settings, embedded_ok=False) as bus:      # the bus: leases, stream audio
+        rq = rq_redis(settings, bus, own=True)              # the jobs: rq_url, else the broker
         ctx = _context(args, bus)
         print(f"beatbus: worker on rq queue {config.queue} ({ctx.device}), state in {config.state_path}",
               file=sys.stderr)
         return run_worker(ctx, burst=args.burst, preload=args.preload, with_scheduler=not args.no_scheduler,
-                          max_jobs=args.max_jobs, name=args.name)
+                          max_jobs=args.max_jobs, name=args.name, connection=rq)
 
 
 def cmd_consume_generate(args: argparse.Namespace) -> int:

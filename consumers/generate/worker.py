@@ -189,10 +189,14 @@ def _rq_log_level(level: str) -> str:
 
 
 def run_worker(ctx: WorkerContext, *, burst: bool = False, preload: list[str] | tuple[str, ...] | None = None,
-               with_scheduler: bool = True, max_jobs: int | None = None, name: str | None = None) -> int:
-    """Load models, then work the queue until SIGTERM (or, with ``burst``, until it is empty)."""
-    # rq's server (rq_url, else the broker), asked before any model loads; jobs keep ctx.bus for the stream
-    connection = rq_redis(ctx.settings, ctx.bus, own=True)
+               with_scheduler: bool = True, max_jobs: int | None = None, name: str | None = None,
+               connection: redis.Redis | None = None) -> int:
+    """Load models, then work the queue until SIGTERM (or, with ``burst``, until it is empty).
+
+    ``connection``: rq's client (default :func:`~.jobqueue.rq_redis`'s own one); jobs keep ``ctx.bus``.
+    """
+    # asked before any model loads: no plain Redis for rq is said at once
+    connection = connection or rq_redis(ctx.settings, ctx.bus, own=True)
     set_torch_threads(ctx.config.torch_threads)
     children_die_with_parent()       # rq's scheduler process must not outlive a killed worker
     install_context(ctx)

@@ -49,6 +49,8 @@ from beatbus.progress import Progress
 from beatbus.schemas import BeatEvent, decode
 from beatbus.threads import POOL_VARS
 
+from .cluster import LocalCluster
+
 __all__ = ["bench_load", "bench_soak", "ProcessProbe", "rss_growth_bound_mb"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,16 +174,48 @@ class _Fleet:
             p.stop()
 
 
+@dataclass
+class _Broker:
+    """The private broker of a run: its URL, its name in the tables and its server processes."""
+
+    url: str
+    name: str
+    procs: list[subprocess.Popen]
+
+    def probe(self, tmp: Path) -> ProcessProbe | _ProbeGroup:
+        parts = [ProcessProbe("broker", p, tmp / "broker.log") for p in self.procs]
+        return parts[0] if len(parts) == 1 else _ProbeGroup("broker", parts)
+
+
+@dataclass
+class _ProbeGroup:
+    """Several processes read as one (a cluster's nodes): CPU and RSS summed."""
+
+    name: str
+    parts: list[ProcessProbe]
+
+    def mark(self) -> None:
+        for p in self.parts:
+            p.mark()
+
+    def cpu_percent(self) -> float:
+        return sum(p.cpu_percent() for p in self.parts)
+
+    def rss_mb(self) -> float:
+        return sum(p.rss_mb() for p in self.parts)
+
+
 @contextlib.contextmanager
-def _broker():
-    """A private broker on a unix socket: redis-server if installed, else the embedded Valkey."""
+def _broker(kind: str = "single", tmp: Path | None = None):
+    """A private broker. ``single``: on a unix socket, redis-server if installed, else the embedded
+    Valkey; ``cluster``: a :class:`~lab.bench.cluster.LocalCluster` (3 masters + 3 replicas on TCP)."""
+    if kind == "cluster":
+        with LocalCluster(Path(tempfile.mkdtemp(prefix="beatbus-cluster-", dir=tmp))) as cluster:
+            yield _Broker(cluster.url, "Redis Cluster 3+3", list(cluster.procs.values()))
+        return
     binary = shutil.which("redis-server")
     with EmbeddedBroker(binary=binary) as broker:
-        yield broker, ("redis-server" if binary else "embedded valkey")
-
-
-def _broker_probe(broker: EmbeddedBroker, tmp: Path) -> ProcessProbe:
-    return ProcessProbe("broker", broker.proc, tmp / "broker.log")
+        yield _Broker(broker.url, "redis-server" if binary else "embedded valkey", [broker.proc])
 
 
 # -- beats tap ------------------------------------------------------------------------------
@@ -269,11 +303,11 @@ P99_TARGET_MS = 150.0        # capture-to-event p99 under which a run counts as 
 
 
 def _load_once(sources: int, *, processors: int, duration: float, warmup: float, backend: str | None,
-               file: str | None, assign: str) -> dict:
+               file: str | None, assign: str, broker_kind: str = "single") -> dict:
     """One load run of ``sources`` sources; its measurements (see the module docstring)."""
     names = [f"load-{i:03d}" for i in range(sources)]
-    with tempfile.TemporaryDirectory(prefix="beatbus-load-") as tmp, _broker() as (broker, broker_name):
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="beatbus-load-") as tmp, _broker(broker_kind, Path(tmp)) as broker:
+        tmp, broker_name = Path(tmp), broker.name
         fleet = _Fleet(broker.url, tmp)
         bus = Bus.connect(broker.url, name="bench")
         tap = None
@@ -292,7 +326,7 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
             tap = BeatTap(broker.url, names).start()
             time.sleep(warmup)
             fleet.check_alive()
-            everyone = [*procs, loadgen, _broker_probe(broker, tmp)]
+            everyone = [*procs, loadgen, broker.probe(tmp)]
             for p in everyone:
                 p.mark()
             before = [p.metrics() for p in procs]
@@ -373,33 +407,36 @@ def _print_run(r: dict) -> None:
 
 def bench_load(*, sources: int | list[int] = 50, processors: int = 1, duration: float = 60.0, warmup: float = 15.0,
                backend: str | None = None, file: str | None = None, assign: str = "shard",
-               json_path: str | None = None) -> int:
+               cluster: bool = False, json_path: str | None = None) -> int:
     """Run the load benchmark at each source count (ascending; stops after the first that does not keep
-    up: that is where it saturates) and print the tables of each run, then a summary."""
+    up: that is where it saturates) and print the tables of each run, then a summary. ``cluster``:
+    each count on a single node and then on a local Redis Cluster, side by side."""
     counts = sorted({sources} if isinstance(sources, int) else set(sources))
     results = []
-    for n in counts:
-        results.append(_load_once(n, processors=processors, duration=duration, warmup=warmup, backend=backend,
-                                  file=file, assign=assign))
-        _print_run(results[-1])
-        if not results[-1]["keeps_up"]:
-            break
+    for kind in ("single", "cluster") if cluster else ("single",):
+        for n in counts:
+            results.append(_load_once(n, processors=processors, duration=duration, warmup=warmup, backend=backend,
+                                      file=file, assign=assign, broker_kind=kind))
+            _print_run(results[-1])
+            if not results[-1]["keeps_up"]:
+                break
     print(f"\n## Summary: {processors} x `beatbus process` ({results[0]['backend']}), started as the CLI starts it, "
           f"default environment\n")
-    print("| sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core | "
-          "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | keeps up |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| broker | sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core | "
+          "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | broker CPU (%) | keeps up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['sources']} | {r['processor_cpu_percent']:.0f} | {r['cpu_percent_per_source']:.2f} | "
+        print(f"| {r['broker']} | {r['sources']} | {r['processor_cpu_percent']:.0f} | {r['cpu_percent_per_source']:.2f} | "
               f"{r['sources_per_core']:.0f} | {min(r['realtime']):.2f} | {sum(r['frames_dropped']):.0f} | "
               f"{r['capture_latency_ms'][50]:.0f} | {r['capture_latency_ms'][99]:.0f} | "
-              f"{'yes' if r['keeps_up'] else 'no'} |")
-    kept = [r["sources"] for r in results if r["keeps_up"]]
-    failed = [r["sources"] for r in results if not r["keeps_up"]]
-    if failed:
-        print(f"\nsaturates between {max(kept) if kept else 0} and {failed[0]} sources")
-    else:
-        print(f"\nkeeps up at every count measured (up to {counts[-1]} sources): saturation is above that")
+              f"{r['cpu_percent']['broker']:.0f} | {'yes' if r['keeps_up'] else 'no'} |")
+    for name in dict.fromkeys(r["broker"] for r in results):
+        kept = [r["sources"] for r in results if r["broker"] == name and r["keeps_up"]]
+        failed = [r["sources"] for r in results if r["broker"] == name and not r["keeps_up"]]
+        if failed:
+            print(f"\n{name}: saturates between {max(kept) if kept else 0} and {failed[0]} sources")
+        else:
+            print(f"\n{name}: keeps up at every count measured (up to {counts[-1]} sources): saturation is above that")
     if json_path:
         Path(json_path).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
                                                  | orjson.OPT_SERIALIZE_NUMPY))
@@ -452,9 +489,9 @@ def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float 
     total = minutes * 60.0
     warmup = warmup if warmup is not None else min(60.0, 0.25 * total)
     source = "soak"
-    with tempfile.TemporaryDirectory(prefix="beatbus-soak-") as tmp, _broker() as (broker, broker_name), \
+    with tempfile.TemporaryDirectory(prefix="beatbus-soak-") as tmp, _broker() as broker, \
             ReferenceReceiver() as receiver:
-        tmp = Path(tmp)
+        tmp, broker_name = Path(tmp), broker.name
         track = file or _default_track(tmp)
         sink = _UdpSink()
         fleet = _Fleet(broker.url, tmp)
@@ -480,7 +517,7 @@ def bench_soak(*, minutes: float = 10.0, file: str | None = None, sample: float 
             daemons.insert(0, producer)
             tap = BeatTap(broker.url, [source]).start()
             tap.recording = True
-            everyone = [*daemons, _broker_probe(broker, tmp)]
+            everyone = [*daemons, broker.probe(tmp)]
             for p in everyone:
                 p.mark()
             started = time.monotonic()

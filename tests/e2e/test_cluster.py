@@ -131,10 +131,13 @@ def pipeline(cluster, tmp_path_factory):
                    what=lambda: f"beats on every source:\n{p.report()}", interval=0.2)
         yield p
     finally:
-        for d in reversed(p.daemons.values()):
+        for d in reversed(p.daemons.values()):    # producers first: they drain and end their streams
             d.stop()
         p.observer.close()
         receiver.close()
+    # every daemon drained on SIGTERM and exited 0, on a cluster that lost a master too
+    problems = [f"{d.describe()}: {d.stop_problem}" for d in p.daemons.values() if d.stop_problem]
+    assert not problems, "\n".join(problems)
 
 
 # -- 1: every master's source, end to end ----------------------------------------------------------
@@ -145,7 +148,7 @@ def test_sources_on_every_master_are_tracked_end_to_end(pipeline):
     def tempos_right():
         for s in p.sources:
             recent = p.beats(s, 6)
-            if len(recent) < 6 or any(abs(b["bpm"] - p.tempo[s]) > 2 for b in recent[-4:]):
+            if len(recent) < 6 or any(abs(b["bpm"] - p.tempo[s]) > 0.03 * p.tempo[s] for b in recent[-4:]):
                 return False
         return True
 
@@ -161,7 +164,7 @@ def test_sources_on_every_master_are_tracked_end_to_end(pipeline):
             return None
         got = {s["source"]: s for s in r.json()["sources"]} if r.status_code == 200 else {}
         ok = set(p.sources) <= set(got) and all(got[s]["live"] and got[s]["bpm"] is not None
-                                                and abs(got[s]["bpm"] - p.tempo[s]) <= 2 for s in p.sources)
+                                                and abs(got[s]["bpm"] - p.tempo[s]) <= 0.03 * p.tempo[s] for s in p.sources)
         return got if ok else None
 
     got = eventually(api_sources, 30, what=lambda: f"GET /api/sources to list every source at its tempo:\n{p.report()}")
@@ -189,7 +192,7 @@ def test_sources_on_every_master_are_tracked_end_to_end(pipeline):
     print(f"trigger on {p.x} (master :{p.master_of(p.x)}, not the seed): {len(got_triggers)} POSTs, "
           f"{statistics.median(delays) * 1000:.0f} ms after their beat (median), {max(delays) * 1000:.0f} ms at most")
     for t in got_triggers:
-        assert abs(t.body["tempo"] - p.tempo[p.x]) <= 2, t.body
+        assert abs(t.body["tempo"] - p.tempo[p.x]) <= 0.03 * p.tempo[p.x], t.body
     assert statistics.median(delays) < 0.2 and max(delays) < 1.0, [round(d, 3) for d in delays]
     p.check_alive()
 
@@ -242,20 +245,21 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
         p.check_alive()                     # no beatbus process exits, throughout
         now = time.time()
         if promoted is None:
+            # nothing else meanwhile: a read of the dead slot would block and make the promotion look later
             if c.cmd(replica, "ROLE").splitlines()[:1] == ["master"]:
                 promoted = now
         else:
+            if audio_back is None:
+                back = p.entries(x, "audio", 1, start=f"{int(killed * 1000) + 1}")
+                audio_back = _ms(back[0][0]) if back else None
             for s in p.sources:
                 if s not in resumed:
-                    after = [_ms(i) for i, d in p.entries(s, "beats", 20)
-                             if _ms(i) > promoted and (s != x or d.get("system_time", 0) > killed)]
+                    after = [_ms(i) for i, d in p.entries(s, "beats", 50, start=f"{int(promoted * 1000) + 1}")
+                             if s != x or d.get("system_time", 0) > killed]
                     if after:
                         resumed[s] = min(after)
             if trigger_back is None and p.receiver.since(promoted):
                 trigger_back = p.receiver.since(promoted)[0].arrived
-        if audio_back is None:
-            back = [_ms(i) for i, _ in p.entries(x, "audio", 20) if _ms(i) > killed]
-            audio_back = min(back) if back else None
         if promoted is not None and len(resumed) == len(p.sources) and audio_back and trigger_back:
             break
         time.sleep(0.05)
@@ -264,11 +268,18 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
             *((f"{s}: first beat after the promotion{' (audio after the kill)' if s == x else ''}", resumed.get(s))
               for s in p.sources),
             (f"{x}: first trigger POST after the promotion", trigger_back)]
+    # the longest pause between two beat writes of each source around the failover (broker clock)
+    pauses = {}
+    for s in p.sources:
+        t = [_ms(i) for i, _ in p.entries(s, "beats", 200) if _ms(i) > killed - 2]
+        pauses[s] = max((b - a for a, b in zip(t, t[1:])), default=float("nan"))
     print(f"\nkill -9 of :{old} (master of slot {slot}, source {x}); its replica :{replica}")
     print(f"  {'event':<58} {'after kill':>10} {'after promotion':>16}")
     for what, t in rows:
         cells = ("-", "-") if t is None else (f"{t - killed:.2f} s", f"{t - promoted:.2f} s" if promoted else "-")
         print(f"  {what:<58} {cells[0]:>10} {cells[1]:>16}")
+    print("  longest pause between beats: " + ", ".join(
+        f"{s} {pauses[s]:.2f} s ({60 / p.tempo[s]:.2f} s apart)" for s in p.sources))
     assert promoted is not None, f"replica :{replica} was not promoted within 90 s"
     # the cluster's own view: the replica is the slot's master, the killed node is failed
     view = eventually(lambda: {n["port"]: n for n in c.nodes()} if c.master_of_slot(slot) == replica else None, 30,
@@ -286,7 +297,7 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
     numbers = [b["beat"] for b in after]
     assert numbers[0] > last_before["beat"], (last_before["beat"], numbers)     # not started over at 0
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
-    assert all(abs(b["bpm"] - p.tempo[x]) <= 2 for b in after[-4:]), [b["bpm"] for b in after]
+    assert all(abs(b["bpm"] - p.tempo[x]) <= 0.03 * p.tempo[x] for b in after[-4:]), [b["bpm"] for b in after]
     assert p.get(lease_key) == holder
     ckpt_after = p.get(ckpt_key)
     assert ckpt_after and _ms(ckpt_after) > promoted, (ckpt_before, ckpt_after)
@@ -303,6 +314,10 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
           f"{dup} written twice")
     producer = metrics(p.port(f"producer-{x}"))
     assert producer.get("beatbus_frames_dropped_total{reason=broker_down}") == 0, producer
+    # the exporter follows the promoted master too
+    eventually(lambda: (m := metrics(p.port("exporter"))).get("beatbus_streams_up{}") == 1
+               and m.get(f"beatbus_stream_age_seconds{{kind=beats,source={x}}}", 99) < 3, 30,
+               what=f"the exporter to report {x}'s fresh beats after the failover")
     p.check_alive()
 
 

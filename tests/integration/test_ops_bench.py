@@ -6,18 +6,35 @@ import json
 from support.procs import beatbus_cmd
 
 
-def test_bench_load_prints_cpu_lag_and_latency_tables(tmp_path):
+def test_bench_load_prints_cpu_lag_and_latency_tables_for_a_node_and_a_cluster(tmp_path):
     out = tmp_path / "load.json"
     r = beatbus_cmd("bench", "load", "--sources", "2", "--processors", "1", "--duration", "4", "--warmup", "3",
-                    "--json", str(out), timeout=240)
+                    "--cluster", "--json", str(out), timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| processor-1 |" in r.stdout and "| capture-to-event latency (ms) |" in r.stdout
-    assert "| sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core |" in r.stdout
-    [doc] = json.loads(out.read_text())                      # one run per source count
-    assert doc["leases"] == [2] and doc["beats"] > 0 and doc["frames_dropped"] == [0]
-    assert 0 < doc["capture_latency_ms"]["50"] < 10_000
-    assert doc["backend"] == "beatnet"                       # the daemon's own default: nothing passed
-    assert 0 < doc["cpu_percent_per_source"] < 100 and doc["sources_per_core"] > 1
+    assert "| broker | sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core |" \
+        in r.stdout
+    single, cluster = json.loads(out.read_text())            # one run per broker and source count
+    assert (single["broker"], cluster["broker"]) == ("redis-server", "Redis Cluster 3+3")
+    for doc in (single, cluster):
+        assert doc["leases"] == [2] and doc["beats"] > 0 and doc["frames_dropped"] == [0], doc["broker"]
+        assert 0 < doc["capture_latency_ms"]["50"] < 10_000
+        assert doc["backend"] == "beatnet"                   # the daemon's own default: nothing passed
+        assert 0 < doc["cpu_percent_per_source"] < 100 and doc["sources_per_core"] > 1
+    assert cluster["cpu_percent"]["broker"] > 0              # the six nodes' CPU, read from /proc
+
+
+def test_bench_bus_measures_a_cluster_beside_a_single_node(tmp_path):
+    out = tmp_path / "bus.json"
+    r = beatbus_cmd("bench", "bus", "--events", "600", "--rate", "500", "--sources", "6", "--json", str(out),
+                    timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert {(x["broker"], x["sources"]) for x in rows} >= {("redis-server (tcp)", 1), ("Redis Cluster 3+3 (tcp)", 1),
+                                                         ("Redis Cluster 3+3 (tcp)", 6)}
+    for x in rows:                  # every event published was read, from every source
+        assert x["throughput"]["events"] == 600 and x["latency"]["events"] == 600, x
+    assert "| Redis Cluster 3+3 (tcp) | 6 |" in r.stdout
 
 
 def test_bench_soak_samples_rss_and_judges_growth(tmp_path):
