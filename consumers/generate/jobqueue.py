@@ -38,7 +38,8 @@ from .metrics import ENQUEUED
 from .spec import GenerationJob
 from .storage import Store
 
-__all__ = ["GenerationQueue", "rq_connection", "rq_redis", "GENERATE_FUNC", "EMBED_FUNC", "embedding_job_id", "public_status"]
+__all__ = ["GenerationQueue", "rq_connection", "rq_redis", "GENERATE_FUNC", "EMBED_FUNC", "embedding_job_id",
+           "public_status"]
 
 GENERATE_FUNC = "beatbus.consumers.generate.jobs.run_generation"
 EMBED_FUNC = "beatbus.consumers.generate.jobs.run_embedding"

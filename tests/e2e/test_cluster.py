@@ -36,6 +36,7 @@ TEMPOS = (96.0, 120.0, 144.0)          # one click tempo per source (per master)
 START_S = 120                          # daemons' start on two loaded cores
 FAILOVER_BOUND_S = 10.0                # issue #19: every source beats again within this of the promotion
 SR, HOP = 22050, 441                   # the producers' defaults: one frame is 20 ms
+UNREACHABLE = "(unreachable)"
 
 
 # -- the deployment -------------------------------------------------------------------
@@ -91,10 +92,11 @@ class Pipeline:
         return [d for _, d in self.entries(source, "beats", count) if "bpm" in d]
 
     def get(self, key: str) -> str | None:
+        """A key's value: None when it is not set, ``UNREACHABLE`` while its slot does not answer."""
         try:
             v = self.observer.get(key)
         except (RedisError, RedisClusterException):
-            return None
+            return UNREACHABLE
         return v.decode() if v is not None else None
 
 
@@ -239,7 +241,7 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
     c.kill(old)
     promoted: float | None = None
     resumed: dict[str, float] = {}          # source -> broker time of its first beat XADD after the promotion
-    audio_back = trigger_back = None
+    audio_back = trigger_back = lapsed = None
     deadline = killed + 90
     while time.time() < deadline:
         p.check_alive()                     # no beatbus process exits, throughout
@@ -258,6 +260,8 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
                              if s != x or d.get("system_time", 0) > killed]
                     if after:
                         resumed[s] = min(after)
+            if lapsed is None and p.get(lease_key) is None:
+                lapsed = now                # the TTL ran out during the outage: its holder must retake it
             if trigger_back is None and p.receiver.since(promoted):
                 trigger_back = p.receiver.since(promoted)[0].arrived
         if promoted is not None and len(resumed) == len(p.sources) and audio_back and trigger_back:
@@ -293,16 +297,25 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
     # the processor kept (or retook) its lease and resumed from its checkpoint: the numbering goes on
     eventually(lambda: len([b for b in p.beats(x, 100) if b["system_time"] > killed]) >= 6 or p.check_alive(), 60,
                what=lambda: f"six beats of {x} after the failover:\n{p.report()}")
-    after = [b for b in p.beats(x, 100) if b["system_time"] > killed]
+    around = [b for b in p.beats(x, 200) if b["emitted_at"] > last_before["emitted_at"] - 5]
+    after = [b for b in around if b["system_time"] > killed]
     numbers = [b["beat"] for b in after]
     assert numbers[0] > last_before["beat"], (last_before["beat"], numbers)     # not started over at 0
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    # across the kill: a beat written to the old master and not replicated yet, or one whose publish
+    # failed at the kill, leaves a hole in the numbering (measured, not hidden)
+    span = [b["beat"] for b in around]
+    assert span == sorted(set(span)), span
+    missing = span[-1] - span[0] + 1 - len(span)
     assert all(abs(b["bpm"] - p.tempo[x]) <= 0.03 * p.tempo[x] for b in after[-4:]), [b["bpm"] for b in after]
-    assert p.get(lease_key) == holder
+    eventually(lambda: p.get(lease_key) == holder, 20,
+               what=lambda: f"the processor ({holder}) to hold {lease_key} again: {p.get(lease_key)}")
     ckpt_after = p.get(ckpt_key)
     assert ckpt_after and _ms(ckpt_after) > promoted, (ckpt_before, ckpt_after)
-    print(f"  {x}: lease kept by {holder}; checkpoint {ckpt_before} -> {ckpt_after}; "
-          f"beats {last_before['beat']} (last before the kill) -> {numbers[0]}..{numbers[-1]}")
+    kept = "kept" if lapsed is None else f"lapsed {lapsed - promoted:.2f} s after the promotion, retaken"
+    print(f"  {x}: lease {kept} by {holder}; checkpoint {ckpt_before} -> {ckpt_after}; "
+          f"beats {last_before['beat']} (last read before the kill) -> {numbers[0]}..{numbers[-1]} "
+          f"(on audio after the kill), {missing} missing in {span[0]}..{span[-1]}")
 
     # no audio frame lost: the producer's buffer covered the outage, contiguous sample indices across it
     frames = [d for _, d in p.entries(x, "audio", 5000, start=str(int((killed - 3) * 1000)))
