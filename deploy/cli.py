@@ -36,7 +36,8 @@ def cmd_install(args: argparse.Namespace) -> int:
                                      api=args.api, exporter=not args.no_exporter)
     plan = units.plan_install(beatbus=str(beatbus), unit_dir=args.unit_dir, config_dir=args.config_dir,
                               env_file=args.env_file, user=args.user, metrics_host=args.metrics_host,
-                              redis_url=args.redis_url, error_generator_url=args.error_generator_url,
+                              redis_url=args.redis_url, rq_url=args.rq_url,
+                              error_generator_url=args.error_generator_url,
                               instances=instances)
     from .reach import chain_problems
 
@@ -116,7 +117,10 @@ def register(commands: dict) -> None:
                    help="the shared environment file (default CONFIG_DIR/beatbus.env); kept if present")
     i.add_argument("--user", help="run as this existing user (NAME or NAME:GROUP) instead of a dynamic one")
     i.add_argument("--exec", dest="exec_path", type=_check_abs, help="beatbus executable (default: this venv's)")
-    i.add_argument("--redis-url", dest="redis_url", help="REDIS_URL written into a new environment file")
+    i.add_argument("--redis-url", dest="redis_url", help="REDIS_URL written into a new environment file "
+                                                         "(redis+cluster://HOST:PORT for a Redis Cluster)")
+    i.add_argument("--rq-url", dest="rq_url", help="BEATBUS_RQ_URL likewise: the plain Redis of the generation "
+                                                   "jobs, needed with a cluster --redis-url and worker/generate units")
     i.add_argument("--error-generator-url", dest="error_generator_url", help="BEATBUS_ERROR_GENERATOR_URL likewise")
     i.add_argument("--metrics-host", dest="metrics_host", default="127.0.0.1",
                    help="address every daemon serves /metrics on (default 127.0.0.1)")

@@ -168,14 +168,15 @@ def render_unit(template: str, *, beatbus: str, env_file: str, config_dir: str, 
     return text
 
 
-def env_template(*, redis_url: str | None, error_generator_url: str | None) -> str:
+def env_template(*, redis_url: str | None, error_generator_url: str | None, rq_url: str | None = None) -> str:
     """The shared environment file: broker credentials and settings every daemon reads."""
     lines = ["# beatbus: environment of every beatbus unit (mode 0600: it may hold broker credentials).",
              "# Settings: REDIS_URL, BEATBUS_ERROR_GENERATOR_URL and BEATBUS_<KEY> (see `beatbus run --help`).",
              "# Kept as is when `beatbus deploy install` runs again (unless --force)."]
     lines.append(f"REDIS_URL={redis_url}" if redis_url else "REDIS_URL=redis://127.0.0.1:6379/0")
     lines.append("# with a password: REDIS_URL=redis://:PASSWORD@HOST:6379/0 (or rediss:// for TLS)")
-    lines.append("# BEATBUS_RQ_URL=redis://127.0.0.1:6379/1   (generation jobs: rq needs a plain Redis, so set it "
+    lines.append(f"BEATBUS_RQ_URL={rq_url}" if rq_url else
+                 "# BEATBUS_RQ_URL=redis://127.0.0.1:6379/1   (generation jobs: rq needs a plain Redis, so set it "
                  "when REDIS_URL is a redis+cluster:// URL)")
     lines.append(f"BEATBUS_ERROR_GENERATOR_URL={error_generator_url}" if error_generator_url
                  else "# BEATBUS_ERROR_GENERATOR_URL=http://127.0.0.1:9090")
@@ -250,7 +251,7 @@ def _api_port(args: str) -> int:
 
 def plan_install(*, beatbus: str | os.PathLike, unit_dir: str = DEFAULT_UNIT_DIR,
                  config_dir: str = DEFAULT_CONFIG_DIR, env_file: str | None = None, user: str | None = None,
-                 metrics_host: str = "127.0.0.1", redis_url: str | None = None,
+                 metrics_host: str = "127.0.0.1", redis_url: str | None = None, rq_url: str | None = None,
                  error_generator_url: str | None = None, instances: list[Instance] | None = None,
                  templates: Path = SYSTEMD_DIR) -> InstallPlan:
     """Every file an install writes, with target-system paths (nothing is written here).
@@ -258,21 +259,29 @@ def plan_install(*, beatbus: str | os.PathLike, unit_dir: str = DEFAULT_UNIT_DIR
     Raises
     ------
     ConfigError
-        A relative path, a bad ``--user``, or a template with an unknown placeholder.
+        A relative path, a bad ``--user``, a template with an unknown placeholder, or a cluster
+        ``redis_url`` with generation units (worker, generate) but no plain ``rq_url``.
     """
+    planned = list(plan_instances() if instances is None else instances)
+    rq_users = sorted({i.daemon.name for i in planned if i.daemon.name in ("worker", "generate")})
+    if redis_url and "+cluster://" in redis_url and rq_users and not rq_url:
+        raise ConfigError(f"--redis-url is a Redis Cluster and {', '.join(rq_users)} units use rq, which needs a "
+                          "plain Redis: add --rq-url redis://HOST:6379/1")
+    if rq_url and "+cluster://" in rq_url:
+        raise ConfigError("--rq-url must be a plain Redis (redis://, rediss://, unix://): rq cannot use a cluster")
     paths = {"unit dir": unit_dir, "config dir": config_dir, "env file": env_file, "beatbus executable": str(beatbus)}
     for what, p in paths.items():
         if p is not None and not PurePosixPath(p).is_absolute():
             raise ConfigError(f"{what} {p!r} must be an absolute path")
     env_path = PurePosixPath(env_file or f"{config_dir}/beatbus.env")
-    plan = InstallPlan(instances=list(plan_instances() if instances is None else instances))
+    plan = InstallPlan(instances=planned)
     for tpl in sorted(templates.glob("beatbus*")):
         if tpl.suffix not in (".service", ".target"):
             continue
         text = render_unit(tpl.read_text(), beatbus=str(beatbus), env_file=str(env_path),
                            config_dir=config_dir, user=user)
         plan.files.append(PlannedFile(PurePosixPath(unit_dir) / tpl.name, text, 0o644))
-    plan.files.append(PlannedFile(env_path, env_template(redis_url=redis_url,
+    plan.files.append(PlannedFile(env_path, env_template(redis_url=redis_url, rq_url=rq_url,
                                                          error_generator_url=error_generator_url),
                                   0o600, keep_existing=True))
     for inst in plan.instances:

@@ -121,7 +121,8 @@ def pipeline(cluster, tmp_path_factory):
         p.add("processor", "process", "--backend", "dsp")
         p.add("api", "api", "--port", str(p.api_port), "--no-generate")
         p.add("exporter", "exporter")
-        p.add("trigger", "consume", "trigger", "--error-generator-url", receiver.url, "--sources", p.x)
+        # as the beatbus-trigger unit runs it: every live source, one consumer group on each beat stream
+        p.add("trigger", "consume", "trigger", "--error-generator-url", receiver.url)
         for d in p.daemons.values():
             d.start()
         eventually(lambda: all(d.poll_ready() for d in p.daemons.values()) or p.check_alive(), START_S,
@@ -184,10 +185,15 @@ def test_sources_on_every_master_are_tracked_end_to_end(pipeline):
     assert all(m[f"beatbus_source_owned{{role=beat,source={s}}}"] == 1 for s in p.sources), m
     assert m["beatbus_streams_up{}"] == 1
 
-    # the trigger consumer of a source on a non-seed master posts on the beat
+    # the trigger consumer posts for every source; those of the source on a non-seed master on its beat
     start = time.time()
-    got_triggers = eventually(lambda: len(t := p.receiver.since(start)) >= 4 and t, 40,
-                              what=lambda: f"four triggers for {p.x}:\n{p.report()}")
+
+    def triggers():
+        got = {s: [t for t in p.receiver.since(start) if (t.idempotency_key or "").startswith(f"{s}:")]
+               for s in p.sources}
+        return got if len(got[p.x]) >= 4 and all(got.values()) else None
+
+    got_triggers = eventually(triggers, 40, what=lambda: f"triggers for every source, four for {p.x}:\n{p.report()}")[p.x]
     assert not p.receiver.bad_requests, p.receiver.bad_requests
     beat_times = [b["system_time"] for b in p.beats(p.x, 200)]
     delays = [min((t.arrived - b for b in beat_times if b <= t.arrived + 0.1), default=99.0) for t in got_triggers]

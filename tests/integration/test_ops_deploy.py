@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from beatbus.cli import build_parser
+from beatbus.config import load_settings
 from beatbus.deploy import SYSTEMD_DIR
-from beatbus.deploy.units import DAEMONS, plan_install, plan_instances, render_unit
+from beatbus.deploy.units import DAEMONS, plan_install, plan_instances, read_env_file, render_unit
 from beatbus.deploy.verify import check_units, expand_exec, format_report
 
 from support.procs import beatbus_cmd
@@ -127,6 +128,17 @@ def test_dry_run_writes_nothing_and_hides_the_password(tmp_path):
     assert "systemctl daemon-reload && systemctl enable --now beatbus.target" in r.stdout
 
 
+def test_a_cluster_deployment_writes_the_cluster_url_and_the_plain_rq_url(tmp_path):
+    r = beatbus_cmd("deploy", "install", "--prefix", str(tmp_path), "--processors", "2", "--workers", "1",
+                    "--redis-url", "redis+cluster://10.0.0.5:7000", "--rq-url", "redis://10.0.0.9:6379/1")
+    assert r.returncode == 0, r.stderr
+    env = read_env_file(tmp_path / "etc/beatbus/beatbus.env")
+    assert env["REDIS_URL"] == "redis+cluster://10.0.0.5:7000" and env["BEATBUS_RQ_URL"] == "redis://10.0.0.9:6379/1"
+    # and the settings every daemon loads from that file accept both
+    settings = load_settings({}, env=env)
+    assert (settings.redis_url, settings.rq_url) == (env["REDIS_URL"], env["BEATBUS_RQ_URL"])
+
+
 def test_a_dedicated_user_replaces_the_dynamic_one():
     plan = plan_install(beatbus=BEATBUS, user="svc-beat:audio", instances=[])
     text = next(f.content for f in plan.files if f.path.name == "beatbus-processor@.service")
@@ -174,6 +186,9 @@ def test_verify_catches_a_broken_unit_and_a_mistyped_argument(tmp_path):
     (["deploy", "install", "--processors", "40"], "--processors 40 must be 0-19"),
     (["deploy", "install", "--producer", "x=mic", "--producer", "x=click"], "'x' is given twice"),
     (["deploy", "install", "--user", "bad user!"], "--user 'bad user!' must be NAME"),
+    (["deploy", "install", "--redis-url", "redis+cluster://10.0.0.5:7000", "--workers", "1"],
+     "--redis-url is a Redis Cluster and worker units use rq, which needs a plain Redis: add --rq-url"),
+    (["deploy", "install", "--rq-url", "redis+cluster://10.0.0.5:7000"], "--rq-url must be a plain Redis"),
     (["deploy", "verify", "--prefix", "/nonexistent-root"], "no beatbus units in /nonexistent-root"),
 ])
 def test_user_errors_are_one_line(tmp_path, args, needle):
