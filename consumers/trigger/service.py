@@ -1,6 +1,7 @@
 """The trigger consumer daemon: beats (and the section they fall in) -> error-generator POSTs.
 
-- Beats arrive through a consumer group (one XREADGROUP over every source's beat stream):
+- Beats arrive through a consumer group (one XREADGROUP over every source's beat stream; on a
+  Redis Cluster, where a command may not span slots, one per source, each on its own thread):
   each entry is XACKed once all of its triggers reached a final outcome; a janitor claims
   entries a crashed consumer left pending.
 - Sections are *state*, not work: every instance reads them fan-out (plain XREAD) so each
@@ -26,7 +27,7 @@ import msgspec
 import redis
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Group, Reader, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, FanIn, Group, Reader, note_reconnect
 from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
@@ -42,6 +43,12 @@ __all__ = ["TriggerService", "build_trigger_service", "idempotency_key", "trigge
 log = get_logger("trigger")
 _SECTION_HISTORY = 64
 _instances = itertools.count()
+
+
+def _entries(reply) -> list[tuple[str, str, dict]]:
+    """``(stream, entry id, fields)`` of an XREADGROUP reply (entries deleted meanwhile left out)."""
+    return [(s.decode() if isinstance(s, bytes) else s, i.decode() if isinstance(i, bytes) else i, f)
+            for s, entries in reply or [] for i, f in entries if f is not None]
 
 
 def idempotency_key(source: str, entry_id: str, n: int) -> str:
@@ -129,6 +136,10 @@ class TriggerService(Service):
         self._next_discovery = 0.0
         self._next_janitor = 0.0
         self._backoff = Backoff()
+        # a cluster: one XREADGROUP may not span slots (each source has its own), so each beat
+        # stream is read on a thread of its own (a ResponseError such as NOGROUP is handed over too:
+        # the step recreates the groups)
+        self._fan = FanIn(self._read_stream, name="xreadgroup") if bus.cluster else None
         self._claim_ttl_ms = int(1000 * (config.max_age + (config.retries + 1) * (config.timeout + config.backoff_cap) + 5))
 
     # -- sources ------------------------------------------------------------------------
@@ -184,10 +195,19 @@ class TriggerService(Service):
         # One XREADGROUP over every source: a per-stream Group.read would block once per source
         # (only the trigger reads one group across streams, so it calls the client itself).
         streams = {src.group.stream: ">" for src in self.sources.values()}
-        reply = self.bus.redis.xreadgroup(self.config.group, self.consumer, streams, count=200,
-                                          block=self.settings.block_ms)
-        return [(s.decode() if isinstance(s, bytes) else s, i.decode() if isinstance(i, bytes) else i, f)
-                for s, entries in reply or [] for i, f in entries if f is not None]
+        if self._fan is not None:
+            for stream in streams:
+                self._fan.start(stream)
+            return self._fan.read(200, self.settings.block_ms)
+        return _entries(self.bus.redis.xreadgroup(self.config.group, self.consumer, streams, count=200,
+                                                  block=self.settings.block_ms))
+
+    def _read_stream(self, stream: str, count: int, block: int) -> list[tuple[str, str, dict]] | None:
+        """One blocking XREADGROUP of one beat stream (a :class:`FanIn` thread); None once its source is dropped."""
+        if keys.source_of(stream) not in self.sources:
+            return None
+        return _entries(self.bus.redis.xreadgroup(self.config.group, self.consumer, {stream: ">"}, count=count,
+                                                  block=block))
 
     def _janitor(self) -> list[tuple[str, str, dict]]:
         now = time.monotonic()
@@ -336,6 +356,8 @@ class TriggerService(Service):
                 src.group.ack(*ids)
 
     def drain(self) -> None:
+        if self._fan is not None:
+            self._fan.close()
         if self.delivery is None:
             return
         deadline = time.monotonic() + min(3.0, self.config.max_age + self.config.timeout + 0.5)
