@@ -42,7 +42,7 @@ from .log import get_logger
 from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED, child
 
 __all__ = ["Bus", "Reader", "EventReader", "FanIn", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS",
-           "note_reconnect", "guarded"]
+           "Outage", "note_reconnect", "guarded"]
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
@@ -717,6 +717,23 @@ class Lease:
     def holder(self) -> str | None:
         val = self.bus.redis.get(self.key)
         return _s(val) if val else None
+
+
+class Outage:
+    """A state that logs its changes once: down (a warning with the first error) and back (info)."""
+
+    def __init__(self, down: str, back: str, **extra):
+        self.down_msg, self.back_msg, self.extra, self.down = down, back, extra, False
+
+    def failed(self, exc: Exception) -> None:
+        if not self.down:
+            log.warning(self.down_msg, extra={**self.extra, "error": str(exc)[:200]})
+        self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            log.info(self.back_msg, extra=self.extra)
+        self.down = False
 
 
 def note_reconnect(exc: Exception, what: str) -> None:

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 from . import keys
-from .bus import BROKER_ERRORS, Bus, Lease
+from .bus import BROKER_ERRORS, Bus, Lease, Outage
 from .log import get_logger
 
 __all__ = ["SourceLeases"]
@@ -60,6 +60,10 @@ class SourceLeases:
         self.live: list[str] = []            # the candidates of the last scan
         self._next_scan = 0.0
         self._renewed = -math.inf            # monotonic time of the last renewal round
+        # on a cluster the registry has a node of its own: while it fails over, the sources held are
+        # served on (their leases are renewed on their own nodes) and discovery waits
+        self._registry = Outage("source registry unavailable; serving the sources held", "source registry back",
+                                role=role)
 
     def owns(self, source: str) -> bool:
         return source in self.held
@@ -78,8 +82,13 @@ class SourceLeases:
             self.live = self.fixed
             self._take(self.fixed, math.inf)
             return
-        self.live = self.bus.sources(max_age=self.max_age)
-        peers = [i for i in self.bus.instances(self.role, self.max_age) if i != self.owner]
+        try:
+            self.live = self.bus.sources(max_age=self.max_age)
+            peers = [i for i in self.bus.instances(self.role, self.max_age) if i != self.owner]
+        except BROKER_ERRORS as exc:
+            self._registry.failed(exc)
+            return
+        self._registry.ok()
         holders = self._holders()
         # Served: live, or leased by someone. A producer whose heartbeat is late (an overloaded
         # host) still has its owner; counting only live sources made the share swing and
@@ -118,7 +127,10 @@ class SourceLeases:
     def _renew_all(self) -> None:
         self._renewed = time.monotonic()
         if self.fixed is None:
-            self.bus.join(self.role, self.owner)    # alive as long as the leases are renewed
+            try:
+                self.bus.join(self.role, self.owner)    # alive as long as the leases are renewed
+            except BROKER_ERRORS as exc:
+                self._registry.failed(exc)
         for name, lease in list(self.held.items()):
             # A lapsed lease nobody took (e.g. the broker restarted empty) is simply re-acquired,
             # keeping the source's state; one taken by another instance is given up.

@@ -12,7 +12,7 @@ import threading
 import time
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Outage, note_reconnect
 from beatbus.config import Settings
 from beatbus.errors import SourceClaimedError
 from beatbus.log import get_logger
@@ -43,6 +43,9 @@ class Publisher(Service):
         self.dropped = 0
         self.finished = False
         self._next_beat_of_life = 0.0
+        # on a cluster the registry has a node of its own: its failover must not hold this source's
+        # frames back (they go to the source's node); the next heartbeat retries
+        self._registry = Outage("source registry unavailable; publishing on", "source registry back")
         self._retry_at = 0.0
         self._backoff = Backoff()
         self._iter = iter(audio)
@@ -64,7 +67,12 @@ class Publisher(Service):
         if not self.lease.renew() and not self.lease.acquire():
             # the broker lost our key (restart) and someone else took the name meanwhile
             raise SourceClaimedError(f"source {self.source!r} was taken over by {self.lease.holder()}")
-        self.bus.heartbeat(self.source)
+        try:
+            self.bus.heartbeat(self.source)
+        except BROKER_ERRORS as exc:
+            self._registry.failed(exc)
+        else:
+            self._registry.ok()
         self._next_beat_of_life = now + self.settings.heartbeat
 
     def _enqueue(self, fields: dict) -> None:

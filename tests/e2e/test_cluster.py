@@ -341,6 +341,53 @@ def test_kill_9_of_a_master_loses_nothing_and_beats_resume_within_10_s(pipeline)
     p.check_alive()
 
 
+# -- 2b: the registry's master ----------------------------------------------------------------
+def test_the_registry_master_failing_over_holds_no_other_source_back(pipeline):
+    """``bb:sources`` and ``bb:instances:beat`` live on a node of their own: while it fails over, the
+    sources of the other masters keep beating (producers publish on, the processor serves the
+    sources it holds), and the registry fills again after the promotion."""
+    p, c = pipeline, pipeline.cluster
+    reg = c.master_of_slot(key_slot(keys.SOURCES.encode()))
+    reg_id = next(n["id"] for n in c.nodes() if n["port"] == reg)
+    replica = next(n["port"] for n in c.nodes() if n["master"] == reg_id and not n["failed"])
+    eventually(lambda: replica in c.replicas_in_sync(), 30, what=f"replica :{replica} in sync with :{reg}")
+    others = [s for s in p.sources if p.master_of(s) != reg]
+    assert others, "every source on the registry's master"
+    eventually(lambda: all((b := p.beats(s, 1)) and b[-1]["emitted_at"] > time.time() - 2 for s in p.sources)
+               or p.check_alive(), 60, what=lambda: f"every source beating:\n{p.report()}", interval=0.1)
+    killed = time.time()
+    c.kill(reg)
+    promoted = None
+    while time.time() < killed + 90 and promoted is None:
+        p.check_alive()
+        if c.cmd(replica, "ROLE").splitlines()[:1] == ["master"]:
+            promoted = time.time()
+        time.sleep(0.05)
+    assert promoted is not None, f"replica :{replica} was not promoted within 90 s"
+    # every source beats after the promotion, and the registry lists them all again
+    eventually(lambda: all(any(_ms(i) > promoted for i, _ in p.entries(s, "beats", 20)) for s in p.sources)
+               or p.check_alive(), FAILOVER_BOUND_S,
+               what=lambda: f"beats on every source within {FAILOVER_BOUND_S:g} s of the promotion:\n{p.report()}")
+
+    def registry():
+        try:
+            return {m.decode() for m in p.observer.zrangebyscore(keys.SOURCES, time.time() - 3, "+inf")}
+        except (RedisError, RedisClusterException):
+            return set()
+
+    eventually(lambda: registry() >= set(p.sources), 20, what=lambda: f"the registry to list {p.sources}: {registry()}")
+    # the other masters' sources never paused longer than a beat or two (broker clock of their XADDs)
+    pauses = {}
+    for s in others:
+        t = [_ms(i) for i, _ in p.entries(s, "beats", 200) if killed - 2 < _ms(i) < promoted + 3]
+        pauses[s] = max((b - a for a, b in zip(t, t[1:])), default=float("nan"))
+    print(f"\nkill -9 of :{reg} (the registry's master); promoted :{replica} after {promoted - killed:.2f} s; "
+          "longest pause between beats of the other masters' sources: "
+          + ", ".join(f"{s} {pauses[s]:.2f} s ({60 / p.tempo[s]:.2f} s apart)" for s in others))
+    assert all(pauses[s] <= 2 * 60 / p.tempo[s] + 0.5 for s in others), pauses
+    p.check_alive()
+
+
 # -- 3: a plain URL pointed at a cluster node ------------------------------------------------------
 @pytest.mark.parametrize("args", [("produce", "click", "--source", "plain"), ("exporter",)], ids=["produce", "exporter"])
 def test_a_plain_url_to_a_cluster_node_is_refused_in_one_line(cluster, args):
