@@ -24,6 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -393,6 +394,7 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+@lru_cache(maxsize=65536)     # per read, per stream: a deployment has a bounded set of streams
 def _slot(stream: str) -> int:
     return key_slot(stream.encode())
 
@@ -522,12 +524,20 @@ def _fan_in_loop(fan: FanIn, key) -> None:
 
 class _SlotReader:
     """The :class:`FanIn` of a cluster :class:`Reader`: a thread per hash slot reading that slot's
-    streams from its own positions (:attr:`ids`, ahead of the reader's by what is queued)."""
+    streams from its own positions (:attr:`ids`, ahead of the reader's by what is queued).
+
+    Each thread keeps a connection of its own to the slot's node and sends XREAD on it itself:
+    through redis-py's command layer the same reads of 30 sources at 50 frames/s each took 29 % of
+    a core, on a held connection 13 % (hiredis in both; measured on loopback). After an error there
+    (the node failed, or moved the slot) the connection is dropped and the read made through the
+    cluster client, which refreshes its slot map and follows MOVED.
+    """
 
     def __init__(self, bus: Bus, ids: dict[str, str]):
         self.bus = bus
         self.lock = threading.Lock()
         self.ids = dict(ids)
+        self.conns: dict[int, tuple[str, Any]] = {}     # slot -> (node name, connection), one thread each
         self.fan = FanIn(self._fetch, name="xread-slot")
 
     def add(self, stream: str, entry_id: str) -> None:
@@ -552,13 +562,46 @@ class _SlotReader:
         with self.lock:
             mine = {s: i for s, i in self.ids.items() if _slot(s) == slot}
         if not mine:
+            self._drop(slot)
             return None
-        out = _xread(self.bus, mine, count, block)
+        try:
+            out = self._held_xread(slot, mine, count, block)
+        except (*BROKER_ERRORS, redis.ResponseError):
+            self._drop(slot, broken=True)
+            out = _xread_with(self.bus.redis, mine, count, block)
         with self.lock:
             for stream, entry_id, _ in out:
                 if stream in self.ids:
                     self.ids[stream] = entry_id
         return out
+
+
+    def _held_xread(self, slot: int, ids: dict[str, str], count: int, block: int) -> list[Entry]:
+        node = self.bus.redis.get_node_from_key(next(iter(ids)))
+        held = self.conns.get(slot)
+        if held is None or held[0] != node.name:
+            self._drop(slot)
+            held = self.conns[slot] = (node.name, node.redis_connection.connection_pool.get_connection())
+        conn = held[1]
+        conn.send_command("XREAD", "COUNT", count, "BLOCK", block, "STREAMS", *ids, *ids.values())
+        reply: Any = conn.read_response()
+        # RESP3 (redis-py's default here): {stream: [[id, [field, value, ...]], ...]}; RESP2: [[stream, ...], ...]
+        pairs = reply.items() if isinstance(reply, dict) else (reply or [])
+        return [(_s(stream), _s(entry_id), dict(zip(flat[::2], flat[1::2])))
+                for stream, entries in pairs for entry_id, flat in entries if flat is not None]
+
+    def _drop(self, slot: int, *, broken: bool = False) -> None:
+        held = self.conns.pop(slot, None)
+        if held is None:
+            return
+        name, conn = held
+        if broken:
+            conn.disconnect()
+        node = self.bus.redis.get_node(node_name=name)
+        if node is not None and node.redis_connection is not None:
+            node.redis_connection.connection_pool.release(conn)
+        else:
+            conn.disconnect()
 
 
 class EventReader:
