@@ -422,10 +422,9 @@ def _xread(bus: Bus, ids: dict[str, str], count: int, block: int) -> list[Entry]
     return _xread_with(bus.redis, ids, count, block)
 
 
-def _xread_with(client, ids: dict[str, str], count: int, block: int) -> list[Entry]:
-    # RESP2 shape: [(stream, [(id, fields), ...]), ...]. redis-py types ``streams`` as an invariant
-    # dict of its own key/id unions, which no dict[str, str] matches; str names and ids are what it sends.
-    reply: Any = client.xread(ids, count=count, block=block or None)  # type: ignore[arg-type]
+def _xread_with(client: Any, ids: dict[str, str], count: int, block: int) -> list[Entry]:
+    # redis-py's reply shape: [(stream, [(id, fields), ...]), ...] (a Redis, or a RedisCluster)
+    reply: Any = client.xread(ids, count=count, block=block or None)
     return [(_s(stream), _s(entry_id), fields) for stream, entries in reply or [] for entry_id, fields in entries]
 
 
