@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beatbus.errors import BeatbusError
@@ -48,6 +49,7 @@ _WHY = {
     429: "rate limit reached (Retry-After says when to come back)",
     502: "the downstream receiver failed",
     503: "broker or error generator unavailable / not configured",
+    504: "no LED consumer answered in time (none runs on this broker, or it did not answer)",
     507: "disk full",
 }
 
@@ -184,7 +186,20 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
         detail = too_large(request.scope.get(MAX_BODY_SIZE_SCOPE_KEY))
     elif status == 400 and isinstance(cause, UnicodeDecodeError):     # FastAPI's JSON body parser
         status, detail = 422, invalid_json("not UTF-8 text", cause.start)
+    elif status == 405:
+        return JSONResponse({"detail": detail}, status_code=405, headers={**(exc.headers or {}),
+                                                                           "Allow": _allowed(request)})
     return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only those of the first route that matched it
+    (one route per method: ``GET`` and ``POST /api/led/devices`` are two)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 async def _user_error(_request: Request, exc: BeatbusError) -> JSONResponse:

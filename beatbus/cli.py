@@ -30,7 +30,8 @@ __all__ = ["main", "build_parser"]
 # imports every stage and nothing imports it.
 EXTENSIONS = ("beatbus.producers.cli", "beatbus.processors.beat.cli", "beatbus.consumers.terminal.cli",
               "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli", "beatbus.api.cli",
-              "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.hls.cli", "beatbus.deploy.cli",
+              "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.processors.harmony.cli",
+              "beatbus.hls.cli", "beatbus.deploy.cli",
               "beatbus.lab.cli")
 
 log = get_logger("cli")

@@ -14,7 +14,8 @@ from .schemas.events import NAME_PATTERN  # the one source-name pattern
 __all__ = ["StreamKind", "Role", "NAME_PATTERN", "check_source", "stream", "parse", "source_of", "dead_letter",
            "dead_letter_mark", "stream_ends", "lease", "instances",
            "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX",
-           "LED_DEVICES", "LED_DEVICE_INFO", "LED_DEVICE_MAX_AGE_S", "LED_WATCH_TTL_MS", "led_frames", "led_watch"]
+           "LED_DEVICES", "LED_DEVICE_INFO", "LED_DEVICE_MAX_AGE_S", "LED_WATCH_TTL_MS", "led_frames", "led_watch",
+           "LED_COMMANDS", "LED_CONSUMERS", "LED_SETUP", "LED_REPLY_TTL_S", "led_reply"]
 
 PREFIX = "bb"
 SOURCES = f"{PREFIX}:sources"          # sorted set: source -> last heartbeat (unix s)
@@ -22,6 +23,10 @@ LED_DEVICES = f"{PREFIX}:led:devices"  # sorted set: LED device name -> last hea
 LED_DEVICE_INFO = f"{PREFIX}:led:info"  # hash: LED device name -> JSON {pixels, fps, source, output}
 LED_DEVICE_MAX_AGE_S = 5.0             # an LED device not heartbeated (every 1 s) for this long is gone
 LED_WATCH_TTL_MS = 3000                # a watcher refreshes led_watch() every second
+LED_COMMANDS = f"{PREFIX}:led:commands"  # stream: LedCommand (the API) -> the LED consumer it names
+LED_CONSUMERS = f"{PREFIX}:led:consumers"  # sorted set: LED consumer name -> last heartbeat (unix s)
+LED_SETUP = f"{PREFIX}:led:setup"      # hash: LED consumer name -> JSON of its setup (devices, presets)
+LED_REPLY_TTL_S = 30                   # an answer nobody took (the API gave up waiting) goes away
 _NAME_RE = re.compile(NAME_PATTERN)
 _STREAM_RE = re.compile(rf"^{PREFIX}:\{{([^}}]*)\}}:([^:]*)$")
 
@@ -32,7 +37,8 @@ class StreamKind:
     INTENSITY = "intensity"
     SECTIONS = "sections"
     CONTROL = "control"
-    ALL = (AUDIO, BEATS, INTENSITY, SECTIONS, CONTROL)
+    HARMONY = "harmony"
+    ALL = (AUDIO, BEATS, INTENSITY, SECTIONS, CONTROL, HARMONY)
 
 
 class Role:
@@ -41,9 +47,10 @@ class Role:
     BEAT = "beat"
     INTENSITY = "intensity"
     STRUCTURE = "structure"
+    HARMONY = "harmony"
     GENERATE = "generate"
     TRIGGER = "trigger"
-    STATEFUL = (BEAT, INTENSITY, STRUCTURE)   # own a source by lease and checkpoint it
+    STATEFUL = (BEAT, INTENSITY, STRUCTURE, HARMONY)   # own a source by lease and checkpoint it
 
 
 def check_source(source: str) -> str:
@@ -133,6 +140,11 @@ def generation_owner(job_id: str) -> str:
 def led_frames(device: str) -> str:
     """Stream holding an LED device's newest rendered frame (MAXLEN 1), written while someone watches."""
     return f"{PREFIX}:led:frames:{device}"
+
+
+def led_reply(request_id: str) -> str:
+    """List where an LED consumer answers the LedCommand ``request_id`` (one JSON document)."""
+    return f"{PREFIX}:led:reply:{request_id}"
 
 
 def led_watch(device: str) -> str:

@@ -31,7 +31,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     setup_logging("warning")
     beatbus = Path(args.exec_path) if args.exec_path else units.beatbus_executable()
     instances = units.plan_instances(producers=args.producer or (), processors=args.processors,
-                                     intensity=args.intensity, structure=args.structure, workers=args.workers,
+                                     intensity=args.intensity, structure=args.structure, harmony=args.harmony,
+                                     workers=args.workers,
                                      leds=args.led or (), trigger=args.trigger, generate=args.generate,
                                      api=args.api, exporter=not args.no_exporter)
     plan = units.plan_install(beatbus=str(beatbus), unit_dir=args.unit_dir, config_dir=args.config_dir,
@@ -129,6 +130,7 @@ def register(commands: dict) -> None:
     i.add_argument("--processors", type=int, default=1, help="beat processor instances (default 1)")
     i.add_argument("--intensity", type=int, default=0, help="intensity processor instances")
     i.add_argument("--structure", type=int, default=0, help="structure processor instances")
+    i.add_argument("--harmony", type=int, default=0, help="harmony (key and chords) processor instances")
     i.add_argument("--workers", type=int, default=0, help="rq generation workers")
     i.add_argument("--led", action="append", metavar="NAME=ARGS",
                    help="an LED consumer, e.g. 'strip=--output ddp://10.0.0.20 --source stage'")

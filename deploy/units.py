@@ -27,6 +27,7 @@ api            8000       its HTTP port serves /metrics
 processor@N    9600 + N   N = 1, 2, ...
 intensity@N    9620 + N
 structure@N    9640 + N
+harmony@N      9800 + N
 worker@N       9660 + N
 led@NAME       9680 + i   i = 1.. in the order given
 producer@SRC   9700 + i   i = 1.. in the order given
@@ -85,6 +86,7 @@ DAEMONS: dict[str, Daemon] = {d.name: d for d in (
     Daemon("processor", "beatbus-processor@.service", "BEATBUS_PROCESS_ARGS", METRICS_PORTS["processor"], True),
     Daemon("intensity", "beatbus-intensity@.service", "BEATBUS_INTENSITY_ARGS", METRICS_PORTS["intensity"], True),
     Daemon("structure", "beatbus-structure@.service", "BEATBUS_STRUCTURE_ARGS", METRICS_PORTS["structure"], True),
+    Daemon("harmony", "beatbus-harmony@.service", "BEATBUS_HARMONY_ARGS", METRICS_PORTS["harmony"], True),
     Daemon("worker", "beatbus-worker@.service", "BEATBUS_WORKER_ARGS", METRICS_PORTS["worker"], True),
     Daemon("led", "beatbus-led@.service", "BEATBUS_LED_ARGS", METRICS_PORTS["led"], True),
     Daemon("trigger", "beatbus-trigger.service", "BEATBUS_TRIGGER_ARGS", METRICS_PORTS["trigger"], False),
@@ -209,11 +211,12 @@ def _split_named(spec: str, what: str) -> tuple[str, str]:
 
 def plan_instances(*, producers=(), processors: int = 1, intensity: int = 0, structure: int = 0, workers: int = 0,
                    leds=(), trigger: bool = False, generate: bool = False, api: bool = False,
-                   exporter: bool = True, api_args: str = "--host 127.0.0.1 --port 8000") -> list[Instance]:
+                   exporter: bool = True, api_args: str = "--host 127.0.0.1 --port 8000",
+                   harmony: int = 0) -> list[Instance]:
     """The instances to configure (each gets an environment file and a scrape target)."""
     out: list[Instance] = []
     for kind, n in (("processor", processors), ("intensity", intensity), ("structure", structure),
-                    ("worker", workers)):
+                    ("harmony", harmony), ("worker", workers)):
         if not 0 <= n <= MAX_PER_KIND:
             raise ConfigError(f"--{kind}{'s' if kind in ('processor', 'worker') else ''} {n} must be 0-{MAX_PER_KIND}")
         d = DAEMONS[kind]

@@ -2,9 +2,9 @@
 
 ``beatbus bench ...``, ``beatbus eval beats|sections``, ``beatbus synth songs``,
 ``beatbus dev error-generator``, ``beatbus train beat-small``, ``beatbus label beats``,
-``beatbus intensity eval|bench``, ``beatbus structure eval`` and ``beatbus hls train|csim``. Registered last (``beatbus.cli``
-``EXTENSIONS``), so the words a stage owns (``train``, ``intensity``, ``structure``, ``hls``)
-already exist and these commands follow the stage's own.
+``beatbus intensity eval|bench``, ``beatbus structure eval``, ``beatbus harmony eval`` and ``beatbus hls train|csim``.
+Registered last (``beatbus.cli`` ``EXTENSIONS``), so the words a stage owns (``train``, ``intensity``, ``structure``,
+``harmony``, ``hls``) already exist and these commands follow the stage's own.
 """
 from __future__ import annotations
 
@@ -138,10 +138,12 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     setup_logging("warning")
     rest = list(args.rest)
-    targets = {"beats": "beatbus.lab.eval.beats", "sections": "beatbus.lab.eval.sections"}
+    targets = {"beats": "beatbus.lab.eval.beats", "sections": "beatbus.lab.eval.sections",
+               "harmony": "beatbus.lab.eval.harmony"}
     if not rest or rest[0] not in targets:
         raise ConfigError("usage: beatbus eval beats DIR [DIR ...] [--backend NAME ...] [--json FILE] | "
-                          "beatbus eval sections DIR [--mode online|offline] [--backend NAME] [--json FILE]")
+                          "beatbus eval sections DIR [--mode online|offline] [--backend NAME] [--json FILE] | "
+                          "beatbus eval harmony DIR [--beats annotations|tracker] [--limit N] [--json FILE]")
     import importlib
 
     try:
@@ -248,6 +250,16 @@ def cmd_intensity_bench(args: argparse.Namespace) -> int:
 
 def cmd_structure_eval(args: argparse.Namespace) -> int:
     from .eval.sections import run
+
+    setup_logging("warning")
+    try:
+        return run(args)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_harmony_eval(args: argparse.Namespace) -> int:
+    from .eval.harmony import run
 
     setup_logging("warning")
     try:
@@ -364,7 +376,7 @@ def _register_bench(top) -> None:
 def _register_synth(top) -> None:
     p = top.add_parser("synth", help="synthetic songs with exact annotations (music21 + FluidSynth)")
     sub = p.add_subparsers(dest="synth", required=True)
-    s = sub.add_parser("songs", help="render N random songs: audio + .beats + .sections + .json + .mid")
+    s = sub.add_parser("songs", help="render N random songs: audio + .beats + .sections + .chords + .json + .mid")
     s.add_argument("out_dir", help="output directory (created if missing)")
     s.add_argument("--count", type=int, default=10, help="number of songs (default 10)")
     s.add_argument("--seed", type=int, default=0, help="song i is reproducible from (seed, i) (default 0)")
@@ -406,6 +418,7 @@ def _register_hls(commands: dict) -> None:
 def register(commands: dict) -> None:
     """Add every lab command to the ``beatbus`` parser."""
     from .bench import intensity as intensity_bench
+    from .eval import harmony as harmony_eval
     from .eval import intensity as intensity_eval
     from .eval import sections
 
@@ -478,5 +491,11 @@ def register(commands: dict) -> None:
     p = structure.add_parser("eval", help="section evaluation (same as `beatbus eval sections`)")
     sections.add_arguments(p)
     p.set_defaults(func=cmd_structure_eval)
+
+    harmony = subcommands(commands, "harmony", "live key and chords, next chord change")
+    p = harmony.add_parser("eval", help="key, chord (majmin) and change-timing accuracy on synthetic songs "
+                                        "(same as `beatbus eval harmony`)")
+    harmony_eval.add_arguments(p)
+    p.set_defaults(func=cmd_harmony_eval)
 
     _register_hls(commands)

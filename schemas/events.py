@@ -7,14 +7,15 @@ ignored on decode, so older readers accept newer minor versions.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 __all__ = [
     "AudioFrame", "StreamEnd", "BeatEvent", "IntensityEvent", "SectionEvent",
     "TriggerRequest", "GenerationRequest", "GenerationResult", "ControlEvent", "TransitionEvent",
-    "TransitionKind", "IntensityEntry",
+    "TransitionKind", "IntensityEntry", "LedCommand", "LedAction", "LED_DEVICE_PATTERN",
+    "KeyEvent", "ChordEvent", "KeyMode", "ChordQuality", "HarmonyEntry",
     "SectionLabel", "EVENT_TYPES", "AudioEntry", "Event",
 ]
 
@@ -28,6 +29,8 @@ Unix = Annotated[float, M(ge=0.0, description="wall-clock Unix time in seconds")
 Unit = Annotated[float, M(ge=0.0, le=1.0)]
 Bpm = Annotated[float, M(ge=0.0, le=400.0)]
 SectionLabel = Literal["intro", "verse", "chorus", "bridge", "outro", "unknown"]
+# An LED device's name: the seeded ones are ``scheme:host`` (``#2`` for a second one), web:// hosts, URL names
+LED_DEVICE_PATTERN = r"^[A-Za-z0-9_.:#@-]{1,64}$"
 
 
 class _Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
@@ -173,9 +176,77 @@ class ControlEvent(_Event, tag="control", kw_only=True, frozen=True):
     issued_at: Unix
 
 
+LedAction = Literal["add_device", "update_device", "remove_device", "save_preset", "apply_preset"]
+
+
+class LedCommand(_Event, tag="led_command", kw_only=True, frozen=True):
+    """A change of one LED consumer's setup, on ``bb:led:commands`` (written by the API).
+
+    The consumer named ``consumer`` validates and applies it, saves its setup and answers on
+    ``bb:led:reply:{id}`` (a list holding one JSON document: ``ok``, ``status``, ``error``, ``setup``).
+    ``fields`` are device keys (``output``, ``pixels``, ``effect``, ``effect_config``...) for
+    ``add_device`` / ``update_device``; the consumer checks them.
+    """
+    id: Annotated[str, M(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="request id (the reply key)")]
+    consumer: Annotated[str, M(pattern=NAME_PATTERN, description="LED consumer name (consume led --name)")]
+    action: LedAction
+    device: Annotated[str, M(pattern=LED_DEVICE_PATTERN)] | None = None
+    preset: Annotated[str, M(pattern=NAME_PATTERN)] | None = None
+    fields: dict[str, Any] = {}
+    issued_at: Unix
+
+
+KeyMode = Literal["major", "minor"]
+ChordQuality = Literal["maj", "min", "N"]
+PitchClass = Annotated[int, M(ge=0, le=11, description="pitch class, 0 = C ... 11 = B")]
+
+
+class KeyEvent(_Event, tag="key", kw_only=True, frozen=True):
+    """The source's key, on ``bb:{source}:harmony``: published when it is first found and when it changes.
+
+    ``timestamp`` is when the key took over (the beat from which the new key led), ``detected_time``
+    the stream time of the audio that decided it.
+    """
+    source: Source
+    timestamp: Seconds
+    system_time: Unix
+    detected_time: Seconds
+    emitted_at: Unix
+    tonic: PitchClass
+    mode: KeyMode
+    confidence: Unit
+
+
+class ChordEvent(_Event, tag="chord", kw_only=True, frozen=True):
+    """A chord change on ``bb:{source}:harmony`` (published only when the chord changes).
+
+    ``timestamp`` is when the chord began (the start of the beat ``beat`` of bar ``bar``, from the
+    beats stream; None without beats); ``quality`` ``N`` is no chord (``root`` None). The next
+    change is expected at ``next_change_time`` (``next_change_beats`` beats after ``timestamp``:
+    the harmonic rhythm on the bar grid).
+    """
+    source: Source
+    timestamp: Seconds
+    system_time: Unix
+    detected_time: Seconds
+    emitted_at: Unix
+    root: PitchClass | None = None
+    quality: ChordQuality
+    confidence: Unit
+    beat: Annotated[int, M(ge=0, description="beat index since stream start")] | None = None
+    bar: Annotated[int, M(ge=0)] | None = None
+    beat_in_bar: Annotated[int, M(ge=1, le=12)] | None = None
+    next_change_time: Seconds | None = None
+    next_change_system_time: Unix | None = None
+    next_change_beats: Annotated[int, M(ge=1, le=64)] | None = None
+
+
 AudioEntry = AudioFrame | StreamEnd
 IntensityEntry = IntensityEvent | TransitionEvent | StreamEnd
+HarmonyEntry = KeyEvent | ChordEvent | StreamEnd
 Event = (AudioFrame | StreamEnd | BeatEvent | IntensityEvent | SectionEvent
-         | TriggerRequest | GenerationRequest | GenerationResult | ControlEvent | TransitionEvent)
+         | TriggerRequest | GenerationRequest | GenerationResult | ControlEvent | TransitionEvent | LedCommand
+         | KeyEvent | ChordEvent)
 EVENT_TYPES = (AudioFrame, StreamEnd, BeatEvent, IntensityEvent, SectionEvent,
-               TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent)
+               TriggerRequest, GenerationRequest, GenerationResult, ControlEvent, TransitionEvent, LedCommand,
+               KeyEvent, ChordEvent)

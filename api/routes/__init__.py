@@ -21,8 +21,15 @@ GET      /api/sources                     read       every live source's state (
 GET      /api/sources/{id}                read       one source's state (:mod:`.sources`)
 POST     /api/sources/{id}/control        control    ControlEvent -> bb:{id}:control (:mod:`.sources`)
 WS       /ws/{source}                     read       the source's events as JSON text (:mod:`.events`)
-GET      /api/led/devices                 read       LED devices of every running LED consumer
-                                                     (:mod:`.led`)
+GET      /api/led/devices                 read       every running LED consumer's setup, and the
+                                                     devices with a preview (:mod:`.led`)
+POST     /api/led/devices                 control    add an LED device (:mod:`.led`)
+PATCH    /api/led/devices/{name}          control    change one live (:mod:`.led`)
+DELETE   /api/led/devices/{name}          control    remove one (:mod:`.led`)
+GET      /api/led/effects                 read       effects, their parameters, palettes (:mod:`.led`)
+GET      /api/led/presets                 read       every LED preset (:mod:`.led`)
+POST     /api/led/presets                 control    save the devices' effects as one (:mod:`.led`)
+POST     /api/led/presets/{name}/apply    control    apply one (:mod:`.led`)
 WS       /ws/led/{device}                 read       an LED device's frames (RGB bytes) (:mod:`.led`)
 GET      /                                (open)     the dashboard, and ``/static`` (:mod:`.dashboard`)
 =======  ===============================  =========  ==========================================

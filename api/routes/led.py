@@ -1,15 +1,24 @@
-"""LED preview: ``GET /api/led/devices`` and ``WS /ws/led/{device}``.
+"""LED devices, effects and presets: the LED consumers' setups, changed live, and their frames.
 
-Devices of any LED consumer on this broker are relayed from it (:mod:`api.led_preview`); the
-``web://`` outputs of an LED consumer running in this process are streamed directly.
+``GET /api/led/devices`` lists every running LED consumer's setup (and the devices with a preview);
+``POST /api/led/devices``, ``PATCH``/``DELETE /api/led/devices/{name}``, ``POST /api/led/presets`` and
+``POST /api/led/presets/{name}/apply`` send the consumer a command and answer with its new setup
+(:mod:`api.led_setup`); ``GET /api/led/effects`` is the effect catalogue. ``?consumer=NAME`` picks
+the consumer where several run.
+
+Devices of any LED consumer on this broker are previewed on ``WS /ws/led/{device}``, relayed from
+it (:mod:`api.led_preview`); the ``web://`` outputs of an LED consumer running in this process are
+streamed directly.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Query, WebSocket
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from beatbus.bus import BROKER_ERRORS
@@ -17,7 +26,20 @@ from beatbus.bus import BROKER_ERRORS
 from ..contract import errors
 from ..deps import require, ws_subprotocol
 from ..led_preview import LedPreviews
-from ..state import Api, broker
+from ..led_setup import (
+    LED_DEVICE_PATTERN,
+    NAME_PATTERN,
+    LedCatalogue,
+    LedConsumer,
+    LedDeviceFields,
+    LedDeviceRequest,
+    LedDevices,
+    LedSetups,
+    PresetList,
+    PresetRequest,
+    catalogue,
+)
+from ..state import ERRORS, Api, broker
 from ..websocket import deny, pump
 
 __all__ = ["router"]
@@ -35,13 +57,84 @@ def _hello(device: str, info: dict) -> str:
     return orjson.dumps({"type": "hello", "device": device, "format": "rgb8", **info}).decode()
 
 
-@router.get("/api/led/devices", tags=["led"], dependencies=[require("read")], responses=errors(503))
-def led_devices(api: Api) -> dict[str, list[str]]:
-    """LED devices of every running LED consumer (any process on this broker), and this process's
-    ``web://NAME`` outputs; ``WS /ws/led/{device}`` streams their frames."""
+DevicePath = Annotated[str, PathParam(pattern=LED_DEVICE_PATTERN, description="LED device name")]
+PresetPath = Annotated[str, PathParam(pattern=NAME_PATTERN, description="preset name")]
+ConsumerQuery = Annotated[str | None, Query(pattern=NAME_PATTERN,
+                                            description="the LED consumer (needed only where several run)")]
+COMMAND_ERRORS = {**ERRORS, **errors(404, 409, 504)}
+
+
+@router.get("/api/led/devices", response_model=LedDevices, tags=["led"], dependencies=[require("read")],
+            responses=errors(503))
+def led_devices(api: Api) -> LedDevices:
+    """Every running LED consumer's setup (each device, enabled or not, whether it runs and its output
+    is up; the presets), and the devices with a preview (any process on this broker, and this
+    process's ``web://NAME`` outputs): ``WS /ws/led/{device}`` streams their frames."""
     hub = _local_hub()
     names = set(broker(api.led.devices)) | set(hub.names() if hub else [])
-    return {"devices": sorted(names)}
+    consumers = broker(LedSetups(api.bus).consumers)
+    return LedDevices(devices=sorted(names), consumers=list(consumers.values()))
+
+
+@router.get("/api/led/effects", response_model=LedCatalogue, tags=["led"], dependencies=[require("read")])
+def led_effects() -> LedCatalogue:
+    """Every effect with its parameters (type, default, range or choices) and every palette."""
+    return catalogue()
+
+
+@router.post("/api/led/devices", response_model=LedConsumer, tags=["led"], dependencies=[require("control")],
+             responses=COMMAND_ERRORS)
+def add_led_device(req: LedDeviceRequest, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Add a device to an LED consumer: it starts sending frames at once and is saved. Answers the
+    consumer's new setup, or its one-line refusal (a bad URL, pixels out of the protocol's range,
+    an unknown effect or parameter: 422; the name taken: 409)."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.pick, consumer)
+    return broker(setups.command, target, "add_device", fields=req.changes())
+
+
+@router.patch("/api/led/devices/{name}", response_model=LedConsumer, tags=["led"],
+              dependencies=[require("control")], responses=COMMAND_ERRORS)
+def change_led_device(name: DevicePath, req: LedDeviceFields, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Change a device live (keys left out stay): output, pixels, fps, brightness, reverse, output
+    latency, effect and its values, segments, enabled. Other devices keep running untouched."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.owner, consumer, device=name)
+    return broker(setups.command, target, "update_device", device=name, fields=req.changes())
+
+
+@router.delete("/api/led/devices/{name}", response_model=LedConsumer, tags=["led"],
+               dependencies=[require("control")], responses=COMMAND_ERRORS)
+def remove_led_device(name: DevicePath, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Remove a device: its strip goes dark and it is no longer saved."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.owner, consumer, device=name)
+    return broker(setups.command, target, "remove_device", device=name)
+
+
+@router.get("/api/led/presets", response_model=PresetList, tags=["led"], dependencies=[require("read")],
+            responses=errors(503))
+def led_presets(api: Api) -> PresetList:
+    """Every preset of every running LED consumer: the effect and values of each device."""
+    return PresetList(presets=broker(LedSetups(api.bus).presets))
+
+
+@router.post("/api/led/presets", response_model=LedConsumer, tags=["led"], dependencies=[require("control")],
+             responses=COMMAND_ERRORS)
+def save_led_preset(req: PresetRequest, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Save the effects of every device of the consumer as a preset (one of the same name is replaced)."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.pick, consumer)
+    return broker(setups.command, target, "save_preset", preset=req.name)
+
+
+@router.post("/api/led/presets/{name}/apply", response_model=LedConsumer, tags=["led"],
+             dependencies=[require("control")], responses=COMMAND_ERRORS)
+def apply_led_preset(name: PresetPath, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Set every device of the preset that still exists to its saved effect and values."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.owner, consumer, preset=name)
+    return broker(setups.command, target, "apply_preset", preset=name)
 
 
 @router.websocket("/ws/led/{device}", dependencies=[require("read")])

@@ -226,6 +226,187 @@ function drawLed() {
   requestAnimationFrame(drawLed);
 }
 
+// -- lights: the LED consumers' devices, effects and presets (each consumer saves its own) -----
+// Every change goes to the consumer through the API and answers with its new setup, shown at once;
+// GET /api/led/devices every 2 s shows what others change. Names and URLs are users' text: never
+// put into innerHTML.
+const lights = { setups: [], consumer: "", catalogue: null, editing: null, sig: "" };
+const lightsQuery = () => (lights.setups.length > 1 ? `?consumer=${encodeURIComponent(lights.consumer)}` : "");
+const lightsSetup = () => lights.setups.find((c) => c.consumer === lights.consumer) || null;
+const deviceOf = (name) => (lightsSetup() || { devices: [] }).devices.find((d) => d.name === name) || null;
+const effectOf = (name) => (lights.catalogue ? lights.catalogue.effects.find((e) => e.name === name) : null);
+const paletteOf = (name) => (lights.catalogue ? lights.catalogue.palettes.find((p) => p.name === name) : null);
+function el(tag, props = {}, ...children) {
+  const e = Object.assign(document.createElement(tag), props);
+  for (const c of children) e.append(c);
+  return e;
+}
+
+async function loadLights() {
+  try {
+    if (!lights.catalogue) lights.catalogue = await api("/api/led/effects");
+    showConsumers((await api("/api/led/devices")).consumers);
+  } catch (err) { $("lights-status").textContent = err.message; }
+}
+
+function showConsumers(consumers) {
+  lights.setups = consumers;
+  if (!consumers.some((c) => c.consumer === lights.consumer)) lights.consumer = consumers.length ? consumers[0].consumer : "";
+  const sel = $("lights-consumer");
+  sel.hidden = consumers.length < 2;
+  if ([...sel.options].map((o) => o.value).join() !== consumers.map((c) => c.consumer).join()) {
+    sel.innerHTML = "";
+    for (const c of consumers) sel.add(new Option(c.consumer, c.consumer, false, c.consumer === lights.consumer));
+  }
+  showSetup(lightsSetup());
+}
+
+function showSetup(setup) {
+  if (setup) lights.setups = lights.setups.filter((c) => c.consumer !== setup.consumer).concat([setup]);
+  const devices = setup ? setup.devices : [];
+  $("lights-status").textContent = setup
+    ? `${setup.consumer} · ${devices.length} device${devices.length === 1 ? "" : "s"} · source ${setup.source}`
+    : "no LED consumer running (start one: beatbus consume led)";
+  const sig = JSON.stringify([setup && setup.consumer, devices, setup && setup.presets]);
+  if (sig === lights.sig) return;
+  lights.sig = sig;
+  const body = $("lights-devices").tBodies[0];
+  body.innerHTML = "";
+  for (const d of devices) {
+    const on = el("input", { type: "checkbox", checked: d.enabled, className: "dev-enabled", title: "enabled" });
+    on.addEventListener("change", () => changeDevice(d.name, { enabled: on.checked }));
+    const state = !d.enabled ? "off" : !d.running ? "starting" : d.output_up === false ? "output down" : "sending";
+    const edit = el("button", { type: "button", className: "dev-edit", textContent: "edit" });
+    edit.addEventListener("click", () => editDevice(d));
+    const remove = el("button", { type: "button", className: "dev-remove", textContent: "remove" });
+    remove.addEventListener("click", () => lightsCall(`/api/led/devices/${encodeURIComponent(d.name)}${lightsQuery()}`,
+      { method: "DELETE" }, `removed ${d.name}`));
+    const row = el("tr", {}, el("td", {}, on), el("td", { textContent: d.name }), el("td", { textContent: d.output }),
+      el("td", { textContent: d.pixels }), el("td", { textContent: d.fps }), el("td", { textContent: d.brightness }),
+      el("td", { textContent: d.output_latency_ms }), el("td", { textContent: d.effect, className: "dev-effect" }),
+      el("td", { textContent: state, className: "dev-state" }), el("td", {}, edit, " ", remove));
+    row.dataset.device = d.name;
+    row.dataset.state = state;
+    body.append(row);
+  }
+  const pick = $("fx-device"), keep = pick.value;
+  pick.innerHTML = "";
+  for (const d of devices) pick.add(new Option(d.name, d.name, false, d.name === keep));
+  if (pick.value !== keep || !$("fx-params").children.length) showEffect(deviceOf(pick.value));
+  const presets = $("preset-select"), chosen = presets.value;
+  presets.innerHTML = "";
+  for (const name of Object.keys((setup && setup.presets) || {}).sort()) presets.add(new Option(name, name, false, name === chosen));
+}
+
+// one request at a time, like the controls: changes reach the consumer in the order they were made
+let lightsSent = Promise.resolve();
+function lightsCall(path, opts, done) {
+  lightsSent = lightsSent.then(async () => {
+    try {
+      showSetup(await api(path, opts));
+      say($("lights-result"), done);
+    } catch (err) { say($("lights-result"), err.message, true); lights.sig = ""; loadLights(); }
+  });
+  return lightsSent;
+}
+const sendJSON = (method, doc) => ({ method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(doc) });
+const changeDevice = (name, doc) => lightsCall(`/api/led/devices/${encodeURIComponent(name)}${lightsQuery()}`,
+  sendJSON("PATCH", doc), `${name}: ${Object.keys(doc).join(", ")} changed`);
+
+// the device form: add, or edit the device picked in the list (a device keeps its name)
+function editDevice(d) {
+  lights.editing = d ? d.name : null;
+  $("dev-name").value = d ? d.name : ""; $("dev-name").disabled = !!d;
+  $("dev-output").value = d ? d.output : "";
+  $("dev-pixels").value = d ? d.pixels : 60;
+  $("dev-brightness").value = d ? d.brightness : 1;
+  $("dev-fps").value = d ? d.fps : "";
+  $("dev-latency").value = d ? d.output_latency_ms : "";
+  $("dev-reverse").checked = d ? d.reverse : false;
+  $("dev-submit").textContent = d ? `save ${d.name}` : "add device";
+  $("dev-cancel").hidden = !d;
+}
+$("device-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const doc = { output: $("dev-output").value.trim(), reverse: $("dev-reverse").checked };
+  for (const [id, key] of [["dev-pixels", "pixels"], ["dev-brightness", "brightness"], ["dev-fps", "fps"],
+    ["dev-latency", "output_latency_ms"]]) if ($(id).value !== "") doc[key] = Number($(id).value);
+  if (lights.editing) {
+    const name = lights.editing;
+    changeDevice(name, doc).then(() => { if (!$("lights-result").classList.contains("error")) editDevice(null); });
+    return;
+  }
+  if ($("dev-name").value.trim()) doc.name = $("dev-name").value.trim();
+  lightsCall(`/api/led/devices${lightsQuery()}`, sendJSON("POST", doc), `added ${doc.name || doc.output}`)
+    .then(() => { if (!$("lights-result").classList.contains("error")) editDevice(null); });
+});
+$("dev-cancel").addEventListener("click", () => editDevice(null));
+$("lights-consumer").addEventListener("change", (e) => { lights.consumer = e.target.value; lights.sig = ""; showSetup(lightsSetup()); });
+
+// the effect picker: one input per parameter of the catalogue, the device's values filled in
+function showEffect(device, effectName) {
+  const box = $("fx-params"), fx = $("fx-effect");
+  if (!lights.catalogue) return;
+  if (!fx.options.length) for (const e of lights.catalogue.effects) fx.add(new Option(e.name, e.name));
+  const name = effectName || (device ? device.effect : fx.value);
+  fx.value = name;
+  const info = effectOf(name);
+  $("fx-description").textContent = info ? info.description : "";
+  const values = device && device.effect === name ? device.effect_config : {};
+  box.innerHTML = "";
+  for (const p of info ? info.params : []) {
+    const v = p.name in values ? values[p.name] : p.default;
+    let input;
+    if (p.type === "bool") {
+      input = el("input", { type: "checkbox", checked: v });
+    } else if (p.choices) {
+      input = el("select");
+      for (const c of p.choices) input.add(new Option(c, c, false, c === v));
+    } else if (p.type === "str") {
+      input = el("input", { value: v });
+    } else {
+      input = el("input", { type: "number", min: p.min, max: p.max, step: p.type === "int" ? 1 : "any", value: v });
+    }
+    Object.assign(input, { id: `fx-param-${p.name}`, title: p.description });
+    input.dataset.param = p.name; input.dataset.type = p.type;
+    const label = el("label", { className: p.type === "bool" ? "check" : "" }, `${p.name} `, input);
+    if (p.name === "color_palette") {
+      const swatch = el("span", { className: "swatch" });
+      const paint = () => { const pal = paletteOf(input.value); swatch.style.background = pal ? `linear-gradient(90deg, ${pal.colors.join(", ")}${pal.colors.length === 1 ? ", " + pal.colors[0] : ""})` : ""; };
+      input.addEventListener("change", paint); paint();
+      label.append(swatch);
+    }
+    box.append(label);
+  }
+}
+$("fx-device").addEventListener("change", (e) => showEffect(deviceOf(e.target.value)));
+$("fx-effect").addEventListener("change", (e) => showEffect(deviceOf($("fx-device").value), e.target.value));
+$("effect-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const device = $("fx-device").value;
+  if (!device) { say($("lights-result"), "add a device first", true); return; }
+  const config = {};
+  for (const input of $("fx-params").querySelectorAll("[data-param]")) {
+    const t = input.dataset.type;
+    config[input.dataset.param] = t === "bool" ? input.checked : t === "int" || t === "float" ? Number(input.value) : input.value;
+  }
+  changeDevice(device, { effect: $("fx-effect").value, effect_config: config });
+});
+
+// presets: the effects of every device, saved by the consumer
+$("preset-save").addEventListener("click", () => {
+  const name = $("preset-name").value.trim();
+  if (!name) { say($("lights-result"), "give the preset a name", true); return; }
+  lightsCall(`/api/led/presets${lightsQuery()}`, sendJSON("POST", { name }), `saved preset ${name}`);
+});
+$("preset-apply").addEventListener("click", () => {
+  const name = $("preset-select").value;
+  if (!name) { say($("lights-result"), "no preset saved yet", true); return; }
+  lightsCall(`/api/led/presets/${encodeURIComponent(name)}/apply${lightsQuery()}`, { method: "POST" }, `applied preset ${name}`)
+    .then(() => showEffect(deviceOf($("fx-device").value)));
+});
+setInterval(loadLights, 2000);
+
 // -- controls ---------------------------------------------------------------------------
 // One at a time, in order: concurrent POSTs can reach the bus out of order (a slider moved by
 // three key presses could leave the consumers on its second value, not its last).
@@ -358,6 +539,7 @@ $("source-select").addEventListener("change", (e) => { st.source = e.target.valu
   await loadSources();
   connect();
   setupLed();
+  loadLights();
   rhythmStatus();
   requestAnimationFrame(drawLed);
 })();

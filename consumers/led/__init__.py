@@ -3,7 +3,8 @@
 Layout: ``state`` (beat grid and levels from events), ``effects/`` (one effect per file,
 one registry), ``outputs/`` (one protocol per file), ``render`` (per-device fixed-rate
 loop with frames on predicted beats), ``timing`` (latency/offset, onset gate, tap
-calibration), ``config`` (URLs, TOML, validation), ``service`` (the daemon),
+calibration), ``config`` (URLs, TOML, validation), ``setup`` (devices and presets changed live
+from the dashboard, saved in the state directory), ``service`` (the daemon),
 ``cli`` (``beatbus consume led``).
 """
 from __future__ import annotations

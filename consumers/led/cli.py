@@ -83,13 +83,18 @@ def cmd_consume_led(args: argparse.Namespace) -> int:
     from beatbus.runtime import run_services
 
     from .service import LedService, plan_led
+    from .setup import SetupStore, setup_path
 
     if args.list_effects:
         return _list_effects()
     settings, led_toml = _settings(args)
     plan = plan_led(settings, outputs=args.output or (), effect=args.effect, pixels=args.pixels, fps=args.fps,
                     offset_ms=args.offset_ms, output_latency_ms=args.output_latency_ms, source=args.source,
-                    effect_config=parse_params(args.param), config=led_toml, check=args.check)
+                    effect_config=parse_params(args.param), config=led_toml, check=args.check, name=args.name,
+                    store=SetupStore(setup_path(args.name)))
+    if not plan.devices:
+        print(f"beatbus: LED consumer {args.name}: no LED devices yet: add them in the dashboard's Lights panel "
+              "(beatbus api) or give --output URL", file=sys.stderr, flush=True)
     with connect(settings, embedded_ok=False) as bus:
         svc = LedService(bus, settings=settings, plan=plan, exit_on_end=args.exit_on_end)
         stop = threading.Event()
@@ -108,15 +113,22 @@ def register(commands: dict) -> None:
     """Add ``consume led`` to the ``beatbus`` parser."""
     from beatbus.commands import add_common_options, subcommands
 
-    from .service import CHECK_MODES
+    from .service import CHECK_MODES, DEFAULT_CONSUMER
 
     p = subcommands(commands, "consume", "consumer daemons").add_parser(
         "led", help="drive LED strips on the beat (DDP, sACN, Art-Net, OPC, WLED UDP, terminal, web)",
         description="Render beat-synced effects to LED devices. Output URLs: ddp://HOST[:PORT], "
                     "sacn://HOST?universe=1, artnet://HOST?universe=0, opc://HOST:7890, "
                     "wled://HOST:21324?mode=drgb|dnrgb, terminal://, web://NAME, ws://127.0.0.1:8765. "
-                    "A URL may carry pixels, fps, brightness, reverse, output_latency_ms, effect, name.")
-    p.add_argument("--output", action="append", metavar="URL", help="an LED output (repeatable)")
+                    "A URL may carry pixels, fps, brightness, reverse, output_latency_ms, effect, name. "
+                    "Devices and effects changed in the dashboard are saved (STATE_DIR/led/NAME.json) and "
+                    "reloaded at start; the flags and TOML are the seed used while nothing is saved "
+                    "(or when they name other devices than the saved setup was seeded from).")
+    p.add_argument("--output", action="append", metavar="URL",
+                   help="an LED output (repeatable); with the TOML devices, the seed of the saved setup")
+    p.add_argument("--name", default=DEFAULT_CONSUMER, metavar="NAME",
+                   help="this consumer's name: the dashboard's setup commands name it, and its setup is saved "
+                        "in STATE_DIR/led/NAME.json (default led; give each LED consumer of a broker its own)")
     p.add_argument("--pixels", type=int, help="pixels per device unless its URL or config says (default 60)")
     p.add_argument("--effect", help="effect name (see --list-effects; default beat_flash)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="effect parameter (repeatable)")

@@ -34,24 +34,27 @@ Every problem is a one-line :class:`~beatbus.errors.ConfigError` naming the devi
 """
 from __future__ import annotations
 
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import msgspec
 
 from beatbus import keys
 from beatbus.config import stage_table
 from beatbus.errors import ConfigError
+from beatbus.schemas import LED_DEVICE_PATTERN
 
 from .effects import get_effect
 from .outputs import MAX_PIXELS, OUTPUTS, OutputSpec, check_pixels
 from .params import Param, validate_config
 
 __all__ = ["SegmentConfig", "DeviceConfig", "LedConfig", "Device", "parse_output_url", "load_led_toml",
-           "resolve_devices", "check_reachable", "DEVICE_URL_KEYS"]
+           "resolve_devices", "resolve_device", "device_record", "strip_device_keys", "check_reachable",
+           "DEVICE_URL_KEYS"]
 
 M = msgspec.Meta
 DEFAULT_WS_PORT = 8765
@@ -76,6 +79,7 @@ class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reverse: bool = False
     output_latency_ms: Annotated[float, M(ge=0, le=2000)] | None = None
     segments: list[SegmentConfig] = []
+    enabled: bool = True                 # false: configured, but no frames are sent
 
 
 class LedConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -107,6 +111,14 @@ DEVICE_URL_KEYS: dict[str, Param] = {
     "output_latency_ms": Param(0.0, "Delay from send to light (ms)", 0.0, 2000.0),
     "effect": Param("", "Effect name"),
 }
+
+
+def strip_device_keys(url: str) -> str:
+    """``url`` without its device keys (``pixels``, ``effect``...): the saved setup keeps them as fields,
+    so an edit of a field is not overridden by the URL."""
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in DEVICE_URL_KEYS]
+    return f"{base}?{urlencode(kept)}" if kept else base
 
 
 def parse_output_url(url: str) -> tuple[OutputSpec, dict[str, Any]]:
@@ -198,53 +210,94 @@ def _check_segments(segments: list[SegmentConfig], pixels: int, where: str) -> N
             raise ConfigError(f"{where}: segments [{a0}, {a1}) and [{b0}, ...) overlap")
 
 
-def resolve_devices(config: LedConfig) -> list[Device]:
-    """Validate every device of ``config`` (URL, limits, effect, segments) into :class:`Device`.
+def _merged(dc: DeviceConfig) -> tuple[OutputSpec, dict[str, Any]]:
+    """The parsed URL, and ``dc``'s keys overridden by the device keys its URL carries."""
+    spec, url_keys = parse_output_url(dc.output)
+    return spec, {**msgspec.structs.asdict(dc), **{k: v for k, v in url_keys.items() if v != ""}}
+
+
+def _default_name(spec: OutputSpec) -> str:
+    # web://NAME is a preview device called NAME; others are scheme:host unless named
+    return spec.host if spec.scheme == "web" and spec.host else f"{spec.scheme}:{spec.host}" if spec.host else spec.scheme
+
+
+def resolve_device(dc: DeviceConfig, config: LedConfig, *, name: str | None = None, shared: bool = True) -> Device:
+    """Validate one device (URL, limits, effect, segments); ``config`` fills what it leaves None.
+
+    ``name`` replaces the device's own; ``shared``: the keys of ``config.effect_config`` that the
+    device's effect knows are its defaults (a saved device is complete: False).
 
     Raises
     ------
     ConfigError
         The first problem found, naming the device.
     """
-    if not config.devices:
+    spec, merged = _merged(dc)
+    cls = OUTPUTS[spec.scheme]
+    name = name or merged["name"] or _default_name(spec)
+    if not re.match(LED_DEVICE_PATTERN, name):
+        raise ConfigError(f"device name {name!r} must be 1-64 of A-Z a-z 0-9 _ . : # @ -")
+    where = f"device {name}"
+    pixels = merged["pixels"] or config.pixels
+    check_pixels(cls, spec.params, pixels, spec.url)
+    effect = merged["effect"] or config.effect
+    effect_cls = get_effect(effect)
+    defaults = {k: v for k, v in config.effect_config.items() if k in effect_cls.schema()} if shared else {}
+    try:
+        effect_config = effect_cls.validate({**defaults, **dc.effect_config})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    segments = list(dc.segments)
+    _check_segments(segments, pixels, where)
+    return Device(
+        name=name, spec=spec, pixels=pixels, fps=float(merged["fps"] or config.fps or cls.default_fps),
+        effect=effect, effect_config=effect_config, brightness=float(merged["brightness"]),
+        reverse=bool(merged["reverse"]),
+        output_latency_ms=float(config.output_latency_ms if merged["output_latency_ms"] is None
+                                else merged["output_latency_ms"]),
+        segments=segments)
+
+
+def device_record(device: Device, *, enabled: bool = True) -> DeviceConfig:
+    """A device as the saved setup keeps it: every key explicit, the URL without device keys, and
+    only the effect values that differ from the effect's defaults (a later default still applies)."""
+    schema = get_effect(device.effect).schema()
+    return DeviceConfig(output=strip_device_keys(device.spec.url), name=device.name, pixels=device.pixels,
+                        fps=device.fps, effect=device.effect,
+                        effect_config={k: v for k, v in device.effect_config.items() if v != schema[k].default},
+                        brightness=device.brightness, reverse=device.reverse,
+                        output_latency_ms=device.output_latency_ms, segments=list(device.segments), enabled=enabled)
+
+
+def resolve_devices(config: LedConfig, *, allow_empty: bool = False) -> list[Device]:
+    """Validate every device of ``config`` (URL, limits, effect, segments) into :class:`Device`.
+
+    Two devices that would share a name get ``#2``, ``#3``... ``allow_empty``: no devices is
+    not an error (the LED consumer, whose devices may come from the dashboard).
+
+    Raises
+    ------
+    ConfigError
+        The first problem found, naming the device.
+    """
+    if not config.devices and not allow_empty:
         raise ConfigError("no LED outputs: give --output URL (e.g. ddp://192.168.1.50) or [[led.devices]]")
     get_effect(config.ambient_effect).validate(config.ambient_config)
     devices: list[Device] = []
     names: set[str] = set()
     known_keys: set[str] = set()
     for dc in config.devices:
-        spec, url_keys = parse_output_url(dc.output)
-        merged = {**msgspec.structs.asdict(dc), **{k: v for k, v in url_keys.items() if v != ""}}
-        cls = OUTPUTS[spec.scheme]
-        # web://NAME is a preview device called NAME; others are scheme:host unless named
-        name = merged["name"] or (spec.host if spec.scheme == "web" and spec.host else
-                                  f"{spec.scheme}:{spec.host}" if spec.host else spec.scheme)
-        base, n = name, 2
+        spec, merged = _merged(dc)
+        name = base = merged["name"] or _default_name(spec)
+        n = 2
         while name in names:
             name, n = f"{base}#{n}", n + 1
         names.add(name)
-        where = f"device {name}"
-        pixels = merged["pixels"] or config.pixels
-        check_pixels(cls, spec.params, pixels, spec.url)
-        effect = merged["effect"] or config.effect
-        effect_cls = get_effect(effect)
-        shared = {k: v for k, v in config.effect_config.items() if k in effect_cls.schema()}
-        known_keys.update(effect_cls.schema())
-        try:
-            effect_config = effect_cls.validate({**shared, **dc.effect_config})
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        segments = list(dc.segments)
-        _check_segments(segments, pixels, where)
-        devices.append(Device(
-            name=name, spec=spec, pixels=pixels, fps=float(merged["fps"] or config.fps or cls.default_fps),
-            effect=effect, effect_config=effect_config, brightness=float(merged["brightness"]),
-            reverse=bool(merged["reverse"]),
-            output_latency_ms=float(config.output_latency_ms if merged["output_latency_ms"] is None
-                                    else merged["output_latency_ms"]),
-            segments=segments))
+        device = resolve_device(dc, config, name=name)
+        known_keys.update(get_effect(device.effect).schema())
+        devices.append(device)
     unknown = sorted(set(config.effect_config) - known_keys)
-    if unknown:
+    if unknown and config.devices:
         raise ConfigError(f"effect_config key {unknown[0]!r} is not a key of any device's effect "
                           f"(known: {', '.join(sorted(known_keys))})")
     return devices

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from beatbus.metrics import owned_by
 
 __all__ = ["FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "OUTPUT_UP", "SEND_LATENESS", "EVENTS_IGNORED",
-           "AMBIENT", "OFFSET", "TAPS"]
+           "AMBIENT", "OFFSET", "TAPS", "SETUP_COMMANDS"]
 
 FRAMES = Counter("beatbus_led_frames_total", "Frames sent to an LED output", ["device", "kind"])
 FRAMES_SKIPPED = Counter("beatbus_led_frames_skipped_total",
@@ -22,3 +22,5 @@ AMBIENT = Gauge("beatbus_led_ambient_ratio", "Share of the ambient effect in the
 OFFSET = Gauge("beatbus_led_offset_seconds", "Global light offset in use (manual or tap-calibrated)")
 TAPS = Counter("beatbus_led_taps_total", "Calibration taps", ["result"])
 owned_by("led", AMBIENT, OFFSET)      # unlabelled: only a process rendering LEDs publishes them
+SETUP_COMMANDS = Counter("beatbus_led_setup_commands_total",
+                         "Setup commands (from the dashboard / API) this LED consumer answered, by result", ["result"])

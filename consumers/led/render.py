@@ -13,6 +13,10 @@ another device, and no device ever waits on the broker (the bus reader only upda
 3. sends it at the deadline; a send error closes the output and retries it with backoff
    (:class:`~consumers.led.health.OutputHealth`: down and back are each logged once).
 
+:meth:`DeviceRunner.reconfigure` changes a running device (effect, brightness, reverse, segments,
+output latency, frame rate): the new effect and pixel map are built by the caller and swapped in by
+the render thread between two frames, so the device never misses one.
+
 A render loop that dies on an unexpected error records it in :attr:`DeviceRunner.error`;
 the service then stops the process with one line naming the device (never a silent exit 0).
 """
@@ -105,6 +109,7 @@ class DeviceRunner:
                  ambient: str = "ambient", ambient_config: dict | None = None, late_limit_s: float = 0.06,
                  record: bool = False, wall: Callable[[], float] = time.time):
         self.device, self.state, self.timing, self.wall = device, state, timing, wall
+        self._ambient_name, self._ambient_config = ambient, ambient_config
         self.effect = create_effect(device.effect, device.length, device.effect_config)
         self.ambient = create_effect(ambient, device.length, ambient_config) if ambient else None
         self.gate = OnsetGate(late_limit_s)
@@ -120,6 +125,8 @@ class DeviceRunner:
         self.trace: collections.deque | None = collections.deque(maxlen=100000) if record else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending: tuple | None = None          # (device, effect, ambient, map) for the next frame
+        self._pending_lock = threading.Lock()
         self._m_frames = FRAMES.labels(device.name, "regular")
         self._m_beats = FRAMES.labels(device.name, "beat")
         self._m_late = SEND_LATENESS.labels(device.name)
@@ -132,6 +139,32 @@ class DeviceRunner:
         music = self.effect.render(ctx) if mix < 1.0 else None
         amb = self.ambient.render(ctx) if self.ambient is not None and mix > 0.0 else None
         return self.map.frame(compose(music, amb, mix) if music is not None else amb), ctx
+
+    # -- live changes -----------------------------------------------------------------
+    def reconfigure(self, device: Device) -> None:
+        """Draw ``device`` from the next frame on: same output and pixel count, anything else may change.
+
+        The effect is kept (with its state) when its name, values and length are unchanged.
+        """
+        with self._pending_lock:
+            cur = self._pending[0] if self._pending is not None else self.device
+            same = (device.effect, device.effect_config, device.length) == (cur.effect, cur.effect_config, cur.length)
+            effect = (self._pending[1] if self._pending is not None else self.effect) if same else \
+                create_effect(device.effect, device.length, device.effect_config)
+            ambient = create_effect(self._ambient_name, device.length, self._ambient_config) \
+                if self._ambient_name and device.length != cur.length else \
+                (self._pending[2] if self._pending is not None else self.ambient)
+            self._pending = (device, effect, ambient, PixelMap(device))
+        if self._thread is None or not self._thread.is_alive():
+            self._swap()                      # not running: at once
+
+    def _swap(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self.device, self.effect, self.ambient, self.map = pending
+            self.latency_s = self.device.output_latency_ms / 1000.0
+            self.frame_dt = 1.0 / self.device.fps
 
     # -- thread ---------------------------------------------------------------------
     def start(self) -> DeviceRunner:
@@ -168,6 +201,8 @@ class DeviceRunner:
         render_s = 0.0005                   # running estimate of render + encode time
         try:
             while not self._stop.is_set():
+                if self._pending is not None:          # a change: between two frames
+                    self._swap()
                 now = time.monotonic()
                 due, is_beat = next_wake(next_regular, beat_send, now)
                 # Render just ahead of the deadline for the deadline's display time, then

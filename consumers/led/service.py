@@ -10,9 +10,22 @@ relays the frames of watched ones to the dashboard of ``beatbus api``.
 Control events (``type: control`` on ``bb:{source}:control``, published by the API) set
 ``led_offset_ms`` (the global offset), ``effects_enabled`` (false: ambient only) and
 ``sensitivity`` (every effect's ``beat_sensitivity``); other fields are for other stages.
+
+Setup commands (:class:`~beatbus.schemas.LedCommand` on ``bb:led:commands``, written by the API for
+the consumer they name) add, change, enable, disable and remove devices and save or apply presets
+(:mod:`consumers.led.setup`). The reader thread applies one between frames: a new device (or one
+whose output URL or pixel count changed) gets its own render thread, a changed one is reconfigured
+by its thread before its next frame, and every other device's thread runs on untouched. The setup is
+saved (when the consumer has a store) and the answer is written to ``bb:led:reply:{id}``. A command
+that is not valid is answered with one line, never raised; a malformed entry is counted and
+dead-lettered like any other.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import socket
 import sys
 import threading
 import time
@@ -22,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import orjson
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
@@ -30,12 +44,14 @@ from beatbus.errors import ConfigError
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
 from beatbus.runtime import Service
-from beatbus.schemas import BeatEvent, ControlEvent, Event, StreamEnd
+from beatbus.schemas import BeatEvent, ControlEvent, Event, LedCommand, StreamEnd
 
-from .config import Device, LedConfig, check_reachable, load_led_toml, resolve_devices
+from .config import Device, LedConfig, check_reachable, load_led_toml
+from .metrics import SETUP_COMMANDS
 from .outputs import Output
 from .preview import PreviewRelay
 from .render import DeviceRunner
+from .setup import LedSetup, SetupError, SetupStore, apply_command, resolve_setup, seed_digest, seed_setup
 from .state import LedState
 from .timing import LightTiming
 
@@ -51,24 +67,58 @@ SWITCH_INTERVAL_S = 0.001
 # after the host (or a DNS name not resolvable yet) must not stop the daemon; the render
 # thread retries it with backoff. "strict" exits instead; "off" skips the check.
 CHECK_MODES = ("warn", "strict", "off")
+DEFAULT_CONSUMER = "led"
+STOP_OLD_S = 1.0        # wait for a replaced device's thread to let go of its output (web:// name, ws:// port)
 
 
 @dataclass
 class LedPlan:
-    """A validated LED setup: global config + devices, ready to run."""
+    """A validated LED setup: global config + devices, ready to run.
+
+    ``setup`` holds every device (enabled or not) and the presets; ``devices`` are its enabled ones.
+    ``store``: where the setup is saved (None: changes are live only).
+    """
     config: LedConfig
     devices: list[Device]
     source: str
+    setup: LedSetup = dataclasses.field(default_factory=LedSetup)
+    consumer: str = DEFAULT_CONSUMER
+    store: SetupStore | None = None
+
+
+def _load_setup(cfg: LedConfig, store: SetupStore | None) -> LedSetup:
+    """The saved setup when it was seeded from these flags / TOML, else a new one seeded from them (saved)."""
+    if store is None:
+        return seed_setup(cfg)
+    saved = store.load()
+    if saved is not None and saved.seed == seed_digest(cfg):
+        log.info("LED setup loaded", extra={"path": str(store.path), "devices": len(saved.devices),
+                                            "presets": len(saved.presets)})
+        return saved
+    setup = seed_setup(cfg, presets=saved.presets if saved is not None else None)
+    if saved is not None:
+        prev = store.keep_previous()
+        log.warning("the flags / TOML name other LED devices than the saved setup was seeded from: starting "
+                    "again from them", extra={"path": str(store.path), "previous": str(prev)})
+    try:
+        store.save(setup)
+    except OSError as exc:
+        raise ConfigError(f"LED setup {store.path}: cannot save it ({exc.strerror or exc})") from None
+    log.info("LED setup seeded from the flags / TOML", extra={"path": str(store.path), "devices": len(setup.devices)})
+    return setup
 
 
 def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | None = None,
              pixels: int | None = None, fps: float | None = None, offset_ms: float | None = None,
              output_latency_ms: float | None = None, source: str | None = None,
              effect_config: dict[str, Any] | None = None, config: LedConfig | str | Path | None = None,
-             check: str | bool = "warn") -> LedPlan:
+             check: str | bool = "warn", name: str = DEFAULT_CONSUMER, store: SetupStore | None = None) -> LedPlan:
     """Merge a TOML/``LedConfig`` with flag values and validate everything.
 
     Arguments left None keep the config's value. ``outputs`` add devices to the config's.
+    ``name`` names the consumer (setup commands name it). With a ``store`` the devices are the
+    saved setup's, seeded from the flags / TOML when nothing (or another seed) was saved; then no
+    devices at all is allowed too (they can be added from the dashboard).
     ``check`` (one of :data:`CHECK_MODES`; True = "strict", False = "off"): whether every
     output host must resolve and be routable (TCP: accept a connection), with "warn" only
     logging the ones that are not (yet).
@@ -93,7 +143,15 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
         cfg = msgspec.convert(doc, LedConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"LED config: {exc}") from None
-    devices = resolve_devices(cfg)
+    if store is None and not cfg.devices:
+        raise ConfigError("no LED outputs: give --output URL (e.g. ddp://192.168.1.50) or [[led.devices]]")
+    if not isinstance(name, str) or not re.match(keys.NAME_PATTERN, name):
+        raise ConfigError(f"LED consumer name {name!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
+    setup = _load_setup(cfg, store)
+    try:
+        devices = resolve_setup(setup, cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"LED setup {store.path}: {exc} (fix or delete the file)" if store else str(exc)) from None
     mode = ("strict" if check else "off") if isinstance(check, bool) else check
     if mode not in CHECK_MODES:
         raise ConfigError(f"check {check!r} must be one of {', '.join(CHECK_MODES)}")
@@ -105,7 +163,8 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
                 raise
             log.warning("output not reachable yet; starting anyway and retrying it with backoff",
                         extra={"device": d.name, "error": str(exc)})
-    return LedPlan(config=cfg, devices=devices, source=keys.check_source(cfg.source or settings.source))
+    return LedPlan(config=cfg, devices=devices, source=keys.check_source(cfg.source or settings.source),
+                   setup=setup, consumer=name, store=store)
 
 
 class LedService(Service):
@@ -135,18 +194,32 @@ class LedService(Service):
         self.state = LedState(silence_timeout_s=cfg.silence_timeout_s, coast_s=cfg.coast_s, fade_s=cfg.fade_s,
                               smooth_beats=cfg.smooth_beats)
         self.timing = LightTiming(cfg.offset_ms / 1000.0)
-        self.runners = [DeviceRunner(d, self.state, self.timing, output=(outputs or {}).get(d.name),
-                                     ambient=cfg.ambient_effect, ambient_config=cfg.ambient_config,
-                                     late_limit_s=cfg.late_limit_ms / 1000.0, record=record)
-                        for d in plan.devices]
+        self._outputs, self._record = outputs or {}, record
+        self.led_setup, self.consumer, self.store = plan.setup, plan.consumer, plan.store
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.sensitivity: float | None = None          # from a control event: applies to new effects too
+        # replaced as a whole (never changed in place): other threads iterate the list they got
+        self.runners = [self._runner(d) for d in plan.devices]
         self.streams = [keys.stream(self.source, k) for k in
                         (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS)]
         self.control_stream = keys.stream(self.source, keys.StreamKind.CONTROL)
         self.reader: Reader | None = None
-        self.preview = PreviewRelay(bus, self.runners, self.source)
+        self.preview = PreviewRelay(bus, self.runners, self.source, consumer=self.consumer, describe=self.describe)
         self.events = 0
         self._backoff = Backoff()
         self._next_lease_check = 0.0
+
+    def _runner(self, device: Device) -> DeviceRunner:
+        cfg = self.plan.config
+        return DeviceRunner(self._tuned(device), self.state, self.timing, output=self._outputs.get(device.name),
+                            ambient=cfg.ambient_effect, ambient_config=cfg.ambient_config,
+                            late_limit_s=cfg.late_limit_ms / 1000.0, record=self._record)
+
+    def _tuned(self, device: Device) -> Device:
+        """``device`` with the live sensitivity of the control events, if one was set."""
+        if self.sensitivity is None:
+            return device
+        return dataclasses.replace(device, effect_config={**device.effect_config, "beat_sensitivity": self.sensitivity})
 
     # -- calibration ----------------------------------------------------------------
     def tap(self, t: float | None = None) -> float | None:
@@ -165,7 +238,8 @@ class LedService(Service):
 
     def _connect(self) -> bool:
         try:
-            self.reader = Reader(self.bus, [*self.streams, self.control_stream], block_ms=self.settings.block_ms)
+            self.reader = Reader(self.bus, [*self.streams, self.control_stream, keys.LED_COMMANDS],
+                                 block_ms=self.settings.block_ms)
             return True
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "LED reader start")
@@ -199,6 +273,9 @@ class LedService(Service):
             if stream == self.control_stream:
                 self._control(stream, entry_id, fields)
                 continue
+            if stream == keys.LED_COMMANDS:
+                self._command(stream, entry_id, fields)
+                continue
             ev = self.bus.decode(stream, entry_id, fields, Event)
             if ev is None:
                 continue
@@ -219,10 +296,92 @@ class LedService(Service):
         if ev.effects_enabled is not None:
             self.state.effects_enabled = ev.effects_enabled
         if ev.sensitivity is not None:
+            self.sensitivity = ev.sensitivity
             for r in self.runners:
                 r.effect.config["beat_sensitivity"] = ev.sensitivity
         log.info("LED control applied", extra={"offset_ms": round(self.timing.offset_s * 1000, 1),
                                                "effects_enabled": self.state.effects_enabled})
+
+    # -- setup commands ------------------------------------------------------------
+    def describe(self) -> dict:
+        """The setup as ``GET /api/led/devices`` shows it: every device (with whether it runs and its
+        output is up) and the presets."""
+        running = {r.device.name: r for r in self.runners}
+        devices = []
+        for record in self.led_setup.devices:
+            r = running.get(record.name)
+            devices.append({**msgspec.to_builtins(record), "running": r is not None,
+                            "output_up": r.health.up if r is not None else None})
+        return {"consumer": self.consumer, "source": self.source, "instance": self.instance,
+                "saved_to": str(self.store.path) if self.store else None, "devices": devices,
+                "presets": msgspec.to_builtins(self.led_setup.presets), "updated_at": time.time()}
+
+    def _command(self, stream: str, entry_id: str, fields: dict) -> None:
+        cmd = self.bus.decode(stream, entry_id, fields, LedCommand)     # malformed: counted and dead-lettered
+        if cmd is None or cmd.consumer != self.consumer:
+            return
+        try:
+            self.apply(cmd)
+            answer = {"ok": True, "status": 200, "setup": self.describe()}
+            SETUP_COMMANDS.labels("applied").inc()
+            log.info("LED setup changed", extra={"action": cmd.action, "device": cmd.device, "preset": cmd.preset})
+        except SetupError as exc:
+            answer = {"ok": False, "status": exc.status, "error": str(exc)}
+            SETUP_COMMANDS.labels("refused").inc()
+            log.info("LED setup command refused", extra={"action": cmd.action, "error": str(exc)})
+        except OSError as exc:
+            answer = {"ok": False, "status": 503,
+                      "error": f"LED consumer {self.consumer} cannot save its setup to {self.store.path}: "
+                               f"{exc.strerror or exc}"}
+            SETUP_COMMANDS.labels("failed").inc()
+            log.warning("LED setup not saved: the change was not applied", extra={"error": str(exc)})
+        try:
+            pipe = self.bus.pipeline()
+            pipe.hset(keys.LED_SETUP, self.consumer, orjson.dumps(self.describe()))
+            pipe.lpush(keys.led_reply(cmd.id), orjson.dumps(answer))
+            pipe.expire(keys.led_reply(cmd.id), keys.LED_REPLY_TTL_S)
+            pipe.execute()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "answer an LED setup command")
+
+    def apply(self, cmd: LedCommand) -> LedSetup:
+        """Validate ``cmd``, save the new setup, then apply it between frames; returns it.
+
+        Raises
+        ------
+        SetupError
+            The command is not valid (nothing changed).
+        OSError
+            The setup could not be saved (nothing changed).
+        """
+        setup = apply_command(self.led_setup, cmd, self.plan.config)
+        try:
+            devices = resolve_setup(setup, self.plan.config)
+        except ConfigError as exc:
+            raise SetupError(422, str(exc)) from None
+        if self.store is not None:
+            self.store.save(setup)
+        self.led_setup = setup
+        self._run_devices(devices)
+        return setup
+
+    def _run_devices(self, devices: list[Device]) -> None:
+        """Make the running devices ``devices``: start new ones, reconfigure changed ones, stop the rest."""
+        old = {r.device.name: r for r in self.runners}
+        runners = []
+        for device in devices:
+            r = old.pop(device.name, None)
+            if r is not None and (r.device.spec, r.device.pixels) == (device.spec, device.pixels):
+                r.reconfigure(self._tuned(device))
+                runners.append(r)
+                continue
+            if r is not None:               # another output or pixel count: a new output and thread
+                r.stop(STOP_OLD_S)
+            runners.append(self._runner(device).start())
+        for r in old.values():              # removed or disabled: the thread blanks the strip and ends
+            r.stop(STOP_OLD_S)
+        self.runners = runners
+        self.preview.set_runners(runners)
 
     def drain(self) -> None:
         for r in self.runners:

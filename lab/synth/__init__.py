@@ -2,17 +2,18 @@
 
 A :class:`SongPlan` fixes the form (intro/verse/chorus/... with per-label progressions,
 instrumentation and loudness), meter (3/4, 4/4, 6/8), tempo curve (steps and ramps), swing and
-build-ups; :func:`render_song` writes the audio with its beats, sections, transitions and tempo
-curve. Used for training data ([beats]) and for measuring the intensity and structure
-processors ([sections]). ``beatbus synth songs OUT_DIR --count N --seed S`` renders a batch.
+build-ups; :func:`render_song` writes the audio with its beats, sections, chords (one per bar,
+:func:`chord_truth`), key, transitions and tempo curve. Used for training data ([beats]) and for
+measuring the intensity, structure and harmony processors ([sections], [adaptive]).
+``beatbus synth songs OUT_DIR --count N --seed S`` renders a batch.
 """
 from .plan import ENERGY, FORMS, LABELS, METERS, BeatGrid, Section, SongPlan, beat_grid, random_plan, section_times, transitions
 from .render import DEFAULT_SOUNDFONT, SongFiles, render_offset, render_song
-from .score import build_score
+from .score import build_score, chord_truth, key_truth
 
 __all__ = ["Section", "SongPlan", "BeatGrid", "SongFiles", "LABELS", "METERS", "ENERGY", "FORMS",
-           "random_plan", "beat_grid", "section_times", "transitions", "build_score", "render_song",
-           "render_offset", "render_songs", "DEFAULT_SOUNDFONT"]
+           "random_plan", "beat_grid", "section_times", "transitions", "build_score", "chord_truth", "key_truth",
+           "render_song", "render_offset", "render_songs", "DEFAULT_SOUNDFONT"]
 
 
 def render_songs(out_dir, *, count: int, seed: int, meters=(3, 4, 6), tempo_range=(60.0, 200.0),

@@ -11,7 +11,9 @@ Files written by :func:`render_song` (``<name>`` = ``plan.name``):
 - ``<name>.flac`` (or ``.wav``): mono 16-bit audio at ``sr``, peak-normalised to -1 dBFS;
 - ``<name>.beats``: ``time<TAB>beat_in_bar`` per line (as ``../shared/data/beats``);
 - ``<name>.sections``: ``start<TAB>end<TAB>label`` per line (as ``../shared/data/sections``);
-- ``<name>.json``: the plan, seed, sections with energy, transitions, tempo curve, render info;
+- ``<name>.chords``: ``start<TAB>end<TAB>chord`` per line, Harte labels (``A:min``), one row per
+  chord change (the ``.lab`` layout of chord annotations, readable by ``mir_eval.io.load_labeled_intervals``);
+- ``<name>.json``: the plan, seed, key, sections with energy, transitions, tempo curve, render info;
 - ``<name>.mid``: the MIDI file that was rendered.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from beatbus.audio import read_audio
 from beatbus.errors import AudioSourceError, DependencyError
 
 from .plan import SongPlan, beat_grid, energy_of, section_times, transitions
-from .score import build_score
+from .score import PITCH_NAMES, build_score, chord_truth, key_truth
 
 __all__ = ["render_song", "render_midi", "render_offset", "SongFiles", "DEFAULT_SOUNDFONT"]
 
@@ -50,6 +52,7 @@ class SongFiles:
     sections: Path
     meta: Path
     midi: Path
+    chords: Path | None = None
 
 
 def _fluidsynth() -> str:
@@ -168,7 +171,7 @@ def render_song(plan: SongPlan, *, seed: int, out_dir: str | os.PathLike, sr: in
     grid = beat_grid(plan)
     files = SongFiles(name=plan.name, audio=out / f"{plan.name}.{audio_format}", beats=out / f"{plan.name}.beats",
                       sections=out / f"{plan.name}.sections", meta=out / f"{plan.name}.json",
-                      midi=out / f"{plan.name}.mid")
+                      midi=out / f"{plan.name}.mid", chords=out / f"{plan.name}.chords")
     score = build_score(plan, seed=int(seed), grid=grid)
     score.write("midi", fp=str(files.midi))
     offset, jitter = render_offset(sr, soundfont)
@@ -187,11 +190,14 @@ def render_song(plan: SongPlan, *, seed: int, out_dir: str | os.PathLike, sr: in
     files.beats.write_text("".join(f"{t:.4f}\t{b}\n" for t, b in zip(grid.times, grid.beat_in_bar)))
     spans = section_times(plan, grid)
     files.sections.write_text("".join(f"{a:.3f}\t{b:.3f}\t{lab}\n" for a, b, lab in spans))
+    files.chords.write_text("".join(f"{a:.4f}\t{b:.4f}\t{lab}\n" for a, b, lab in chord_truth(plan, seed=int(seed),
+                                                                                              grid=grid)))
+    tonic, mode = key_truth(plan)
     groups = {lab: i for i, lab in enumerate(dict.fromkeys(s.label for s in plan.sections))}
     meta = {
         "name": plan.name, "seed": int(seed), "sr": sr, "duration": round(len(y) / sr, 4),
         "music_end": round(grid.end, 4), "meter": plan.meter, "beats_per_bar": plan.beats_per_bar,
-        "plan": plan.to_dict(),
+        "plan": plan.to_dict(), "key": {"tonic": tonic, "mode": mode, "name": f"{PITCH_NAMES[tonic]} {mode}"},
         "sections": [{"start": round(a, 4), "end": round(b, 4), "label": lab, "style": s.style,
                       "energy": energy_of(s), "group": groups[lab]}
                      for (a, b, lab), s in zip(spans, plan.sections)],

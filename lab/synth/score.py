@@ -16,7 +16,7 @@ import numpy as np
 
 from .plan import LABELS, BeatGrid, SongPlan, beat_grid
 
-__all__ = ["build_score", "PROGRESSIONS", "KIT", "VELOCITY"]
+__all__ = ["build_score", "chord_truth", "key_truth", "progressions", "PROGRESSIONS", "KIT", "VELOCITY", "PITCH_NAMES"]
 
 SCALES = {False: (0, 2, 4, 5, 7, 9, 11), True: (0, 2, 3, 5, 7, 8, 10)}
 # chord progressions as scale degrees, one chord per bar; each label draws its own
@@ -29,6 +29,8 @@ VELOCITY = {("intro", "normal"): 56, ("verse", "normal"): 94, ("chorus", "normal
             ("bridge", "half-time"): 66, ("bridge", "breakdown"): 58, ("outro", "normal"): 52}
 # melody density (probability of a note on each eighth) and register (scale steps above the key)
 MELODY = {"verse": (0.45, 7), "chorus": (0.7, 11), "bridge": (0.25, 7)}
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_QUALITY = {(4, 7): "maj", (3, 7): "min", (3, 6): "dim", (4, 8): "aug"}
 
 
 def _degree_pitch(key: int, scale: tuple, step: int) -> int:
@@ -39,6 +41,51 @@ def _degree_pitch(key: int, scale: tuple, step: int) -> int:
 def _triad(key: int, scale: tuple, degree: int) -> list[int]:
     root = degree - 1
     return [_degree_pitch(key, scale, root + k) for k in (0, 2, 4)]
+
+
+def progressions(rng: np.random.Generator) -> dict[str, tuple[int, ...]]:
+    """The chord progression (scale degrees, one chord per bar) of each label; the first draw of a song's rng."""
+    order = rng.permutation(len(PROGRESSIONS))
+    return {lab: PROGRESSIONS[order[i]] for i, lab in enumerate(LABELS)}
+
+
+def _chord_label(triad: list[int]) -> str:
+    """Harte-style label of a root-position triad, e.g. ``"A:min"`` (as ``mir_eval.chord`` reads it)."""
+    root = triad[0]
+    return f"{PITCH_NAMES[root % 12]}:{_QUALITY[(triad[1] - root, triad[2] - root)]}"
+
+
+def key_truth(plan: SongPlan) -> tuple[int, str]:
+    """``(tonic pitch class 0-11, "major" | "minor")`` of ``plan`` (one key per song)."""
+    return plan.key % 12, "minor" if plan.minor else "major"
+
+
+def chord_truth(plan: SongPlan, *, seed: int, grid: BeatGrid | None = None) -> list[tuple[float, float, str]]:
+    """The chords :func:`build_score` plays for ``plan`` and ``seed``: ``(start, end, label)`` in seconds.
+
+    One chord per bar (every layer of a bar plays its triad, build-ups included); bars that repeat
+    the chord are merged, so each row boundary is a chord change. Labels are Harte-style
+    (``C:maj``, ``A:min``, ``B:dim``: natural minor's ii is diminished); the audio after the last
+    bar (the release) is not listed.
+    """
+    grid = grid or beat_grid(plan)
+    prog = progressions(np.random.default_rng(seed))
+    scale = SCALES[plan.minor]
+    bpb = plan.beats_per_bar
+    rows: list[list] = []
+    for i, s in enumerate(plan.sections):
+        first = int(np.flatnonzero(grid.section == i)[0])
+        for j in range(s.bars):
+            p = prog[s.label]
+            b0 = first + j * bpb
+            start = float(grid.times[b0])
+            end = float(grid.times[b0 + bpb]) if b0 + bpb < len(grid.times) else float(grid.end)
+            label = _chord_label(_triad(plan.key, scale, p[j % len(p)]))
+            if rows and rows[-1][2] == label:
+                rows[-1][1] = end
+            else:
+                rows.append([start, end, label])
+    return [(a, b, lab) for a, b, lab in rows]
 
 
 class _Parts:
@@ -100,8 +147,7 @@ class _Song:
         self.ternary = plan.meter == "6/8"
         self.sub = 3 if self.ternary else 2                 # eighths per beat
         self.scale = SCALES[plan.minor]
-        order = rng.permutation(len(PROGRESSIONS))
-        self.progression = {lab: PROGRESSIONS[order[i]] for i, lab in enumerate(LABELS)}
+        self.progression = progressions(rng)
         self.melody = {lab: self._motif(*MELODY[lab]) for lab in MELODY}
         self.out = _Parts(plan)
 

@@ -22,7 +22,7 @@ BEATBUS = str(Path(sys.prefix) / "bin" / "beatbus")
 needs_systemd_analyze = pytest.mark.skipif(not shutil.which("systemd-analyze"),
                                            reason="systemd-analyze missing (install.sh installs the systemd package)")
 INSTALL = ["--producer", "stage=mic --mic-device 2", "--producer", "bar=file /srv/music/set.flac --loop",
-           "--processors", "2", "--intensity", "1", "--structure", "1", "--workers", "1",
+           "--processors", "2", "--intensity", "1", "--structure", "1", "--harmony", "1", "--workers", "1",
            "--led", "strip=--output ddp://10.0.0.20 --source stage", "--trigger", "--generate", "--api"]
 
 
@@ -100,6 +100,7 @@ def test_env_files_are_private_and_targets_list_every_instance(staged):
     by_unit = {t["labels"]["unit"]: t["targets"][0] for t in targets}
     assert by_unit == {"beatbus-processor@1": "127.0.0.1:9601", "beatbus-processor@2": "127.0.0.1:9602",
                        "beatbus-intensity@1": "127.0.0.1:9621", "beatbus-structure@1": "127.0.0.1:9641",
+                       "beatbus-harmony@1": "127.0.0.1:9801",
                        "beatbus-worker@1": "127.0.0.1:9661", "beatbus-producer@stage": "127.0.0.1:9701",
                        "beatbus-producer@bar": "127.0.0.1:9702", "beatbus-led@strip": "127.0.0.1:9681",
                        "beatbus-trigger": "127.0.0.1:9466", "beatbus-generate": "127.0.0.1:9467",
@@ -154,12 +155,12 @@ def test_systemd_analyze_verify_and_security_pass_on_every_unit(staged_reachable
         print("\n" + format_report(results))
     assert all(r.ok for r in results), [(r.unit, r.problems) for r in results if not r.ok]
     services = [r for r in results if r.unit.endswith(".service")]
-    assert len(services) == 12                        # every configured instance, and the unconfigured ones
+    assert len(services) == 13                        # every configured instance, and the unconfigured ones
     assert all(r.exposure is not None and r.exposure <= 2.5 for r in services), \
         {r.unit: r.exposure for r in services}
     commands = {r.unit: r.command for r in services}
     assert commands["beatbus-producer@bar.service"] == "beatbus produce file /srv/music/set.flac --loop"
-    assert commands["beatbus-led@strip.service"] == "beatbus consume led --output ddp://10.0.0.20 --source stage"
+    assert commands["beatbus-led@strip.service"] == "beatbus consume led --name strip --output ddp://10.0.0.20 --source stage"
     # the CLI says the same and exits 0
     r = beatbus_cmd("deploy", "verify", "--prefix", str(staged), "--threshold", "2.5", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

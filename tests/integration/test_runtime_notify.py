@@ -21,6 +21,7 @@ def _daemons(broker_url: str) -> dict[str, list[str]]:
         "processor": ["process", "--backend", "dsp"],
         "intensity": ["intensity", "run"],
         "structure": ["structure", "run"],
+        "harmony": ["harmony", "run"],
         "led": ["consume", "led", "--output", f"ddp://127.0.0.1:{free_port()}", "--pixels", "8"],
         "trigger": ["consume", "trigger", "--error-generator-url", f"http://127.0.0.1:{free_port()}/trigger"],
     }

@@ -24,6 +24,9 @@ PLANS = {
         Section("verse", 4), Section("chorus", 4), Section("verse", 4), Section("chorus", 4),
         Section("bridge", 4, style="half-time", tempo=110.0), Section("chorus", 4),
         Section("outro", 4, tempo_end=95.0))),
+    # D major, 4/4 at 132 BPM, one chord per bar, ~30 s (the harmony tests: key, chords, changes)
+    "harmony": SongPlan(name="harmony", tempo=132.0, meter="4/4", key=62, sections=(
+        Section("intro", 2), Section("verse", 4), Section("chorus", 4), Section("verse", 4), Section("outro", 2))),
 }
 
 

@@ -9,11 +9,14 @@ from beatbus.errors import SchemaError
 from beatbus.schemas import (
     AudioFrame,
     BeatEvent,
+    ChordEvent,
     ControlEvent,
     Event,
     GenerationRequest,
     GenerationResult,
     IntensityEvent,
+    KeyEvent,
+    LedCommand,
     SectionEvent,
     StreamEnd,
     TransitionEvent,
@@ -47,6 +50,13 @@ SAMPLES = [
     ControlEvent(source="mic", led_offset_ms=-20.0, effects_enabled=True, issued_at=NOW),
     TransitionEvent(source="mic", kind="drop", timestamp=30.0, system_time=NOW, detected_time=30.2,
                     emitted_at=NOW + 0.2, confidence=0.8, loudness_from=-20.0, loudness_to=-9.0),
+    LedCommand(id="req-1", consumer="led", action="update_device", device="ddp:10.0.0.5",
+               fields={"brightness": 0.5, "effect_config": {"decay": 0.3}}, issued_at=NOW),
+    KeyEvent(source="mic", timestamp=4.0, system_time=NOW, detected_time=6.1, emitted_at=NOW + 2.2, tonic=9,
+             mode="minor", confidence=0.9),
+    ChordEvent(source="mic", timestamp=8.0, system_time=NOW, detected_time=8.4, emitted_at=NOW + 0.45, root=5,
+               quality="maj", confidence=0.8, beat=16, bar=4, beat_in_bar=1, next_change_time=10.0,
+               next_change_system_time=NOW + 2.0, next_change_beats=4),
 ]
 
 
