@@ -26,7 +26,7 @@ from .models import JsonInt, _no_default, _Request
 
 __all__ = ["LED_DEVICE_PATTERN", "NAME_PATTERN", "LedSetups", "LedDeviceFields", "LedDeviceRequest", "LedDevices",
            "LedConsumer", "LedCatalogue", "PresetRequest", "PresetList", "DeviceName", "PresetName",
-           "REPLY_TIMEOUT_S", "catalogue"]
+           "REPLY_TIMEOUT_S", "catalogue", "WledDevice", "WledDiscovery"]
 
 REPLY_TIMEOUT_S = 3.0
 COMMANDS_MAXLEN = 1000
@@ -172,6 +172,24 @@ class LedCatalogue(BaseModel):
     effects: list[LedEffect]
     palettes: list[LedPalette]
     outputs: list[str] = Field(..., description="output URL schemes")
+
+
+class WledDevice(BaseModel):
+    """A WLED controller that answered mDNS (``_wled._tcp``)."""
+
+    name: str = Field(..., description="its mDNS instance name (WLED announces its host name)")
+    device: str = Field(..., description="the name as an LED device name, for POST /api/led/devices")
+    host: str = Field(..., description="its mDNS host, e.g. wled-kitchen.local")
+    addresses: list[str] = Field(..., description="IPv4 first, then IPv6")
+    port: int = Field(..., description="the port it announced (its web page and JSON API)")
+    output: str = Field(..., description="the output URL to add it with: ddp://ADDRESS (DDP, UDP 4048)")
+    mac: str | None = Field(None, description="the mac of its TXT record, when it has one")
+    properties: dict[str, str] = Field({}, description="its whole TXT record")
+
+
+class WledDiscovery(BaseModel):
+    devices: list[WledDevice] = Field(..., description="the controllers that answered, by name")
+    timeout_s: float = Field(..., description="how long the browse listened")
 
 
 def catalogue() -> LedCatalogue:

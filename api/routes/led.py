@@ -4,7 +4,8 @@
 ``POST /api/led/devices``, ``PATCH``/``DELETE /api/led/devices/{name}``, ``POST /api/led/presets`` and
 ``POST /api/led/presets/{name}/apply`` send the consumer a command and answer with its new setup
 (:mod:`api.led_setup`); ``GET /api/led/effects`` is the effect catalogue. ``?consumer=NAME`` picks
-the consumer where several run.
+the consumer where several run. ``GET /api/led/discover`` finds WLED controllers over mDNS
+(:mod:`consumers.led.discover`, the optional extra ``wled``).
 
 Devices of any LED consumer on this broker are previewed on ``WS /ws/led/{device}``, relayed from
 it (:mod:`api.led_preview`); the ``web://`` outputs of an LED consumer running in this process are
@@ -17,11 +18,12 @@ import sys
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, HTTPException, Query, WebSocket
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from beatbus.bus import BROKER_ERRORS
+from beatbus.errors import ConfigError, DependencyError
 
 from ..contract import errors
 from ..deps import require, ws_subprotocol
@@ -37,8 +39,10 @@ from ..led_setup import (
     LedSetups,
     PresetList,
     PresetRequest,
+    WledDiscovery,
     catalogue,
 )
+from ..models import ErrorBody
 from ..state import ERRORS, Api, broker
 from ..websocket import deny, pump
 
@@ -80,6 +84,27 @@ def led_devices(api: Api) -> LedDevices:
 def led_effects() -> LedCatalogue:
     """Every effect with its parameters (type, default, range or choices) and every palette."""
     return catalogue()
+
+
+DISCOVER_ERRORS = {503: {"model": ErrorBody, "description": "WLED discovery cannot run here: the optional extra "
+                                                             "wled is not installed, or no mDNS socket could open"}}
+
+
+@router.get("/api/led/discover", response_model=WledDiscovery, tags=["led"], dependencies=[require("read")],
+            responses=DISCOVER_ERRORS)
+def discover_wled(timeout: Annotated[float, Query(ge=0.2, le=5.0, description="how long to listen, in seconds")] = 2.0,
+                  ) -> WledDiscovery:
+    """The WLED controllers on this server's network: each announces ``_wled._tcp`` over mDNS and
+    answers within ``timeout`` s. Each comes with its ``output`` URL (``ddp://ADDRESS``) and a
+    device name for ``POST /api/led/devices``; the pixel count is yours to give."""
+    # imported here: the LED stage loads only when a page asks
+    from beatbus.consumers.led.discover import DiscoveryError, discover
+
+    try:
+        found = discover(timeout)         # a def route: FastAPI runs it in its thread pool
+    except (DependencyError, DiscoveryError, ConfigError) as exc:     # ConfigError: BEATBUS_MDNS_INTERFACES
+        raise HTTPException(503, str(exc)) from None
+    return WledDiscovery(devices=[d.to_dict() for d in found], timeout_s=timeout)
 
 
 @router.post("/api/led/devices", response_model=LedConsumer, tags=["led"], dependencies=[require("control")],

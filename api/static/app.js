@@ -341,6 +341,34 @@ $("device-form").addEventListener("submit", (e) => {
     .then(() => { if (!$("lights-result").classList.contains("error")) editDevice(null); });
 });
 $("dev-cancel").addEventListener("click", () => editDevice(null));
+
+// WLED discovery: the API's machine listens for mDNS answers (~2 s); "add" fills the device form with
+// the controller's ddp:// URL and name, and nothing is sent until the form is (the pixel count is the user's).
+$("wled-find").addEventListener("click", async () => {
+  const find = $("wled-find"), body = $("wled-found").tBodies[0];
+  find.disabled = true;
+  say($("wled-status"), "listening for WLED controllers…");
+  try {
+    const found = await api("/api/led/discover");
+    body.innerHTML = "";
+    for (const w of found.devices) {
+      const add = el("button", { type: "button", className: "wled-add", textContent: "add" });
+      add.addEventListener("click", () => {
+        editDevice(null);
+        $("dev-name").value = w.device;
+        $("dev-output").value = w.output;
+        $("dev-pixels").focus();
+        say($("lights-result"), `${w.name}: give its pixel count, then add device`);
+      });
+      const row = el("tr", {}, el("td", { textContent: w.name }), el("td", { textContent: w.output }),
+        el("td", { textContent: w.host }), el("td", { textContent: w.mac ? `mac ${w.mac}` : "" }), el("td", {}, add));
+      row.dataset.wled = w.name;
+      body.append(row);
+    }
+    say($("wled-status"), found.devices.length ? `${found.devices.length} found`
+      : `no WLED device answered within ${found.timeout_s} s`);
+  } catch (err) { say($("wled-status"), err.message, true); } finally { find.disabled = false; }
+});
 $("lights-consumer").addEventListener("change", (e) => { lights.consumer = e.target.value; lights.sig = ""; showSetup(lightsSetup()); });
 
 // the effect picker: one input per parameter of the catalogue, the device's values filled in

@@ -1,4 +1,4 @@
-"""``beatbus consume led``."""
+"""``beatbus consume led``, and ``beatbus devices --leds`` (WLED controllers found over mDNS)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import threading
 from beatbus.deprecation import add_deprecated_option
 from beatbus.errors import ConfigError
 
-__all__ = ["register", "cmd_consume_led", "parse_params", "serve_preview_dashboard"]
+__all__ = ["register", "cmd_consume_led", "cmd_find_leds", "parse_params", "serve_preview_dashboard"]
 
 DASHBOARD_PORT = 8000           # `beatbus api`'s default; another free port when it is taken
 
@@ -76,6 +76,51 @@ def serve_preview_dashboard(bus, settings, devices):
     print(f"beatbus: LED preview of {', '.join(names)} in the dashboard: {server.url}/?led={quote(names[0])}",
           file=sys.stderr, flush=True)
     return server
+
+
+def cmd_find_leds(args: argparse.Namespace) -> int:
+    """``beatbus devices --leds``: the WLED controllers that answer mDNS within ``--timeout`` s."""
+    from .discover import discover
+
+    found = discover(args.timeout)
+    if not found:
+        print(f"no WLED device answered within {args.timeout:g} s (same network? mDNS (UDP 5353) let through? "
+              "a longer --timeout?)")
+        return 0
+    rows = [(d.name, d.output, d.host,
+             ", ".join(filter(None, [" ".join(d.addresses[1:]), f"port {d.port}", f"mac {d.mac}" if d.mac else ""])))
+            for d in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip())
+    print("add one: beatbus consume led --output 'URL?pixels=N', or 'find WLED' in the dashboard's Lights panel")
+    return 0
+
+
+def _add_leds_option(commands: dict) -> None:
+    """``beatbus devices`` (the producers' audio inputs) gains ``--leds``: this stage's devices."""
+    from .discover import DEFAULT_TIMEOUT_S
+
+    d = commands["top"].choices.get("devices")
+    if d is None:
+        return
+    d.add_argument("--leds", action="store_true",
+                   help="list the WLED controllers on the network (mDNS _wled._tcp) instead, with their ddp:// URLs "
+                        "(needs the optional extra: pip install 'beatbus[wled]')")
+    d.add_argument("--timeout", type=float, metavar="S",
+                   help=f"with --leds: how long to listen for answers (default {DEFAULT_TIMEOUT_S:g} s)")
+    audio = d.get_default("func")
+
+    def cmd_devices(args: argparse.Namespace) -> int:
+        if not args.leds:
+            if args.timeout is not None:
+                raise ConfigError("--timeout applies to --leds (WLED discovery)")
+            return audio(args)
+        if args.timeout is None:
+            args.timeout = DEFAULT_TIMEOUT_S
+        return cmd_find_leds(args)
+
+    d.set_defaults(func=cmd_devices)
 
 
 def cmd_consume_led(args: argparse.Namespace) -> int:
@@ -149,3 +194,4 @@ def register(commands: dict) -> None:
     p.add_argument("--list-effects", action="store_true", help="list effects and their parameters")
     add_common_options(p)
     p.set_defaults(func=cmd_consume_led)
+    _add_leds_option(commands)
