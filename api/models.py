@@ -273,6 +273,21 @@ class SourceState(BaseModel):
     age: float | None = Field(None, description="s since the last beat was emitted")
 
 
+class SectionSpan(BaseModel):
+    label: str
+    start: float = Field(..., description="s on the source's clock")
+    end: float | None = Field(None, description="s on the source's clock; null while the section is playing")
+    system_time: float = Field(..., description="wall time (unix s) of the start")
+    confidence: float
+    status: str = Field(..., description="confirmed, or revised (relabelled since)")
+
+
+class SectionHistory(BaseModel):
+    """The confirmed sections of the source's current run (what the dashboard's timeline draws)."""
+    source: str
+    sections: list[SectionSpan]
+
+
 class SourceList(BaseModel):
     sources: list[SourceState]
 

@@ -4,10 +4,13 @@ The metadata heuristic (a JSON body: no audio to analyse):
 
 1. tempo: the given one, else a typical tempo for the genre (:data:`GENRE_TEMPO`), else 120;
 2. bars = duration x tempo / 60 / meter;
-3. the common pop form :data:`FORM` (intro 8, verse 16, chorus 16, verse 16, chorus 16,
-   bridge 8, chorus 16, outro 8 bars = 104 bars) is scaled to that many bars, each section
-   keeping at least one bar and the last chorus absorbing rounding; songs under 8 bars are
-   one verse. Section times follow from the bars, the last one ending at ``duration``.
+3. sections are whole 4-bar phrases (intro, bridge and outro at least one, verse and chorus at
+   least two): the longest of :data:`FORMS` that fits is used, from the common pop form
+   :data:`FORM` (intro 8, verse 16, chorus 16, verse 16, chorus 16, bridge 8, chorus 16, outro 8
+   bars, 52 bars at the least) down to verse + chorus (16 bars); the phrases beyond the minimum
+   go where a section is furthest below its share of the form, and the bars past the last whole
+   phrase to the last section. Songs under 16 bars are one verse. Section times follow from
+   the bars, the last one ending at ``duration``.
 
 Audio: the file is decoded once; beats of the whole file from the offline decoder
 (:func:`processors.beat.track_offline`: from the first beat played, where the causal tracker needs
@@ -26,16 +29,48 @@ import numpy as np
 
 from .models import PlannedSection, SongMetadata, SongPlan
 
-__all__ = ["plan_from_metadata", "plan_from_audio", "sections_for", "FORM", "GENRE_TEMPO", "DEFAULT_TEMPO"]
+__all__ = ["plan_from_metadata", "plan_from_audio", "sections_for", "FORM", "FORMS", "PHRASE_BARS", "GENRE_TEMPO",
+           "DEFAULT_TEMPO"]
 
 FORM: tuple[tuple[str, int], ...] = (("intro", 8), ("verse", 16), ("chorus", 16), ("verse", 16),
                                      ("chorus", 16), ("bridge", 8), ("chorus", 16), ("outro", 8))
+# shorter songs drop the sections a short pop song drops first: the bridge, then a verse and chorus
+FORMS: tuple[tuple[tuple[str, int], ...], ...] = (
+    FORM,
+    (("intro", 8), ("verse", 16), ("chorus", 16), ("verse", 16), ("chorus", 16), ("outro", 8)),
+    (("intro", 8), ("verse", 16), ("chorus", 16), ("outro", 8)),
+    (("verse", 16), ("chorus", 16)),
+)
+PHRASE_BARS = 4                     # sections are whole phrases of 4 bars (a verse or chorus at least 8)
+PHRASES_MIN = {"intro": 1, "verse": 2, "chorus": 2, "bridge": 1, "outro": 1}
 GENRE_TEMPO: dict[str, float] = {
     "ballad": 72, "reggae": 80, "hiphop": 90, "blues": 95, "classical": 100, "country": 110, "pop": 118,
     "rock": 120, "disco": 120, "house": 124, "electronic": 128, "jazz": 130, "techno": 132, "metal": 140,
     "punk": 160, "dnb": 174,
 }
 DEFAULT_TEMPO = 120.0
+
+
+def _form_for(phrases: int) -> tuple[tuple[str, int], ...] | None:
+    """The longest form of :data:`FORMS` whose minimal lengths fit ``phrases`` (None: none fits)."""
+    for form in FORMS:
+        if sum(PHRASES_MIN[label] for label, _ in form) <= phrases:
+            return form
+    return None
+
+
+def _phrases_of(form: tuple[tuple[str, int], ...], phrases: int) -> list[int]:
+    """Split ``phrases`` over ``form``: each section its minimum, the rest where it is furthest below its share.
+
+    Shares follow the form's bar lengths, so verses and choruses grow first and stay
+    twice the intro, bridge and outro.
+    """
+    weight = sum(bars for _, bars in form)
+    got = [PHRASES_MIN[label] for label, _ in form]
+    for _ in range(phrases - sum(got)):
+        i = max(range(len(form)), key=lambda k: (form[k][1] * phrases / weight - got[k], -k))
+        got[i] += 1
+    return got
 
 
 def sections_for(*, duration: float, tempo: float, meter: int, pattern_for=None) -> list[PlannedSection]:
@@ -53,17 +88,14 @@ def sections_for(*, duration: float, tempo: float, meter: int, pattern_for=None)
         ``label -> pattern name`` to annotate each section.
     """
     bar_s = meter * 60.0 / tempo
-    total = int(duration // bar_s)
-    if total < 8:
-        plan = [("verse", max(total, 1))]
+    total = max(int(duration // bar_s), 1)
+    phrases = total // PHRASE_BARS
+    form = _form_for(phrases)
+    if form is None:                    # under 16 bars: one verse
+        plan = [("verse", total)]
     else:
-        scale = total / sum(b for _, b in FORM)
-        plan = [(label, max(1, int(round(bars * scale)))) for label, bars in FORM]
-        while sum(b for _, b in plan) > total:      # too many after rounding up: trim the longest
-            i = max(range(len(plan)), key=lambda k: plan[k][1])
-            plan[i] = (plan[i][0], plan[i][1] - 1)
-        last_chorus = max(i for i, (label, _) in enumerate(plan) if label == "chorus")
-        plan[last_chorus] = ("chorus", plan[last_chorus][1] + total - sum(b for _, b in plan))
+        plan = [(label, n * PHRASE_BARS) for (label, _), n in zip(form, _phrases_of(form, phrases), strict=True)]
+        plan[-1] = (plan[-1][0], plan[-1][1] + total - phrases * PHRASE_BARS)   # bars left over: the ending
     out, bar = [], 0
     for i, (label, bars) in enumerate(plan):
         start = bar * bar_s

@@ -9,11 +9,13 @@ from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.schemas import BeatEvent, Event, IntensityEvent, SectionEvent
 
-from .models import SourceState
+from .models import SectionSpan, SourceState
 
-__all__ = ["live_sources", "known_source", "source_state"]
+__all__ = ["live_sources", "known_source", "source_state", "section_history"]
 
 _SCAN = 8      # newest entries looked at per stream (a StreamEnd may sit on top of the last beat)
+_NEW_RUN_S = 5.0  # a move of the wall time of a source's clock 0 that means its producer started again
+_HISTORY = 2000  # section entries read back for the timeline (the stream keeps ~24 a minute at most)
 
 
 def live_sources(bus: Bus, settings: Settings) -> list[str]:
@@ -68,3 +70,39 @@ def source_state(bus: Bus, source: str, *, live: bool) -> SourceState:
         state.intensity = level.intensity
         state.level_db = round(20 * math.log10(max(level.rms, 1e-6)), 1)
     return state
+
+
+def section_history(bus: Bus, source: str) -> list[SectionSpan]:
+    """The confirmed sections of the source's current run, oldest first, relabels applied.
+
+    Folds the section stream: a ``confirmed`` or ``revised`` event sets the label (and the end, once
+    known) of the section starting at its ``start``; ``tentative`` hints are left out, as on the
+    dashboard. Within a run, ``system_time - start`` (the wall time of the source's clock 0) is
+    constant; when it moves by more than :data:`_NEW_RUN_S` the producer started again, so only
+    the entries after that are the current run.
+    """
+    stream = keys.stream(source, keys.StreamKind.SECTIONS)
+    events: list[SectionEvent] = []
+    for entry_id, fields in bus.redis.xrevrange(stream, count=_HISTORY):
+        ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
+        if isinstance(ev, SectionEvent):
+            events.append(ev)
+    events.reverse()
+    spans: dict[float, SectionSpan] = {}
+    origin: float | None = None
+    for ev in events:
+        if origin is None or abs(ev.system_time - ev.start - origin) > _NEW_RUN_S:   # a new run of the source
+            spans.clear()
+            origin = ev.system_time - ev.start
+        if ev.status == "tentative":
+            continue
+        key = round(ev.start, 3)
+        old = spans.get(key)
+        spans[key] = SectionSpan(label=ev.label, start=round(ev.start, 3),
+                                 end=round(ev.end, 3) if ev.end is not None else (old.end if old else None),
+                                 system_time=ev.system_time, confidence=round(ev.confidence, 3), status=ev.status)
+    out = sorted(spans.values(), key=lambda s: s.start)
+    for a, b in zip(out, out[1:], strict=False):   # an open section ends where the next one starts
+        if a.end is None or a.end > b.start:
+            a.end = b.start
+    return out

@@ -1,4 +1,5 @@
-"""Sources: ``GET /api/sources``, ``GET /api/sources/{source}``, ``POST /api/sources/{source}/control``."""
+"""Sources: ``GET /api/sources``, ``GET /api/sources/{source}``, ``GET /api/sources/{source}/sections``,
+``POST /api/sources/{source}/control``."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -12,9 +13,9 @@ from beatbus import keys
 from ..contract import errors
 from ..control import publish_control
 from ..deps import require
-from ..models import ControlRequest, ControlResponse, SourceList, SourceState
+from ..models import ControlRequest, ControlResponse, SectionHistory, SourceList, SourceState
 from ..rhythm import RHYTHM_SOURCE
-from ..sources import known_source, live_sources, source_state
+from ..sources import known_source, live_sources, section_history, source_state
 from ..state import ERRORS, Api, ApiState, broker
 
 __all__ = ["router"]
@@ -46,6 +47,14 @@ def list_sources(api: Api) -> SourceList:
 def get_source(source: SourcePath, api: Api) -> SourceState:
     _known(api, source)
     return broker(source_state, api.bus, source, live=source in broker(live_sources, api.bus, api.settings))
+
+
+@router.get("/api/sources/{source}/sections", response_model=SectionHistory, dependencies=[require("read")],
+            responses={**ERRORS, **errors(404)})
+def get_sections(source: SourcePath, api: Api) -> SectionHistory:
+    """The song so far: confirmed sections of the source's current run, relabels applied (oldest first)."""
+    _known(api, source)
+    return SectionHistory(source=source, sections=broker(section_history, api.bus, source))
 
 
 @router.post("/api/sources/{source}/control", response_model=ControlResponse, dependencies=[require("control")],

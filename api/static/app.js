@@ -13,7 +13,7 @@ const st = {
   clockSkew: 0,               // browser ms - server ms: the least (now - emitted_at) of the last 20 s
   skews: [],                  // [[browser ms, now - emitted_at]]: delivery delay only ever adds to it
   nextBeat: null, period: 0.5, // server wall s of the next predicted beat, beat period s
-  sections: [],               // [{label, at (browser ms)}]
+  sections: [],               // the song so far: [{start (source s), label, at (browser ms)}], oldest first
   taps: [], tapErrors: [], tapOffset: null,
   plan: null,
   led: { mode: "simulated", pixels: 60, frame: null, flash: 0, down: false, ws: null },
@@ -78,6 +78,19 @@ function connect() {
   ws.onmessage = (e) => { try { handle(JSON.parse(e.data)); } catch (err) { console.warn(err); } };
   ws.onclose = () => { setStatus("connecting", "reconnecting…"); st.retry = setTimeout(connect, 1000); };
   refreshState();
+  loadSections();
+}
+
+// the song so far from the server, so a page opened mid-song draws every section already played
+async function loadSections() {
+  const source = st.source;
+  try {
+    const h = await api(`/api/sources/${encodeURIComponent(source)}/sections`);
+    if (source !== st.source) return;
+    st.sections = h.sections.map((s) => ({ start: s.start, label: s.label, at: s.system_time * 1000 + st.clockSkew }));
+    if (st.sections.length) showSection(st.sections[st.sections.length - 1].label);
+    drawTimeline();
+  } catch (_) { st.sections = []; drawTimeline(); }
 }
 
 async function refreshState() {
@@ -85,7 +98,7 @@ async function refreshState() {
     const s = await api(`/api/sources/${encodeURIComponent(st.source)}`);
     if (s.bpm) $("bpm").textContent = s.bpm.toFixed(1);
     if (s.position) $("position").textContent = s.position;
-    if (s.section) showSection(s.section);
+    if (s.section && !st.sections.length) showSection(s.section);
     if (s.intensity != null) showIntensity(s.intensity);
     if (s.level_db != null) showLevel(s.level_db);
   } catch (_) { /* unknown yet: the socket fills in */ }
@@ -95,10 +108,10 @@ function handle(ev) {
   switch (ev.type) {
     case "beat": return onBeat(ev);
     case "intensity": showIntensity(ev.intensity); return showLevel(20 * Math.log10(Math.max(ev.rms, 1e-6)));
-    // the section playing now: not a relabel of a past one (it has an end) nor a mere hint
-    case "section": return ev.end == null && ev.status !== "tentative" && showSection(ev.label);
+    // confirmed sections and relabels of past ones; a tentative one is a mere hint
+    case "section": return ev.status !== "tentative" && noteSection(ev);
     case "control": return onControl(ev);
-    case "stream_end": return setStatus("ended", `${st.source} · ended (${ev.reason})`);
+    case "stream_end": st.sectionsEnded = true; return setStatus("ended", `${st.source} · ended (${ev.reason})`);
   }
 }
 
@@ -157,21 +170,34 @@ function showLevel(db) {
 }
 function showSection(label) {
   const el = $("section");
-  if (el.dataset.label !== label || el.textContent === "–") {
-    el.textContent = label; el.dataset.label = label;
-    st.sections.push({ label, at: Date.now() });
+  el.textContent = label; el.dataset.label = label;
+}
+function noteSection(ev) {
+  if (st.sectionsEnded) { st.sections = []; st.sectionsEnded = false; }   // the first section of a new run
+  // one entry per section start: a revision relabels it in place
+  const i = st.sections.findIndex((s) => Math.abs(s.start - ev.start) < 1e-3);
+  if (i >= 0) st.sections[i].label = ev.label;
+  else {
+    st.sections.push({ start: ev.start, label: ev.label, at: ev.system_time * 1000 + st.clockSkew });
+    st.sections.sort((a, b) => a.start - b.start);
   }
+  if (ev.end == null && st.sections[st.sections.length - 1].start <= ev.start) showSection(ev.label);
   drawTimeline();
 }
 function drawTimeline() {
-  const tl = $("timeline"), now = Date.now(), from = now - SECTION_WINDOW_S * 1000;
-  st.sections = st.sections.filter((s, i) => i === st.sections.length - 1 || st.sections[i + 1].at > from);
+  // the whole song so far, at least the last SECTION_WINDOW_S
+  const tl = $("timeline"), now = Date.now();
+  const first = st.sections.length ? st.sections[0].at : now;
+  const span = Math.max(SECTION_WINDOW_S * 1000, now - first), from = now - span;
+  const m = Math.floor(span / 60000), sec = Math.floor((span % 60000) / 1000);
+  $("timeline-legend").textContent = now - first > SECTION_WINDOW_S * 1000
+    ? `the song so far (${m}:${String(sec).padStart(2, "0")})` : "last 2 minutes";
   tl.innerHTML = "";
   st.sections.forEach((s, i) => {
     const start = Math.max(s.at, from), end = i + 1 < st.sections.length ? st.sections[i + 1].at : now;
     const d = document.createElement("div");
     d.className = `seg-${s.label}`; d.title = s.label;
-    d.style.width = `${(100 * (end - start)) / (SECTION_WINDOW_S * 1000)}%`;
+    d.style.width = `${(100 * (end - start)) / span}%`;
     tl.appendChild(d);
   });
 }

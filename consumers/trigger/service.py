@@ -5,8 +5,9 @@
   each entry is XACKed once all of its triggers reached a final outcome; a janitor claims
   entries a crashed consumer left pending.
 - Sections are *state*, not work: every instance reads them fan-out (plain XREAD) so each
-  knows the section of every beat; a beat plays the pattern of the last section that
-  started at or before its stream time.
+  knows the section of every beat; a beat plays the pattern of the last *confirmed* section
+  that started at or before its stream time (a tentative boundary is a hint that may be
+  withdrawn, so patterns never follow one).
 - At-least-once in, exactly-once out as far as Redis can tell: before a POST the service
   claims the trigger's idempotency key with ``SET NX`` (short TTL); after the receiver
   answered the key is kept for ``dedup_ttl``; a trigger that never reached the receiver
@@ -70,7 +71,9 @@ class _Source:
     section_labels: list[str] = field(default_factory=list)
 
     def note_section(self, ev: SectionEvent) -> None:
-        """Record a section start (a revision of the same start replaces the label)."""
+        """Record a confirmed section start (a revision of the same start replaces the label)."""
+        if ev.status == "tentative":
+            return
         i = bisect.bisect_left(self.section_starts, ev.start)
         if i < len(self.section_starts) and abs(self.section_starts[i] - ev.start) < 1e-6:
             self.section_labels[i] = ev.label

@@ -171,6 +171,16 @@ def test_tempo_section_intensity_and_led_displays_follow_the_live_daemons(stack,
                                     f"{text(browser, 'section')!r}, broker {stack.state().get('section')!r})")
     assert text(browser, "section").lower() == label                # the stylesheet capitalises it
     assert browser.find_elements(By.CSS_SELECTOR, f"#timeline .seg-{label}"), "no timeline segment"
+    # a page opened mid-song draws the song so far from the server's history, not from what it saw
+    history = stack.http.get("/api/sources/default/sections").json()["sections"]
+    open_live(browser, stack)
+
+    def timeline_is_the_history() -> bool:
+        drawn = [el.get_attribute("title") for el in browser.find_elements(By.CSS_SELECTOR, "#timeline div")]
+        return drawn[:len(history)] == [s["label"] for s in history]
+
+    eventually(timeline_is_the_history, timeout=10,
+               what=lambda: f"the timeline drawing the server's history {[s['label'] for s in history]}")
     # intensity and level: values the intensity daemon publishes, changing as the song plays
     shown: set[str] = set()
 

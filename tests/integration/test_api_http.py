@@ -272,6 +272,34 @@ def test_sources_state(client, bus):
     assert r.status_code == 422 and "path.source" in detail(r)
 
 
+def test_section_history_is_the_current_run_with_relabels_and_no_hints(client, bus):
+    """GET /api/sources/{source}/sections: what a page opened mid-song draws as the song so far."""
+    live_source(bus, "stage")
+    stream = keys.stream("stage", "sections")
+    now = time.time()
+
+    def section(label, start, status="confirmed", end=None, origin=now):
+        bus.publish(stream, SectionEvent(source="stage", start=start, end=end, system_time=origin + start,
+                                         emitted_at=origin + start, label=label, confidence=0.8, status=status),
+                    maxlen=1000)
+
+    section("verse", 0.0, origin=now - 100)    # an earlier run of the source: not this song
+    section("chorus", 30.0, origin=now - 100)
+    section("intro", 0.0)                 # the producer started again: its clock restarts at 0
+    section("verse", 8.0, "tentative")    # a hint, withdrawn: never shown
+    section("verse", 8.5)
+    section("chorus", 20.0)
+    section("bridge", 8.5, "revised", end=20.0)   # a relabel of a past section
+    bus.redis.xadd(stream, {"d": b"{not an event"})
+    got = client.get("/api/sources/stage/sections").json()
+    assert got["source"] == "stage"
+    assert [(s["label"], s["start"], s["end"], s["status"]) for s in got["sections"]] == [
+        ("intro", 0.0, 8.5, "confirmed"), ("bridge", 8.5, 20.0, "revised"), ("chorus", 20.0, None, "confirmed")]
+    assert got["sections"][2]["system_time"] == pytest.approx(now + 20.0)
+    r = client.get("/api/sources/nobody/sections")
+    assert r.status_code == 404 and "'nobody' is unknown" in detail(r)
+
+
 def test_source_state_dead_letters_malformed_entries(client, bus):
     live_source(bus, "stage")
     beats = keys.stream("stage", "beats")

@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
@@ -119,6 +120,22 @@ def test_each_section_plays_its_pattern_with_its_rule(bus, settings, receiver):
     assert all(k.startswith(f"{SRC}:") and k.count(":") == 2 for k in keys_seen)
     stream = keys.stream(SRC, "beats")
     assert bus.redis.xpending(stream, "trigger")["pending"] == 0   # everything acknowledged
+
+
+def test_patterns_follow_confirmed_sections_only(bus, settings, receiver):
+    """A tentative boundary is a hint the structure stage may withdraw: no pattern follows it."""
+    svc = make_service(bus, settings, receiver)
+    with running(svc):
+        publish(bus, "sections", section_event("verse", 0.0))
+        hint = section_event("chorus", 4.0)
+        publish(bus, "sections", msgspec.structs.replace(hint, status="tentative"))
+        publish(bus, "sections", section_event("bridge", 8.0))
+        for i in range(24):                                   # 12 s at 120 BPM
+            publish(bus, "beats", beat_event(i))
+        assert wait_for(lambda: drained(bus), timeout=20)
+    sections = {r["body"]["beat"]: r["body"]["section"] for r in ok(receiver.received())}
+    assert {sections[i] for i in range(16) if i in sections} == {"verse"}      # 0-8 s: the tentative chorus ignored
+    assert {sections[i] for i in range(16, 24) if i in sections} == {"bridge"}
 
 
 def test_patterns_and_sections_are_configurable(bus, settings, receiver, tmp_path):
