@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from beatbus.errors import ConfigError
+
 from .compat import import_qkeras
 
 __all__ = ["DEFAULT_WEIGHTS", "QUANT", "build_sequence_model", "build_frame_model", "from_torch", "distill",
@@ -124,6 +126,9 @@ def distill(net, feats: list[np.ndarray], *, epochs: int = 3, seq_len: int = 500
             if f.shape[0] >= seq_len:
                 xs.append(z[s : s + seq_len])
                 ts.append(p[0, s : s + seq_len].numpy())
+    if not xs:
+        raise ConfigError(f"no training audio of at least {seq_len} frames ({seq_len * 0.02:.0f} s at 50 frames/s): "
+                          "give more synthetic songs (--songs) or recordings (--data)")
     x, t = np.stack(xs).astype(np.float32), np.stack(ts).astype(np.float32)
     model = build_sequence_model(proj=net.proj_size, hidden=net.hidden)
     from_torch(net, model)

@@ -272,7 +272,7 @@ def cmd_hls_train(args: argparse.Namespace) -> int:
     from .train.hls import train_hls
 
     res = train_hls(checkpoint=args.checkpoint, songs_dir=args.songs_dir, songs=args.songs, seed=args.seed,
-                    epochs=args.epochs, out=args.out)
+                    epochs=args.epochs, data=args.data, out=args.out)
     print(json.dumps(res))
     return 0
 
@@ -399,7 +399,11 @@ def _register_hls(commands: dict) -> None:
     hls = subcommands(commands, "hls", "FPGA beat kernel: QKeras + hls4ml")
     p = hls.add_parser("train", help="distil the QKeras model from the small torch model")
     _data_opts(p, epochs=3)
-    p.add_argument("--checkpoint", type=Path, default=None, help="small torch checkpoint (default: shipped)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="small torch checkpoint, e.g. one of 'train beat-small --init shipped' (default: shipped)")
+    p.add_argument("--data", type=Path, action="append", metavar="DIR",
+                   help="recordings (files or folders) distilled on besides the --songs (repeatable; --songs 0: "
+                        "recordings only); the targets are the checkpoint's own outputs, so no annotation is needed")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help=f"weights prefix (default {DEFAULT_WEIGHTS})")
     p.set_defaults(func=cmd_hls_train)
 

@@ -27,6 +27,8 @@ CSIM_TOLERANCE = 0.02
 def _songs(songs_dir, songs: int, seed: int, val_songs: int, log):
     from beatbus.lab.train.beat_small import build_dataset
 
+    if songs <= 0:
+        return [], []
     data = build_dataset(Path(songs_dir), count=songs, seed=seed, distill=0.0, log=log)
     feats = [f for f, _ in data]
     return feats[:-val_songs], feats[-val_songs:]
@@ -81,14 +83,23 @@ def csim_vs_qkeras(lib: str | Path, model, songs: list[np.ndarray]) -> dict:
 
 
 def train_hls(*, checkpoint=None, songs_dir=None, songs: int = 60, seed: int = 0, epochs: int = 3,
-              val_songs: int = 4, out: str | Path = DEFAULT_WEIGHTS, log=print) -> dict:
-    """Distil the QKeras model from the ``small`` torch model (initialised with its weights)."""
+              val_songs: int = 4, data=None, out: str | Path = DEFAULT_WEIGHTS, log=print) -> dict:
+    """Distil the QKeras model from the ``small`` torch model (initialised with its weights).
+
+    The targets are the torch model's own probabilities, so any audio serves: the synthetic
+    training songs and ``data`` (recordings, files or folders, e.g. those a checkpoint was
+    fine-tuned on with ``train beat-small --data``; annotations beside them are not needed).
+    """
     from beatbus.processors.beat.small import load_small
 
     t0 = time.perf_counter()
     net = load_small(checkpoint)
     songs_dir = songs_dir or Path.home() / ".cache" / "beatbus" / "synth"
     train, _ = _songs(songs_dir, songs, seed, val_songs, log)
+    files = _audio_files(data or [])
+    for i, f in enumerate(files, 1):
+        log(f"features {i}/{len(files)}: {f.name}")
+        train.append(audio_features(f))
     model = distill(net, train, epochs=epochs, seed=seed, log=log)
     path = save_qmodel(model, net.mean.numpy(), net.std.numpy(), out)
     log(f"wrote {path}.weights.h5 / .json")
