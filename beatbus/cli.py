@@ -29,7 +29,8 @@ __all__ = ["main", "build_parser"]
 # come from :func:`beatbus.commands.subcommands`. This module is the composition root: it
 # imports every stage and nothing imports it.
 EXTENSIONS = ("beatbus.producers.cli", "beatbus.processors.beat.cli", "beatbus.consumers.terminal.cli",
-              "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli", "beatbus.api.cli",
+              "beatbus.consumers.led.cli", "beatbus.consumers.trigger.cli", "beatbus.consumers.generate.cli",
+              "beatbus.consumers.clock.cli", "beatbus.api.cli",
               "beatbus.processors.intensity.cli", "beatbus.processors.structure.cli", "beatbus.processors.harmony.cli",
               "beatbus.hls.cli", "beatbus.deploy.cli",
               "beatbus.lab.cli")
@@ -89,9 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    import numpy as np
 
     from beatbus.processors.beat import BeatProcessor, track_offline
+    from beatbus.processors.beat.rhythm import span_rhythm, tempo_curve
     from beatbus.producers import FileSource
 
     from .progress import Progress
@@ -112,9 +113,9 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
                         bar.set((chunk.sample_index + len(chunk.samples)) / settings.sr, note="activations")
 
                 beats = track_offline(samples(), backend=settings.backend, sr=settings.sr, device=settings.device)
-        times = np.array([b.time for b in beats])
-        tempo = float(60.0 / np.median(np.diff(times))) if len(times) > 2 else 0.0
-        result = {"tempo": round(tempo, 2), "beats": [
+        whole = span_rhythm(beats, 0.0, float("inf"))
+        result = {"tempo": whole["tempo"] or 0.0, "meter": whole["meter"],
+                  "tempo_curve": [{"time": t, "bpm": bpm} for t, bpm in tempo_curve(beats)], "beats": [
             {"time": round(b.time, 4), "beat_in_bar": b.beat_in_bar, "is_downbeat": b.is_downbeat,
              "bpm": round(b.bpm, 2), "confidence": round(b.confidence, 3)} for b in beats]}
         if getattr(args, "sections", False):
@@ -123,7 +124,8 @@ def _analysis(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             bar.interval = 0.0
             bar.set(bar.done, note=f"{len(beats)} beats; finding sections")
             # beat times only: the structure finds its bar phase itself (see analyze_structure)
-            result["sections"] = analyze_sections(args.path, beats=[b["time"] for b in result["beats"]])
+            result["sections"] = [{**sec, **span_rhythm(beats, sec["start"], sec["end"])}
+                                  for sec in analyze_sections(args.path, beats=[b["time"] for b in result["beats"]])]
     return result
 
 
@@ -154,9 +156,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for b in result["beats"]:
             mark = "*" if b["is_downbeat"] else " "
             print(f"{b['time']:8.2f}s  beat {b['beat_in_bar']}{mark} {b['bpm']:6.1f} BPM  conf {b['confidence']:.2f}")
-        print(f"tempo {result['tempo']:.1f} BPM, {len(result['beats'])} beats")
+        meter = f", meter {result['meter']}" if result["meter"] else ""
+        print(f"tempo {result['tempo']:.1f} BPM{meter}, {len(result['beats'])} beats")
         for sec in result.get("sections", []):
-            print(f"{sec['start']:8.2f}s - {sec['end']:8.2f}s  {sec['label']:7s}  conf {sec['confidence']:.2f}")
+            rhythm = f"  {sec['tempo']:6.1f} BPM  meter {sec['meter']}" if sec["tempo"] else ""
+            print(f"{sec['start']:8.2f}s - {sec['end']:8.2f}s  {sec['label']:7s}  conf {sec['confidence']:.2f}{rhythm}")
     return 0
 
 

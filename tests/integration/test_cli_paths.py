@@ -11,6 +11,7 @@ import json
 
 import mir_eval
 import numpy as np
+import pytest
 import soundfile as sf
 
 from support.paths import DATA
@@ -50,6 +51,12 @@ def test_analyze_json_finds_the_annotated_beats_and_tempo():
     reference = np.loadtxt(SONG.with_suffix(".beats"), ndmin=2)[:, 0]
     annotated_bpm = 60 / np.median(np.diff(reference))
     assert abs(doc["tempo"] - annotated_bpm) <= 0.04 * annotated_bpm, (doc["tempo"], annotated_bpm)
+    # the tempo curve: one point per bar, at the downbeats, near the annotated tempo where it is steady
+    curve = doc["tempo_curve"]
+    downbeats = [b["time"] for b in doc["beats"] if b["is_downbeat"]]
+    assert [p["time"] for p in curve][-len(downbeats):] == pytest.approx(downbeats, abs=1e-3)
+    assert np.median([p["bpm"] for p in curve]) == pytest.approx(annotated_bpm, rel=0.05)
+    assert doc["meter"] in (3, 4)
 
 
 def test_analyze_sections_json_covers_the_file_with_labelled_sections():
@@ -57,7 +64,11 @@ def test_analyze_sections_json_covers_the_file_with_labelled_sections():
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     doc = json.loads(r.stdout)
     sections = doc["sections"]
-    assert len(sections) >= 2 and all(set(s) == {"start", "end", "label", "confidence"} for s in sections)
+    assert len(sections) >= 2 and all(set(s) == {"start", "end", "label", "confidence", "tempo", "meter"}
+                                      for s in sections)
+    # tempo and meter per section, from the beats inside it (None only for a span of under three beats)
+    assert all(s["meter"] == doc["meter"] and s["tempo"] == pytest.approx(doc["tempo"], rel=0.1)
+               for s in sections if s["end"] - s["start"] > 5), sections
     assert {s["label"] for s in sections} <= SECTION_LABELS, sections
     assert all(s["end"] > s["start"] and 0 <= s["confidence"] <= 1 for s in sections), sections
     # contiguous, from the first sample to the last
