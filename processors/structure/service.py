@@ -53,8 +53,8 @@ class StructureService(AudioStreamService):
         return self._events(src, src.state.process(samples), now)
 
     def on_side(self, src: OwnedSource, kind: str, event, now: float) -> list:
-        if not isinstance(event, BeatEvent):
-            return []
+        if not isinstance(event, BeatEvent) or src.expected is None:
+            return []           # before this state's first audio its clock is unknown (a join mid-song)
         t = event.timestamp - src.origin
         if t < 0:
             return []           # a beat from before this state's audio began

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from beatbus import keys
+from beatbus.audio_stage import OwnedSource
 from beatbus.lab.eval.sections import KEYS
 from beatbus.lab.eval.sections import main as eval_main
 from beatbus.processors.structure.service import StructureService
@@ -130,3 +131,22 @@ def test_cli_structure_analyze_and_eval_on_the_real_excerpt(tmp_path):
     assert float(mean[2]) >= 0.6                           # boundary F at 3 s on real data (target 0.6)
     r = beatbus_cmd("structure", "eval", str(tmp_path), timeout=60)
     assert r.returncode == 2 and "no audio files" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_beats_read_before_the_first_audio_of_a_join_mid_song_are_not_queued(bus, settings):
+    """Joined 100 s into a stream, a beat read before any audio has no clock to land on: it was queued at
+    state time 100 s, so beats (and the own grid, which defers to fresh beats) stalled for 100 s."""
+    svc = StructureService(bus, settings=settings, sources=["late"])
+    src = OwnedSource(name="late", state=svc.make_state("late"))
+    now = time.time()
+
+    def beat(t):
+        return BeatEvent(source="late", timestamp=t, system_time=now, is_downbeat=True, bpm=120.0, confidence=0.9,
+                         beat=0, beat_in_bar=1, bar=0, meter=4, next_beat_time=t + 0.5, next_beat_system_time=now,
+                         emitted_at=now)
+
+    assert svc.on_side(src, keys.StreamKind.BEATS, beat(100.0), now) == []
+    assert not src.state.pending and src.state.last_external < 1.0
+    src.expected, src.origin = 100 * 22050 + 2205, 100.0           # the first audio frame (100 s in) admitted
+    svc.on_side(src, keys.StreamKind.BEATS, beat(100.5), now)
+    assert [t for t, _ in src.state.pending] == [pytest.approx(0.5)]
