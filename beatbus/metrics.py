@@ -21,9 +21,9 @@ __all__ = ["EVENTS_PUBLISHED", "EVENTS_CONSUMED", "MALFORMED", "DEAD_LETTERS", "
 # one of its block); the others have one port. `metrics_addr = "auto"` (the default) means this.
 METRICS_PORTS = {"terminal": 9464, "exporter": 9465, "trigger": 9466, "generate": 9467,
                  "processor": 9600, "intensity": 9620, "structure": 9640, "worker": 9660, "led": 9680,
-                 "producer": 9700, "harmony": 9800}
+                 "producer": 9700, "harmony": 9800, "clock": 9820}
 PER_INSTANCE = {"processor": 19, "intensity": 19, "structure": 19, "worker": 19, "led": 19, "producer": 99,
-                "harmony": 19}
+                "harmony": 19, "clock": 19}
 
 _LAT_BUCKETS = (.001, .0025, .005, .01, .02, .035, .05, .075, .1, .15, .25, .5, 1, 2.5, 5)
 

@@ -33,7 +33,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     instances = units.plan_instances(producers=args.producer or (), processors=args.processors,
                                      intensity=args.intensity, structure=args.structure, harmony=args.harmony,
                                      workers=args.workers,
-                                     leds=args.led or (), trigger=args.trigger, generate=args.generate,
+                                     leds=args.led or (), clocks=args.clock or (), trigger=args.trigger,
+                                     generate=args.generate,
                                      api=args.api, exporter=not args.no_exporter)
     plan = units.plan_install(beatbus=str(beatbus), unit_dir=args.unit_dir, config_dir=args.config_dir,
                               env_file=args.env_file, user=args.user, metrics_host=args.metrics_host,
@@ -134,6 +135,8 @@ def register(commands: dict) -> None:
     i.add_argument("--workers", type=int, default=0, help="rq generation workers")
     i.add_argument("--led", action="append", metavar="NAME=ARGS",
                    help="an LED consumer, e.g. 'strip=--output ddp://10.0.0.20 --source stage'")
+    i.add_argument("--clock", action="append", metavar="SOURCE=ARGS",
+                   help="a beat clock of a source, e.g. 'stage=--osc 10.0.0.7:9000 --midi beatbus'")
     i.add_argument("--trigger", action="store_true", help="configure the trigger consumer")
     i.add_argument("--generate", action="store_true", help="configure the generation consumer")
     i.add_argument("--api", action="store_true", help="configure the HTTP API")

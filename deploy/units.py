@@ -30,6 +30,7 @@ structure@N    9640 + N
 harmony@N      9800 + N
 worker@N       9660 + N
 led@NAME       9680 + i   i = 1.. in the order given
+clock@SRC      9820 + i   i = 1.. in the order given
 producer@SRC   9700 + i   i = 1.. in the order given
 =============  =========  ===============================
 """
@@ -89,6 +90,7 @@ DAEMONS: dict[str, Daemon] = {d.name: d for d in (
     Daemon("harmony", "beatbus-harmony@.service", "BEATBUS_HARMONY_ARGS", METRICS_PORTS["harmony"], True),
     Daemon("worker", "beatbus-worker@.service", "BEATBUS_WORKER_ARGS", METRICS_PORTS["worker"], True),
     Daemon("led", "beatbus-led@.service", "BEATBUS_LED_ARGS", METRICS_PORTS["led"], True),
+    Daemon("clock", "beatbus-clock@.service", "BEATBUS_CLOCK_ARGS", METRICS_PORTS["clock"], True),
     Daemon("trigger", "beatbus-trigger.service", "BEATBUS_TRIGGER_ARGS", METRICS_PORTS["trigger"], False),
     Daemon("generate", "beatbus-generate.service", "BEATBUS_GENERATE_ARGS", METRICS_PORTS["generate"], False),
     Daemon("api", "beatbus-api.service", "BEATBUS_API_ARGS", 8000, False),
@@ -200,8 +202,9 @@ def _instance_env(inst: Instance, metrics_host: str) -> str:
 def _split_named(spec: str, what: str) -> tuple[str, str]:
     name, sep, args = spec.partition("=")
     if not sep or not args.strip():
+        example = {"producer": "'stage=mic --mic-device 2'", "clock": "'stage=--osc 10.0.0.7:9000'"}
         raise ConfigError(f"--{what} {spec!r} must be NAME=ARGS, e.g. --{what} "
-                          + ("'stage=mic --mic-device 2'" if what == "producer" else "'strip=--output ddp://10.0.0.20'"))
+                          + example.get(what, "'strip=--output ddp://10.0.0.20'"))
     try:
         keys.check_source(name)
     except ConfigError:
@@ -212,7 +215,7 @@ def _split_named(spec: str, what: str) -> tuple[str, str]:
 def plan_instances(*, producers=(), processors: int = 1, intensity: int = 0, structure: int = 0, workers: int = 0,
                    leds=(), trigger: bool = False, generate: bool = False, api: bool = False,
                    exporter: bool = True, api_args: str = "--host 127.0.0.1 --port 8000",
-                   harmony: int = 0) -> list[Instance]:
+                   harmony: int = 0, clocks=()) -> list[Instance]:
     """The instances to configure (each gets an environment file and a scrape target)."""
     out: list[Instance] = []
     for kind, n in (("processor", processors), ("intensity", intensity), ("structure", structure),
@@ -221,7 +224,7 @@ def plan_instances(*, producers=(), processors: int = 1, intensity: int = 0, str
             raise ConfigError(f"--{kind}{'s' if kind in ('processor', 'worker') else ''} {n} must be 0-{MAX_PER_KIND}")
         d = DAEMONS[kind]
         out += [Instance(d, str(i), port=d.port + i) for i in range(1, n + 1)]
-    for kind, specs in (("producer", producers), ("led", leds)):
+    for kind, specs in (("producer", producers), ("led", leds), ("clock", clocks)):
         d = DAEMONS[kind]
         limit = 99 if kind == "producer" else MAX_PER_KIND
         if len(specs) > limit:

@@ -69,6 +69,14 @@ def cmd_bench_backends(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_bench_clock(args: argparse.Namespace) -> int:
+    from .bench.clock import bench_clock
+
+    setup_logging("warning")
+    return bench_clock(args.files, bpm=args.bpm, click_seconds=args.click_seconds, backend=args.backend,
+                       json_path=args.json)
+
+
 def cmd_bench_led_timing(args: argparse.Namespace) -> int:
     from .bench.led import bench_led_timing
 
@@ -83,6 +91,14 @@ def cmd_bench_led_render(args: argparse.Namespace) -> int:
     setup_logging("warning")
     return bench_led_render(pixels=args.pixels, fps=args.fps, seconds=args.seconds, effects=args.effect,
                             json_path=args.json)
+
+
+def cmd_bench_scenes(args: argparse.Namespace) -> int:
+    from .bench.scenes import bench_scenes
+
+    setup_logging("warning")
+    return bench_scenes(args.songs_dir, count=args.count, every_bars=args.every_bars, build_recall=args.build_recall,
+                        seed=args.seed, fps=args.fps, json_path=args.json)
 
 
 def cmd_bench_trigger(args: argparse.Namespace) -> int:
@@ -334,6 +350,17 @@ def _register_bench(top) -> None:
     r.add_argument("--effect", action="append", help="effects to measure (default: all)")
     r.add_argument("--json", metavar="OUT", help="also write results to this file")
     r.set_defaults(func=cmd_bench_led_render)
+    sc = bench.add_parser("scenes", help="scenes effect: changes vs annotated section boundaries, drops and downbeats")
+    sc.add_argument("songs_dir", nargs="?", type=Path, default=_SONGS_DIR,
+                    help=f"songs of 'beatbus synth songs' (default {_SONGS_DIR})")
+    sc.add_argument("--count", type=int, default=10, help="songs to replay, the first by name (default 10)")
+    sc.add_argument("--every-bars", dest="every_bars", type=int, default=8, help="phrase of the phrase mode row")
+    sc.add_argument("--build-recall", dest="build_recall", type=float, default=0.69,
+                    help="share of build-ups the intensity stage sees (default 0.69, measured on synthetic songs)")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the delays and missed build-ups")
+    sc.add_argument("--fps", type=float, default=60.0)
+    sc.add_argument("--json", metavar="OUT", help="also write results to this file")
+    sc.set_defaults(func=cmd_bench_scenes)
 
     bt = bench.add_parser("trigger", help="beat emission -> trigger arrival latency on loopback")
     bt.add_argument("--sources", type=int, default=10, help="sources publishing beats")
@@ -341,6 +368,16 @@ def _register_bench(top) -> None:
     bt.add_argument("--duration", type=float, default=15.0, help="seconds of beats")
     bt.add_argument("--json", help="also write results to this file")
     bt.set_defaults(func=cmd_bench_trigger)
+
+    ck = bench.add_parser("clock", help="beat clock (OSC, MIDI clock) vs a click and annotated files: tick jitter, "
+                                        "beat offsets; real time through the real pipeline")
+    ck.add_argument("files", nargs="*", metavar="FILE", help="audio files with a .beats annotation beside them")
+    ck.add_argument("--bpm", type=float, default=120.0, help="tempo of the click track run (default 120)")
+    ck.add_argument("--click-seconds", dest="click_seconds", type=float, default=20.0,
+                    help="length of the click track run (default 20 s)")
+    ck.add_argument("--backend", choices=BACKENDS, default="dsp")
+    ck.add_argument("--json", metavar="OUT", help="also write results to this file")
+    ck.set_defaults(func=cmd_bench_clock)
 
     bg = bench.add_parser("generate", help="job overhead, MusicGen steps/s and RTF, LSTM tokens/s (CPU)")
     bg.add_argument("--jobs", type=int, default=30, help="no-op jobs for the queue round-trip latency")

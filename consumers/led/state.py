@@ -16,6 +16,12 @@ quantised to the tracker's 20 ms frames) predicts the next one with less jitter.
 predicted beats at +/-35 ms from 0.609 to 0.636 (at +/-70 ms 0.702 -> 0.707). When the
 fit disagrees with the tracker by more than ``FIT_MAX_DEV_S`` (a tempo change, a phase
 jump), the tracker's own prediction is used.
+
+Song form, for effects that change with it (``scenes``): the start of the latest *confirmed*
+section boundary (a SectionEvent ``confirmed`` after the stream's start, from the structure
+stage, a few bars after the boundary), the drop the latest build-up foresees (a build-up
+TransitionEvent's ``predicted_system_time``, from the intensity stage; cleared by a breakdown)
+and the latest drop detected (a ``drop`` TransitionEvent, a fraction of a second after it).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, TransitionEvent
 
 from .metrics import EVENTS_IGNORED
 
@@ -59,6 +65,12 @@ class RenderContext:
         0 while music plays, 1 when the ambient effect should take over (fades between).
     has_beat : bool
         False until a beat grid exists (then only ambient makes sense).
+    section_boundary : float or None
+        When the latest confirmed section boundary began (None before the first).
+    drop_expected : float or None
+        When the drop that the latest build-up foresees is expected (None: none foreseen).
+    drop_time : float or None
+        When the latest detected drop happened.
     """
 
     t: float = 0.0
@@ -82,6 +94,9 @@ class RenderContext:
     section_age: float = 0.0
     ambient: float = 0.0
     has_beat: bool = True
+    section_boundary: float | None = None
+    drop_expected: float | None = None
+    drop_time: float | None = None
 
     @property
     def is_downbeat(self) -> bool:
@@ -188,6 +203,9 @@ class LedState:
         self.anchor: _Anchor | None = None
         self.levels: _Levels | None = None
         self.section: tuple[str, float] = ("unknown", 0.0)
+        self.boundary: float | None = None        # wall time of the latest confirmed section start
+        self.drop_expected: float | None = None   # wall time of the drop the latest build-up foresees
+        self.drop_at: float | None = None         # wall time of the latest detected drop
         self.ended_at: float | None = None
         self.processor_alive = True
         self.effects_enabled = True          # False (a control event): ambient only
@@ -202,6 +220,8 @@ class LedState:
             return self.on_intensity(event)
         if isinstance(event, SectionEvent):
             return self.on_section(event)
+        if isinstance(event, TransitionEvent):
+            return self.on_transition(event)
         if isinstance(event, StreamEnd):
             self.ended_at = self.clock()
             return True
@@ -251,6 +271,21 @@ class LedState:
     def on_section(self, ev: SectionEvent) -> bool:
         if ev.label != self.section[0]:
             self.section = (ev.label, self.clock())
+        # the stream's start is no boundary; a confirmation of an older section (a closing) is no new one
+        if ev.status == "confirmed" and ev.start > 0 and math.isfinite(ev.system_time) and \
+                (self.boundary is None or ev.system_time > self.boundary):
+            self.boundary = ev.system_time
+        return True
+
+    def on_transition(self, ev: TransitionEvent) -> bool:
+        if not _finite(ev.system_time, ev.predicted_system_time):
+            return self._ignore("bad_value")
+        if ev.kind == "build-up":
+            self.drop_expected = ev.predicted_system_time      # None: a build-up without a foreseen time
+        elif ev.kind == "breakdown":
+            self.drop_expected = None
+        elif ev.kind == "drop":
+            self.drop_at = ev.system_time
         return True
 
     def set_processor_alive(self, alive: bool) -> None:
@@ -310,7 +345,8 @@ class LedState:
             intensity = a.intensity if a is not None and a.intensity is not None else 0.5
             bass = mids = highs = 0.0
         common = dict(t=t, pixels=pixels, intensity=intensity, bass=bass, mids=mids, highs=highs,
-                      section=label, section_age=max(0.0, t - since) if since else 0.0)
+                      section=label, section_age=max(0.0, t - since) if since else 0.0,
+                      section_boundary=self.boundary, drop_expected=self.drop_expected, drop_time=self.drop_at)
         g = self.grid(t)
         if g is None:
             return RenderContext(ambient=1.0, has_beat=False, flash_age=None, **common)

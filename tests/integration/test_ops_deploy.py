@@ -23,7 +23,8 @@ needs_systemd_analyze = pytest.mark.skipif(not shutil.which("systemd-analyze"),
                                            reason="systemd-analyze missing (install.sh installs the systemd package)")
 INSTALL = ["--producer", "stage=mic --mic-device 2", "--producer", "bar=file /srv/music/set.flac --loop",
            "--processors", "2", "--intensity", "1", "--structure", "1", "--harmony", "1", "--workers", "1",
-           "--led", "strip=--output ddp://10.0.0.20 --source stage", "--trigger", "--generate", "--api"]
+           "--led", "strip=--output ddp://10.0.0.20 --source stage", "--clock", "stage=--osc 10.0.0.7:9000",
+           "--trigger", "--generate", "--api"]
 
 
 def unit_settings(text: str) -> dict[str, list[str]]:
@@ -82,6 +83,9 @@ def test_install_writes_a_unit_per_daemon_pointing_at_this_venv(staged):
     producer = unit_settings((units / "beatbus-producer@.service").read_text())
     assert producer["SupplementaryGroups"] == ["audio"] and producer["DeviceAllow"] == ["char-alsa rw"]
     assert producer["Environment"][0] == "BEATBUS_SOURCE=%i"
+    clock = unit_settings((units / "beatbus-clock@.service").read_text())     # MIDI: the ALSA sequencer
+    assert clock["SupplementaryGroups"] == ["audio"] and clock["DeviceAllow"] == ["char-alsa rw"]
+    assert clock["Environment"][0] == "BEATBUS_SOURCE=%i"
     worker = unit_settings((units / "beatbus-worker@.service").read_text())
     assert worker["TimeoutStopSec"] == ["15min"]         # rq's warm shutdown lets the running job finish
 
@@ -103,6 +107,7 @@ def test_env_files_are_private_and_targets_list_every_instance(staged):
                        "beatbus-harmony@1": "127.0.0.1:9801",
                        "beatbus-worker@1": "127.0.0.1:9661", "beatbus-producer@stage": "127.0.0.1:9701",
                        "beatbus-producer@bar": "127.0.0.1:9702", "beatbus-led@strip": "127.0.0.1:9681",
+                       "beatbus-clock@stage": "127.0.0.1:9821",
                        "beatbus-trigger": "127.0.0.1:9466", "beatbus-generate": "127.0.0.1:9467",
                        "beatbus-exporter": "127.0.0.1:9465", "beatbus-api": "127.0.0.1:8000"}
     assert len(set(by_unit.values())) == len(by_unit)                      # no two daemons share a port
@@ -155,12 +160,13 @@ def test_systemd_analyze_verify_and_security_pass_on_every_unit(staged_reachable
         print("\n" + format_report(results))
     assert all(r.ok for r in results), [(r.unit, r.problems) for r in results if not r.ok]
     services = [r for r in results if r.unit.endswith(".service")]
-    assert len(services) == 13                        # every configured instance, and the unconfigured ones
+    assert len(services) == 14                        # every configured instance, and the unconfigured ones
     assert all(r.exposure is not None and r.exposure <= 2.5 for r in services), \
         {r.unit: r.exposure for r in services}
     commands = {r.unit: r.command for r in services}
     assert commands["beatbus-producer@bar.service"] == "beatbus produce file /srv/music/set.flac --loop"
     assert commands["beatbus-led@strip.service"] == "beatbus consume led --name strip --output ddp://10.0.0.20 --source stage"
+    assert commands["beatbus-clock@stage.service"] == "beatbus clock run --osc 10.0.0.7:9000"
     # the CLI says the same and exits 0
     r = beatbus_cmd("deploy", "verify", "--prefix", str(staged), "--threshold", "2.5", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr

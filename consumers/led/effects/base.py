@@ -11,6 +11,7 @@ maps it onto its segments, applies its brightness cap and encodes it.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,11 +22,35 @@ from .. import palettes
 from ..params import Param, check_keys, validate_config
 from ..state import RenderContext
 
-__all__ = ["Effect", "EFFECTS", "intensity_curve", "PALETTE_NAMES"]
+__all__ = ["Effect", "EFFECTS", "intensity_curve", "PALETTE_NAMES", "SEED", "DIRECTION", "strip_x", "beat_rng",
+           "smoothing", "bar_start"]
 
 EFFECTS: dict[str, type[Effect]] = {}
 PALETTE_NAMES = tuple(palettes.PALETTES)
 CURVES = ("linear", "log", "exp")
+# shared by the effects that draw at random: the same seed draws the same pattern on the same beats
+SEED = Param(0, "Seed of the random pattern (the same seed draws the same pattern on the same beats)", 0, 2**31 - 1)
+DIRECTION = Param("forward", "Direction of travel", choices=("forward", "backward"))
+
+
+def strip_x(pixels: int) -> np.ndarray:
+    """Pixel centres along the strip, 0..1 (float32)."""
+    return ((np.arange(pixels) + 0.5) / pixels).astype(np.float32)
+
+
+def beat_rng(seed: int, index: int) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``index`` (a beat or step number): frame-rate independent."""
+    return np.random.default_rng([int(seed), int(index) % (1 << 32)])
+
+
+def smoothing(dt: float, tau: float) -> float:
+    """Share of the way to the target covered in ``dt`` seconds by a first-order lag of ``tau`` (1 when tau is 0)."""
+    return 1.0 if tau <= 0 else 1.0 - math.exp(-max(dt, 0.0) / tau)
+
+
+def bar_start(ctx: RenderContext) -> float:
+    """Wall time of the current bar's downbeat on the grid."""
+    return ctx.beat_time - (ctx.beat_in_bar - 1) * ctx.period
 
 
 def intensity_curve(x, curve: str):
