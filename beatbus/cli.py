@@ -81,6 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
               f"(broker {'embedded' if not settings.redis_url else 'REDIS_URL'})", file=sys.stderr)
+        if not settings.redis_url:      # so that `beatbus api` and the other daemons can join this pipeline
+            print(f"beatbus: other beatbus commands join it with REDIS_URL={bus.url}", file=sys.stderr, flush=True)
         try:
             return run_services([*consumers, processor, producer], metrics_addr=settings.metrics_addr,
                                 until=[terminal], duration=args.duration)

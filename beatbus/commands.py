@@ -64,7 +64,7 @@ def connect(settings: Settings, *, embedded_ok: bool):
         return
     if not embedded_ok:
         raise ConfigError("no broker: set REDIS_URL (or --redis-url); `beatbus broker` starts one "
-                          "and prints its URL, and `beatbus run` brings its own")
+                          "and prints its URL, and a running `beatbus run` prints the URL of its own")
     with EmbeddedBroker() as broker:
         bus = Bus.connect(broker.url)
         try:

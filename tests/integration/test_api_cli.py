@@ -36,3 +36,33 @@ def test_beatbus_api_serves_health_and_dashboard_and_stops_on_sigterm(broker, tm
 def test_beatbus_api_needs_a_broker():
     r = beatbus_cmd("api", "--port", str(free_port()), timeout=60)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("beatbus: error: no broker")
+
+
+def test_beatbus_api_joins_a_running_beatbus_run_through_the_url_it_prints(tmp_path):
+    """The newcomer's two commands: `beatbus run` (its own embedded broker) and `beatbus api` beside it."""
+    from support.led import BeatbusProcess
+    from support.procs import eventually
+
+    run = BeatbusProcess(tmp_path, "run", "--click", "120", "--backend", "dsp", name="run")
+    api = None
+    try:
+        err = run.wait_for_stderr("REDIS_URL=", timeout=60)
+        url = err.split("REDIS_URL=", 1)[1].split()[0]
+        assert url.startswith("unix://")
+        port = free_port()
+        api = BeatbusProcess(tmp_path, "api", "--port", str(port),
+                             env={"REDIS_URL": url, "BEATBUS_STATE_DIR": str(tmp_path / "state")}, name="api")
+
+        def default_source():
+            try:
+                got = httpx.get(f"http://127.0.0.1:{port}/api/sources/default", trust_env=False, timeout=2)
+            except httpx.TransportError:
+                return None
+            return got.json() if got.status_code == 200 and got.json().get("bpm") else None
+
+        state = eventually(default_source, timeout=60, what=lambda: f"the run's beats in the API ({api.stderr[-500:]})")
+        assert abs(state["bpm"] - 120) < 3 and state["live"] is True
+    finally:
+        if api is not None:
+            assert api.stop() == 0
+        assert run.stop() == 0
