@@ -41,6 +41,8 @@ log = get_logger("cli")
 def cmd_run(args: argparse.Namespace) -> int:
     from beatbus.consumers.terminal import TerminalConsumer
     from beatbus.processors.beat.service import BeatService
+    from beatbus.processors.intensity.service import IntensityService
+    from beatbus.processors.structure.service import StructureService
     from beatbus.producers.service import Publisher
 
     from .runtime import run_services
@@ -78,13 +80,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                    sources=[settings.source]))
         processor = BeatService(bus, settings=settings, make_processor=make_processor(settings),
                                 sources=[settings.source])
+        # the whole pipeline: LED scenes, section colours and trigger patterns follow sections and drops
+        stages = [IntensityService(bus, settings=settings, sources=[settings.source]),
+                  StructureService(bus, settings=settings, sources=[settings.source])]
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
               f"(broker {'embedded' if not settings.redis_url else 'REDIS_URL'})", file=sys.stderr)
         if not settings.redis_url:      # so that `beatbus api` and the other daemons can join this pipeline
             print(f"beatbus: other beatbus commands join it with REDIS_URL={bus.url}", file=sys.stderr, flush=True)
         try:
-            return run_services([*consumers, processor, producer], metrics_addr=settings.metrics_addr,
+            return run_services([*consumers, *stages, processor, producer], metrics_addr=settings.metrics_addr,
                                 until=[terminal], duration=args.duration)
         finally:
             if dashboard is not None:

@@ -115,6 +115,14 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     return bench_generate(jobs=args.jobs, small=args.small, seconds=args.seconds, json_path=args.json)
 
 
+def cmd_bench_sections(args: argparse.Namespace) -> int:
+    """Run :func:`lab.bench.sections.bench_sections` and print its table."""
+    from .bench.sections import run
+
+    setup_logging("warning")
+    return run(args)
+
+
 def _counts(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",")]
@@ -317,7 +325,7 @@ def _register_bench(top) -> None:
 
     BACKENDS = names()
 
-    from .bench import backends, beats
+    from .bench import backends, beats, sections
 
     bench = top.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     bb = bench.add_parser("bus", help="publish-to-consume latency and throughput on loopback")
@@ -408,6 +416,11 @@ def _register_bench(top) -> None:
     so.add_argument("--backend", choices=BACKENDS, default="dsp")
     so.add_argument("--json", help="also write every sample to this file")
     so.set_defaults(func=cmd_bench_soak)
+
+    se = bench.add_parser("sections", help="live section churn: events, relabels and dashboard label changes "
+                                           "per minute on long streams (loops, mixes, silence, a tone)")
+    sections.add_arguments(se)
+    se.set_defaults(func=cmd_bench_sections)
 
 
 def _register_synth(top) -> None:
