@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,54 +37,28 @@ import orjson
 
 from beatbus.errors import ConfigError
 
+from .udp import LoopbackUdp
+
 __all__ = ["bench_clock", "measure_clock", "score_clock"]
 
 MATCH_S = 0.07
 TEMPO_MATCH = 0.10
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)     # Linux; SCM_TIMESTAMPNS has the same number
 
 
-class _UdpTimestamps:
-    """Loopback UDP receiver: ``(arrival wall time, OSC address, args)`` of every datagram.
+class _UdpTimestamps(LoopbackUdp):
+    """Loopback UDP receiver: ``(arrival wall time, OSC address, args)`` of every datagram."""
 
-    The arrival time is the kernel's (``SO_TIMESTAMPNS``), not when this thread got the GIL: the
-    receiver shares the process with the clock it measures.
-    """
+    name = "osc-receiver"
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.messages: list[tuple[float, str, list]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="osc-receiver")
 
-    def start(self) -> _UdpTimestamps:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def _run(self) -> None:
+    def on_packet(self, data: bytes, arrival: float) -> None:
         from pythonosc.osc_message import OscMessage
 
-        while not self._stop.is_set():
-            try:
-                data, ancillary, _flags, _addr = self.sock.recvmsg(2048, socket.CMSG_SPACE(16))
-            except (TimeoutError, OSError):
-                continue
-            now = time.time()
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
-                    sec, nsec = struct.unpack("qq", payload[:16])
-                    now = sec + nsec / 1e9
-            msg = OscMessage(data)
-            self.messages.append((now, msg.address, msg.params))
+        msg = OscMessage(data)
+        self.messages.append((arrival, msg.address, msg.params))
 
 
 def _runs(times: np.ndarray, bounds: list[tuple[float, float]]) -> list[np.ndarray]:

@@ -17,7 +17,6 @@ consecutive sends; the schedule itself is absolute).
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,49 +26,33 @@ import orjson
 
 from beatbus.errors import ConfigError
 
+from .udp import LoopbackUdp
+
 __all__ = ["bench_led_timing", "bench_led_render", "DdpReceiver", "score_flashes", "load_annotations"]
 
 FLASH_LEVEL = 0.4
 TRIM_S = 5.0
 
 
-class DdpReceiver:
+class DdpReceiver(LoopbackUdp):
     """Loopback DDP receiver: reassembles frames and timestamps each frame's first packet."""
 
+    name = "ddp-receiver"
+
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.frames: list[tuple[float, float]] = []     # (first packet wall time, mean level)
+        super().__init__()
+        self.frames: list[tuple[float, float]] = []     # (first packet arrival time, mean level)
         self._buf = bytearray()
         self._t0 = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="ddp-receiver")
 
-    def start(self) -> DdpReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pkt = self.sock.recv(2048)
-            except (TimeoutError, OSError):
-                continue
-            now = time.time()
-            offset = int.from_bytes(pkt[4:8], "big")
-            if offset == 0:
-                self._buf, self._t0 = bytearray(), now
-            self._buf += pkt[10:]
-            if pkt[0] & 0x01:
-                rgb = np.frombuffer(bytes(self._buf), dtype=np.uint8).reshape(-1, 3)
-                self.frames.append((self._t0, float(rgb.max(axis=1).mean()) / 255.0))
+    def on_packet(self, pkt: bytes, arrival: float) -> None:
+        offset = int.from_bytes(pkt[4:8], "big")
+        if offset == 0:
+            self._buf, self._t0 = bytearray(), arrival
+        self._buf += pkt[10:]
+        if pkt[0] & 0x01:
+            rgb = np.frombuffer(bytes(self._buf), dtype=np.uint8).reshape(-1, 3)
+            self.frames.append((self._t0, float(rgb.max(axis=1).mean()) / 255.0))
 
     def onsets(self, level: float = FLASH_LEVEL) -> np.ndarray:
         """Arrival times of frames whose level rises through ``level``."""
