@@ -122,6 +122,7 @@ class DeviceRunner:
         self.error: RenderThreadDied | None = None
         self.last_frame: bytes | None = None       # the newest rendered frame (for the preview relay)
         self._opened = False
+        self._blank = True
         self.trace: collections.deque | None = collections.deque(maxlen=100000) if record else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -172,7 +173,10 @@ class DeviceRunner:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 3.0) -> None:
+    def stop(self, timeout: float = 3.0, *, blank: bool = True) -> None:
+        """End the render thread; its last frame turns the strip off unless ``blank`` is False (a longer
+        strip on the same output takes over at once: a black frame would only flicker)."""
+        self._blank = blank
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -257,7 +261,7 @@ class DeviceRunner:
 
     def _shutdown(self) -> None:
         # best effort, and never a second error over the one that ended the loop
-        if self._opened:
+        if self._opened and self._blank:
             try:
                 self.output.send(bytes(self.device.pixels * 3))      # lights off
             except Exception:  # noqa: BLE001 - best effort, see above

@@ -376,7 +376,8 @@ class LedService(Service):
                 runners.append(r)
                 continue
             if r is not None:               # another output or pixel count: a new output and thread
-                r.stop(STOP_OLD_S)
+                # a shorter strip must clear the pixels it no longer drives; a longer one covers them all
+                r.stop(STOP_OLD_S, blank=r.device.spec != device.spec or device.pixels < r.device.pixels)
             runners.append(self._runner(device).start())
         for r in old.values():              # removed or disabled: the thread blanks the strip and ends
             r.stop(STOP_OLD_S)

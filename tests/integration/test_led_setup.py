@@ -99,6 +99,14 @@ def test_devices_are_added_changed_and_removed_live_and_the_untouched_device_nev
             t_px = time.time()
             eventually(lambda: any(len(f["data"]) == 24 for _, f in frames(added, t_px)), timeout=5,
                        what="frames of 8 pixels")
+            # a longer strip on the same output: no black frame between the two (a flicker); a shorter one
+            # above was cleared first, its last frame black
+            assert ask(bus, "update_device", device="new", fields={"pixels": 16})["ok"]
+            eventually(lambda: any(len(f["data"]) == 48 for _, f in frames(added, t_px)), timeout=5,
+                       what="frames of 16 pixels")
+            around = [f["data"] for _, f in frames(added, t_px)]
+            first_long = next(i for i, d in enumerate(around) if len(d) == 48)
+            assert all(max(d) for d in around[first_long - 3:first_long + 3]), "a black frame when the strip grew"
             # disable, then remove: the strip goes dark and nothing more is sent
             assert not ask(bus, "update_device", device="new", fields={"enabled": False})["setup"]["devices"][1]["running"]
             quiet = len(added.packets)
@@ -129,10 +137,14 @@ def test_the_saved_setup_is_reloaded_while_the_seed_is_the_same_and_a_new_seed_s
         assert ask(bus, "add_device", fields={"output": "web://b", "pixels": 5})["ok"]
         assert ask(bus, "update_device", device="a", fields={"effect": "strobe", "reverse": True})["ok"]
         assert ask(bus, "save_preset", preset="show")["ok"]
+        assert set(ask(bus, "save_preset", preset="old")["setup"]["presets"]) == {"show", "old"}
+        # a deleted preset is gone from the answer and from the saved file at once
+        assert set(ask(bus, "delete_preset", preset="old")["setup"]["presets"]) == {"show"}
+        assert set(store.load().presets) == {"show"}
     # a restart with the same flags: the saved devices, not the flags' ones
     again = plan_led(led_settings, **seed, store=store, check="off")
     assert [(d.name, d.effect, d.reverse) for d in again.devices] == [("a", "strobe", True), ("b", "beat_flash", False)]
-    assert set(again.setup.presets["show"]) == {"a", "b"}
+    assert set(again.setup.presets["show"]) == {"a", "b"} and set(again.setup.presets) == {"show"}
     # other flags (a redeploy): seeded again from them, the old file kept beside, presets kept
     other = plan_led(led_settings, outputs=["ddp://127.0.0.1:4049?name=c"], store=store, check="off")
     assert [d.name for d in other.devices] == ["c"] and "show" in other.setup.presets
@@ -162,6 +174,8 @@ def test_refused_commands_answer_one_line_and_the_daemon_runs_on(bus, led_settin
             ("update_device", {"device": "a", "fields": {"segments": [{"start": 5, "stop": 20}]}}, 422,
              "segment [5, 20) must satisfy"),
             ("apply_preset", {"preset": "nope"}, 404, "no LED preset 'nope'"),
+            ("delete_preset", {"preset": "nope"}, 404, "no LED preset 'nope' (presets: none)"),
+            ("delete_preset", {}, 422, "delete_preset: preset is required"),
         ]
         for action, kw, status, text in cases:
             answer = ask(bus, action, **kw)
