@@ -176,7 +176,8 @@ class ControlEvent(_Event, tag="control", kw_only=True, frozen=True):
     issued_at: Unix
 
 
-LedAction = Literal["add_device", "update_device", "remove_device", "save_preset", "apply_preset"]
+LedAction = Literal["add_device", "update_device", "remove_device", "save_preset", "apply_preset",
+                   "delete_preset"]
 
 
 class LedCommand(_Event, tag="led_command", kw_only=True, frozen=True):

@@ -30,6 +30,7 @@ GET      /api/led/effects                 read       effects, their parameters, 
 GET      /api/led/presets                 read       every LED preset (:mod:`.led`)
 POST     /api/led/presets                 control    save the devices' effects as one (:mod:`.led`)
 POST     /api/led/presets/{name}/apply    control    apply one (:mod:`.led`)
+DELETE   /api/led/presets/{name}          control    delete one (:mod:`.led`)
 WS       /ws/led/{device}                 read       an LED device's frames (RGB bytes) (:mod:`.led`)
 GET      /                                (open)     the dashboard, and ``/static`` (:mod:`.dashboard`)
 =======  ===============================  =========  ==========================================

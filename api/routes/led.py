@@ -1,10 +1,10 @@
 """LED devices, effects and presets: the LED consumers' setups, changed live, and their frames.
 
 ``GET /api/led/devices`` lists every running LED consumer's setup (and the devices with a preview);
-``POST /api/led/devices``, ``PATCH``/``DELETE /api/led/devices/{name}``, ``POST /api/led/presets`` and
-``POST /api/led/presets/{name}/apply`` send the consumer a command and answer with its new setup
-(:mod:`api.led_setup`); ``GET /api/led/effects`` is the effect catalogue. ``?consumer=NAME`` picks
-the consumer where several run. ``GET /api/led/discover`` finds WLED controllers over mDNS
+``POST /api/led/devices``, ``PATCH``/``DELETE /api/led/devices/{name}``, ``POST /api/led/presets``,
+``POST /api/led/presets/{name}/apply`` and ``DELETE /api/led/presets/{name}`` send the consumer a
+command and answer with its new setup (:mod:`api.led_setup`); ``GET /api/led/effects`` is the effect
+catalogue. ``?consumer=NAME`` picks the consumer where several run. ``GET /api/led/discover`` finds WLED controllers over mDNS
 (:mod:`consumers.led.discover`, the optional extra ``wled``).
 
 Devices of any LED consumer on this broker are previewed on ``WS /ws/led/{device}``, relayed from
@@ -160,6 +160,15 @@ def apply_led_preset(name: PresetPath, api: Api, consumer: ConsumerQuery = None)
     setups = LedSetups(api.bus)
     target = broker(setups.owner, consumer, preset=name)
     return broker(setups.command, target, "apply_preset", preset=name)
+
+
+@router.delete("/api/led/presets/{name}", response_model=LedConsumer, tags=["led"],
+               dependencies=[require("control")], responses=COMMAND_ERRORS)
+def delete_led_preset(name: PresetPath, api: Api, consumer: ConsumerQuery = None) -> LedConsumer:
+    """Delete a preset: the consumer no longer saves it (the devices keep their effects)."""
+    setups = LedSetups(api.bus)
+    target = broker(setups.owner, consumer, preset=name)
+    return broker(setups.command, target, "delete_preset", preset=name)
 
 
 @router.websocket("/ws/led/{device}", dependencies=[require("read")])

@@ -308,7 +308,9 @@ function showSetup(setup) {
     remove.addEventListener("click", () => lightsCall(`/api/led/devices/${encodeURIComponent(d.name)}${lightsQuery()}`,
       { method: "DELETE" }, `removed ${d.name}`));
     const row = el("tr", {}, el("td", {}, on), el("td", { textContent: d.name }), el("td", { textContent: d.output }),
-      el("td", { textContent: d.pixels }), el("td", { textContent: d.fps }), el("td", { textContent: d.brightness }),
+      el("td", { textContent: d.pixels }),
+      el("td", { textContent: d.segments.length || "", title: segmentsText(d.segments), className: "dev-segments" }),
+      el("td", { textContent: d.fps }), el("td", { textContent: d.brightness }),
       el("td", { textContent: d.output_latency_ms }), el("td", { textContent: d.effect, className: "dev-effect" }),
       el("td", { textContent: state, className: "dev-state" }), el("td", {}, edit, " ", remove));
     row.dataset.device = d.name;
@@ -339,6 +341,21 @@ const sendJSON = (method, doc) => ({ method, headers: { "Content-Type": "applica
 const changeDevice = (name, doc) => lightsCall(`/api/led/devices/${encodeURIComponent(name)}${lightsQuery()}`,
   sendJSON("PATCH", doc), `${name}: ${Object.keys(doc).join(", ")} changed`);
 
+// segments as the form writes them: "0-149, 299-150", inclusive pixel ranges in the order the effect
+// runs along them; one written high-to-low runs reversed. The consumer checks overlaps and bounds.
+function parseSegments(text) {
+  const segments = [];
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const m = /^(\d+)\s*(?:-\s*(\d+))?$/.exec(part);
+    if (!m) throw new Error(`segments: "${part}" is not a pixel range like 0-149 (299-150 runs reversed)`);
+    const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+    segments.push({ start: Math.min(a, b), stop: Math.max(a, b) + 1, reverse: a > b });
+  }
+  return segments;
+}
+const segmentsText = (segments) => (segments || [])
+  .map((s) => (s.reverse ? `${s.stop - 1}-${s.start}` : `${s.start}-${s.stop - 1}`)).join(", ");
+
 // the device form: add, or edit the device picked in the list (a device keeps its name)
 function editDevice(d) {
   lights.editing = d ? d.name : null;
@@ -348,6 +365,7 @@ function editDevice(d) {
   $("dev-brightness").value = d ? d.brightness : 1;
   $("dev-fps").value = d ? d.fps : "";
   $("dev-latency").value = d ? d.output_latency_ms : "";
+  $("dev-segments").value = d ? segmentsText(d.segments) : "";
   $("dev-reverse").checked = d ? d.reverse : false;
   $("dev-submit").textContent = d ? `save ${d.name}` : "add device";
   $("dev-cancel").hidden = !d;
@@ -355,6 +373,7 @@ function editDevice(d) {
 $("device-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const doc = { output: $("dev-output").value.trim(), reverse: $("dev-reverse").checked };
+  try { doc.segments = parseSegments($("dev-segments").value); } catch (err) { say($("lights-result"), err.message, true); return; }
   for (const [id, key] of [["dev-pixels", "pixels"], ["dev-brightness", "brightness"], ["dev-fps", "fps"],
     ["dev-latency", "output_latency_ms"]]) if ($(id).value !== "") doc[key] = Number($(id).value);
   if (lights.editing) {
@@ -458,6 +477,11 @@ $("preset-apply").addEventListener("click", () => {
   if (!name) { say($("lights-result"), "no preset saved yet", true); return; }
   lightsCall(`/api/led/presets/${encodeURIComponent(name)}/apply${lightsQuery()}`, { method: "POST" }, `applied preset ${name}`)
     .then(() => showEffect(deviceOf($("fx-device").value)));
+});
+$("preset-delete").addEventListener("click", () => {
+  const name = $("preset-select").value;
+  if (!name) { say($("lights-result"), "no preset saved yet", true); return; }
+  lightsCall(`/api/led/presets/${encodeURIComponent(name)}${lightsQuery()}`, { method: "DELETE" }, `deleted preset ${name}`);
 });
 setInterval(loadLights, 2000);
 

@@ -10,7 +10,7 @@ Changes arrive as :class:`~beatbus.schemas.LedCommand` on ``bb:led:commands`` (w
 API); :func:`apply_command` validates one against the current setup and returns the new one, or
 raises :class:`SetupError` (one line, with the HTTP status the API answers). A preset keeps the
 effect and effect parameters of every device; applying it sets them on the devices that still
-exist.
+exist; deleting it drops it from the saved setup.
 """
 from __future__ import annotations
 
@@ -212,10 +212,15 @@ def _update(setup: LedSetup, name: str | None, fields: dict[str, Any], config: L
     return [record if d.name == old.name else d for d in setup.devices]
 
 
-def _apply_preset(setup: LedSetup, preset: str | None, config: LedConfig) -> list[DeviceConfig]:
+def _preset_or_404(setup: LedSetup, preset: str | None) -> dict[str, PresetLook]:
     looks = setup.presets.get(preset or "")
     if looks is None:
         raise SetupError(404, f"no LED preset {preset!r} (presets: {', '.join(sorted(setup.presets)) or 'none'})")
+    return looks
+
+
+def _apply_preset(setup: LedSetup, preset: str | None, config: LedConfig) -> list[DeviceConfig]:
+    looks = _preset_or_404(setup, preset)
     if not any(setup.find(n) for n in looks):
         raise SetupError(409, f"none of the devices of preset {preset!r} exists any more ({', '.join(looks)})")
     out = []
@@ -237,11 +242,11 @@ def apply_command(setup: LedSetup, cmd: LedCommand, config: LedConfig) -> LedSet
     Raises
     ------
     SetupError
-        404 unknown device or preset, 409 a name taken (or nothing to save), 422 a value that is not
-        valid (bad URL, pixels out of the protocol's range, unknown effect or parameter...).
+        404 unknown device or preset (to apply or delete), 409 a name taken (or nothing to save), 422 a
+        value that is not valid (bad URL, pixels out of the protocol's range, unknown effect or parameter...).
     """
     devices, presets = setup.devices, setup.presets
-    if cmd.action in ("save_preset", "apply_preset") and not cmd.preset:
+    if cmd.action in ("save_preset", "apply_preset", "delete_preset") and not cmd.preset:
         raise SetupError(422, f"{cmd.action}: preset is required")
     if cmd.action in ("update_device", "remove_device") and not cmd.device:
         raise SetupError(422, f"{cmd.action}: device is required")
@@ -259,5 +264,8 @@ def apply_command(setup: LedSetup, cmd: LedCommand, config: LedConfig) -> LedSet
                                            for d in setup.devices}}
     elif cmd.action == "apply_preset":
         devices = _apply_preset(setup, cmd.preset, config)
+    elif cmd.action == "delete_preset":
+        _preset_or_404(setup, cmd.preset)
+        presets = {k: v for k, v in presets.items() if k != cmd.preset}
     return msgspec.structs.replace(setup, devices=devices, presets=presets)
 

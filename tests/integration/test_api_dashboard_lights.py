@@ -4,12 +4,14 @@
 on) on the test broker, beats of source ``default`` come from a live beat source (support.api). A
 DDP device is added in the page and a receiver on loopback (a DDP parser written from the spec)
 gets its frames; the effect and palette are changed in the page and the frames change with them;
-the LED daemon is restarted and the device, its effect and its palette are still there.
+the LED daemon is restarted and the device, its effect and its palette are still there; segments
+typed in the page reorder the pixels on the wire; a preset is deleted in the page.
 """
 from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -45,6 +47,10 @@ ROW = """const r = [...document.querySelectorAll('#lights-devices tr')].find((x)
 return r ? [r.dataset.state, r.querySelector('.dev-effect').textContent] : null;"""
 TOGGLE = """const r = [...document.querySelectorAll('#lights-devices tr')].find((x) => x.dataset.device === arguments[0]);
 r.querySelector('.dev-enabled').click();"""
+EDIT = """const r = [...document.querySelectorAll('#lights-devices tr')].find((x) => x.dataset.device === arguments[0]);
+r.querySelector('.dev-edit').click();"""
+SEGMENTS = """const r = [...document.querySelectorAll('#lights-devices tr')].find((x) => x.dataset.device === arguments[0]);
+return r ? r.querySelector('.dev-segments').textContent : null;"""
 
 
 def row_is(browser, device: str, state: str, effect: str) -> bool:
@@ -132,9 +138,59 @@ def test_a_device_added_and_styled_in_the_page_sends_those_frames_and_survives_a
                        what="porch listed again after the restart")
             again = frames_after(cap, restarted + 0.5)
             assert not any(uniform(f) for f in again) and all(r == 0 for f in again for r, _, _ in f)
-            # the one error: the refused URL's answer, which Chromium logs as a failed request
+
+            # segments: a static gradient (no scroll, no beat pulse), then "0-14, 29-15" in the device form:
+            # the first half stays, the second half is reversed on the wire
+            Select(browser.find_element(By.ID, "fx-effect")).select_by_value("gradient")
+            type_into(browser, "fx-param-beats_per_cycle", "0")
+            type_into(browser, "fx-param-pulse", "0")
+            Select(browser.find_element(By.ID, "fx-param-color_palette")).select_by_value("rainbow")
+            browser.find_element(By.ID, "fx-apply").click()
+            eventually(lambda: row_is(browser, "porch", "sending", "gradient"), timeout=10, what="porch on gradient")
+            plain = frames_after(cap, time.time() + 0.2, 10)
+            assert all(f == plain[0] for f in plain), "a static gradient: every frame alike"
+            base = plain[0]
+            assert base[15:] != base[15:][::-1], "the gradient's second half is not its own mirror image"
+            browser.execute_script(EDIT, "porch")
+            assert browser.find_element(By.ID, "dev-segments").get_attribute("value") == ""
+            type_into(browser, "dev-segments", "0-14, x")          # not a range: said in the page, nothing sent
+            browser.find_element(By.ID, "dev-submit").click()
+            text, is_error = result(browser)
+            assert is_error and 'segments: "x" is not a pixel range' in text, text
+            type_into(browser, "dev-segments", "0-14, 10-20")      # overlapping: the consumer's one-line refusal
+            browser.find_element(By.ID, "dev-submit").click()
+            eventually(lambda: "overlap" in result(browser)[0], timeout=10, what=lambda: f"the refusal ({result(browser)})")
+            text, is_error = result(browser)
+            assert is_error and "\n" not in text, text
+            type_into(browser, "dev-segments", "0-14, 29-15")
+            browser.find_element(By.ID, "dev-submit").click()
+            eventually(lambda: browser.execute_script(SEGMENTS, "porch") == "2", timeout=10,
+                       what=lambda: f"porch with 2 segments in the list ({result(browser)})")
+            assert not result(browser)[1] and "segments" in result(browser)[0], result(browser)
+            segmented = frames_after(cap, time.time() + 0.2, 10)
+            assert all(f == base[:15] + base[15:][::-1] for f in segmented), (segmented[0], base)
+            browser.execute_script(EDIT, "porch")                   # shown back as typed
+            assert browser.find_element(By.ID, "dev-segments").get_attribute("value") == "0-14, 29-15"
+            browser.find_element(By.ID, "dev-cancel").click()
+
+            # delete a preset in the page: gone from the select and from the API; the other one stays
+            type_into(browser, "preset-name", "spare")
+            browser.find_element(By.ID, "preset-save").click()
+            eventually(lambda: result(browser) == ("saved preset spare", False), timeout=10, what="the second preset")
+            Select(browser.find_element(By.ID, "preset-select")).select_by_value("show")
+            browser.find_element(By.ID, "preset-delete").click()
+            eventually(lambda: result(browser) == ("deleted preset show", False), timeout=10,
+                       what=lambda: f"the preset deleted ({result(browser)})")
+            options = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "preset-select")).options]
+            assert options == ["spare"], options
+            listed = httpx.get(f"{url}/api/led/presets", headers={"Authorization": f"Bearer {token}"}, trust_env=False)
+            assert [p["name"] for p in listed.json()["presets"]] == ["spare"], listed.text
+            assert row_is(browser, "porch", "sending", "gradient"), "the devices keep their effects"
+
+            # the errors: the refused answers (URL, overlapping segments), which Chromium logs as failed requests
             errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-            assert all("/api/led/devices - " in e and "status of 422" in e for e in errors) and len(errors) <= 1, errors
+            assert all(("/api/led/devices - " in e or "/api/led/devices/porch - " in e) and "status of 422" in e
+                       for e in errors) and len(errors) <= 2, errors
     finally:
         codes = {"led": led.stop(), "api": api.stop()}
     for name, cmd in (("led", led), ("api", api)):

@@ -28,10 +28,10 @@ from support.procs import eventually, free_port
 
 ROUTES = {("get", "/api/led/devices"), ("post", "/api/led/devices"), ("patch", "/api/led/devices/{name}"),
           ("delete", "/api/led/devices/{name}"), ("get", "/api/led/effects"), ("get", "/api/led/presets"),
-          ("post", "/api/led/presets"), ("post", "/api/led/presets/{name}/apply")}
+          ("post", "/api/led/presets"), ("post", "/api/led/presets/{name}/apply"), ("delete", "/api/led/presets/{name}")}
 CHANGES = [("post", "/api/led/devices", {"output": "web://x"}), ("patch", "/api/led/devices/a", {"pixels": 3}),
            ("delete", "/api/led/devices/a", None), ("post", "/api/led/presets", {"name": "p"}),
-           ("post", "/api/led/presets/p/apply", None)]
+           ("post", "/api/led/presets/p/apply", None), ("delete", "/api/led/presets/p", None)]
 
 
 @pytest.fixture
@@ -124,6 +124,7 @@ def test_devices_and_presets_change_live_through_the_routes_with_one_line_refusa
             ("PATCH", "/api/led/devices/nowhere", {"pixels": 3}, 404, "no LED device 'nowhere'"),
             ("PATCH", "/api/led/devices/porch?consumer=other", {"pixels": 3}, 404, "no LED consumer 'other'"),
             ("POST", "/api/led/presets/none/apply", None, 404, "no LED preset 'none'"),
+            ("DELETE", "/api/led/presets/none", None, 404, "no LED preset 'none'"),
         ]:
             r = c.request(method, path, json=body)
             assert r.status_code == status and text in r.json()["detail"], (method, path, r.status_code, r.text)
@@ -143,6 +144,16 @@ def test_devices_and_presets_change_live_through_the_routes_with_one_line_refusa
             "a": {"effect": "beat_flash", "effect_config": {}}, "porch": {"effect": "strobe", "effect_config": {}}}}]
         r = c.post("/api/led/presets/show/apply")
         assert r.status_code == 200 and next(d for d in r.json()["devices"] if d["name"] == "porch")["effect"] == "strobe"
+        # delete: gone from the answer, the listing and the consumer's saved file; the devices keep their effects
+        assert c.post("/api/led/presets", json={"name": "spare"}).status_code == 200
+        assert set(led.store.load().presets) == {"show", "spare"}
+        r = c.delete("/api/led/presets/show")
+        assert r.status_code == 200 and list(r.json()["presets"]) == ["spare"], r.text
+        assert next(d for d in r.json()["devices"] if d["name"] == "porch")["effect"] == "strobe"
+        assert [p["name"] for p in c.get("/api/led/presets").json()["presets"]] == ["spare"]
+        assert set(led.store.load().presets) == {"spare"}
+        r = c.delete("/api/led/presets/show")
+        assert r.status_code == 404 and r.json()["detail"] == "no LED preset 'show' (see GET /api/led/presets)", r.text
         # remove
         r = c.delete("/api/led/devices/porch")
         assert r.status_code == 200 and names(r.json()) == ["a"]
