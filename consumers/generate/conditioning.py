@@ -15,9 +15,9 @@ import numpy as np
 
 from beatbus import keys
 from beatbus.bus import Bus
-from beatbus.schemas import AudioFrame, BeatEvent, Event, IntensityEvent, SectionEvent, pcm_to_float
+from beatbus.schemas import AudioFrame, BeatEvent, Event, IntensityEvent, KeyEvent, SectionEvent, pcm_to_float
 
-__all__ = ["Conditioning", "snapshot", "capture_audio", "estimate_key", "pitch_class_profile", "build_prompt",
+__all__ = ["Conditioning", "snapshot", "key_name", "capture_audio", "estimate_key", "pitch_class_profile", "build_prompt",
            "energy_word", "KEY_NAMES"]
 
 M = msgspec.Meta
@@ -46,15 +46,22 @@ def _latest(bus: Bus, stream: str, kind: type, count: int = 8):
     return None
 
 
+def key_name(ev: KeyEvent) -> str:
+    """``"A minor"``: a KeyEvent's key as the prompt names it."""
+    return f"{KEY_NAMES[ev.tonic]} {ev.mode}"
+
+
 def snapshot(bus: Bus, source: str) -> Conditioning:
-    """The latest beat, intensity and section of ``source`` (no audio, no key)."""
+    """The latest beat, intensity, section and key (the harmony stage's) of ``source`` (no audio)."""
     beat = _latest(bus, keys.stream(source, keys.StreamKind.BEATS), BeatEvent)
+    key = _latest(bus, keys.stream(source, keys.StreamKind.HARMONY), KeyEvent, count=512)   # chords come between keys
     level = _latest(bus, keys.stream(source, keys.StreamKind.INTENSITY), IntensityEvent)
     section = _latest(bus, keys.stream(source, keys.StreamKind.SECTIONS), SectionEvent)
     intensity = level.intensity if level is not None else (beat.intensity if beat is not None else None)
     return Conditioning(source=source, tempo=beat.bpm if beat and beat.bpm > 0 else None,
                         meter=beat.meter if beat else None, section=section.label if section else None,
-                        intensity=intensity)
+                        intensity=intensity, key=key_name(key) if key else None,
+                        key_confidence=key.confidence if key else None)
 
 
 def capture_audio(bus: Bus, source: str, seconds: float, *, batch: int = 200) -> tuple[np.ndarray, int]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
+from beatbus.schemas import BeatEvent, IntensityEvent, KeyEvent, SectionEvent
 
-from .conditioning import Conditioning
+from .conditioning import Conditioning, key_name
 
 __all__ = ["Trigger", "GenerationPolicy", "SourceState"]
 
@@ -39,6 +39,8 @@ class SourceState:
     section: str | None = None
     bar: int = -1
     intensity_stream: bool = False      # an intensity processor runs: its value wins over the beat's
+    key: str | None = None              # the harmony stage's live key ("A minor")
+    key_confidence: float | None = None
     fired_sections: set[float] = field(default_factory=set)
     fired_bar: int = -1
 
@@ -82,6 +84,10 @@ class GenerationPolicy:
         st = self._state(ev.source)
         st.intensity, st.intensity_stream = ev.intensity, True
 
+    def on_key(self, ev: KeyEvent) -> None:
+        st = self._state(ev.source)
+        st.key, st.key_confidence = key_name(ev), ev.confidence
+
     def on_section(self, ev: SectionEvent) -> Trigger | None:
         st = self._state(ev.source)
         st.section = ev.label
@@ -98,4 +104,4 @@ class GenerationPolicy:
     def conditioning(self, source: str) -> Conditioning:
         st = self._state(source)
         return Conditioning(source=source, tempo=st.tempo, meter=st.meter, section=st.section,
-                            intensity=st.intensity)
+                            intensity=st.intensity, key=st.key, key_confidence=st.key_confidence)

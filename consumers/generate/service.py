@@ -31,7 +31,7 @@ from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.runtime import Service, instance_id
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
+from beatbus.schemas import BeatEvent, IntensityEvent, KeyEvent, SectionEvent
 
 from .conditioning import Conditioning, capture_audio, estimate_key
 from .config import GenerateConfig
@@ -47,7 +47,7 @@ __all__ = ["GenerationService", "capture_conditioning"]
 
 log = get_logger("generate.service")
 _instances = itertools.count()
-_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.SECTIONS, keys.StreamKind.INTENSITY)
+_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.SECTIONS, keys.StreamKind.INTENSITY, keys.StreamKind.HARMONY)
 
 
 class GenerationService(Service):
@@ -112,6 +112,8 @@ class GenerationService(Service):
                 trigger = self.policy.on_section(ev)
             elif isinstance(ev, IntensityEvent):
                 self.policy.on_intensity(ev)
+            elif isinstance(ev, KeyEvent):
+                self.policy.on_key(ev)
             if trigger is not None:
                 triggers.append(trigger)
         for trigger in triggers:
@@ -180,7 +182,8 @@ class GenerationService(Service):
 
 
 def capture_conditioning(bus: Bus, store: Store, source: str, seconds: float, cond: Conditioning) -> str | None:
-    """Store the source's last ``seconds`` of audio as an upload; set ``cond.key`` from it.
+    """Store the source's last ``seconds`` of audio as an upload; set ``cond.key`` from it unless the
+    harmony stage already named the live key.
 
     Returns the new audio id, or None with under a second of audio (text-only conditioning).
     """
@@ -189,5 +192,6 @@ def capture_conditioning(bus: Bus, store: Store, source: str, seconds: float, co
     x, sr = capture_audio(bus, source, seconds)
     if sr == 0 or len(x) < sr:
         return None
-    cond.key, cond.key_confidence = estimate_key(x, sr)
+    if cond.key is None:
+        cond.key, cond.key_confidence = estimate_key(x, sr)
     return store.save_upload(x, sr, origin=f"capture:{source}")

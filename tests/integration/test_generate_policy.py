@@ -15,7 +15,7 @@ from beatbus.consumers.generate.jobqueue import GenerationQueue
 from beatbus.consumers.generate.policy import GenerationPolicy
 from beatbus.consumers.generate.service import GenerationService
 from beatbus.consumers.generate.spec import GenerationJob
-from beatbus.schemas import AudioFrame, BeatEvent, IntensityEvent, SectionEvent, float_to_pcm
+from beatbus.schemas import AudioFrame, BeatEvent, ChordEvent, IntensityEvent, KeyEvent, SectionEvent, float_to_pcm
 
 from support.generate import build_models, context, gen_config, gen_settings, offering, tone, work_burst
 
@@ -90,6 +90,11 @@ def test_policy_tracks_conditioning_and_prefers_the_intensity_stream():
     p.on_section(section("s", "verse", "tentative", 3.0))
     c = p.conditioning("s")
     assert (c.tempo, c.meter, c.intensity, c.section, c.source) == (97.0, 3, 0.85, "verse", "s")
+    assert c.key is None
+    now = time.time()
+    p.on_key(KeyEvent(source="s", timestamp=1.0, system_time=now, detected_time=2.0, emitted_at=now, tonic=7,
+                      mode="major", confidence=0.6))
+    assert (p.conditioning("s").key, p.conditioning("s").key_confidence) == ("G major", 0.6)   # the live key
 
 
 # -- conditioning from the broker ------------------------------------------------------------------
@@ -101,8 +106,17 @@ def test_snapshot_and_capture_read_the_live_streams(bus):
     bus.publish(keys.stream("live", "sections"), section("live", "chorus", "confirmed", 2.0), maxlen=1000)
     bus.publish(keys.stream("live", "intensity"), level("live", 0.7), maxlen=1000)
     bus.redis.xadd(keys.stream("live", "beats"), {b"d": b'{"type":"beat","bpm":"fast"}'})    # malformed, newest
+    now = time.time()
+    bus.publish(keys.stream("live", "harmony"), KeyEvent(source="live", timestamp=1.0, system_time=now,
+                                                         detected_time=2.0, emitted_at=now, tonic=9, mode="minor",
+                                                         confidence=0.8), maxlen=1000)
+    for k in range(20):                     # chords published since: the key is older than the newest entries
+        bus.publish(keys.stream("live", "harmony"), ChordEvent(
+            source="live", timestamp=2.0 + k, system_time=now, detected_time=2.0 + k, emitted_at=now, root=9,
+            quality="min", confidence=0.7, beat=k, bar=k, beat_in_bar=1), maxlen=1000)
     c = snapshot(bus, "live")
     assert (c.tempo, c.meter, c.section, c.intensity) == (128.0, 4, "chorus", 0.7)
+    assert (c.key, c.key_confidence) == ("A minor", 0.8)       # the harmony stage's live key
     assert bus.redis.xlen(keys.dead_letter(keys.stream("live", "beats"))) == 1
     ramp = np.linspace(-0.5, 0.5, 6 * SR).astype(np.float32)
     publish_audio(bus, "live", ramp)
