@@ -9,7 +9,9 @@ import numpy as np
 
 from beatbus.errors import ConfigError
 
-__all__ = ["PALETTES", "SECTION_PALETTES", "sample", "stop", "check_palette"]
+__all__ = ["PALETTES", "SECTION_PALETTES", "sample", "stop", "check_palette", "FOLLOW", "harmony_hue", "rotate_hue"]
+
+FOLLOW = ("off", "key", "chord")
 
 _RAW: dict[str, list[tuple[int, int, int]]] = {
     "rainbow": [(255, 0, 0), (255, 150, 0), (255, 255, 0), (0, 255, 0), (0, 150, 255), (140, 0, 255)],
@@ -59,3 +61,28 @@ def sample(name: str, x) -> np.ndarray:
     i0 = np.floor(pos).astype(np.int64) % n
     frac = (pos - np.floor(pos))[..., None]
     return pal[i0] * (1.0 - frac) + pal[(i0 + 1) % n] * frac
+
+
+def harmony_hue(pitch_class: int, minor: bool) -> float:
+    """Hue rotation (degrees) for a key or chord: its place on the circle of fifths, 30 degrees a step.
+
+    C major leaves a palette as it is; G and F, a fifth apart, are neighbours; a minor key or chord
+    takes its relative major's place (A minor = C major: the same notes), so only the tonality's
+    notes, not its name, set the colour.
+    """
+    tonic = (pitch_class + 3) % 12 if minor else pitch_class % 12
+    return float((tonic * 7) % 12) * 30.0
+
+
+def rotate_hue(rgb: np.ndarray, degrees: float, *, dim: float = 1.0) -> np.ndarray:
+    """Rotate the hue of float RGB ``[..., 3]`` about the grey axis (greys stay grey), times ``dim``.
+
+    A 3x3 matrix per call: cheap enough for every frame (a 300-pixel strip costs microseconds).
+    """
+    if degrees % 360.0 == 0.0 and dim == 1.0:
+        return rgb
+    a = np.deg2rad(degrees)
+    c, s3 = np.cos(a), np.sin(a) / np.sqrt(3.0)
+    k = (1.0 - c) / 3.0
+    m = np.array([[c + k, k - s3, k + s3], [k + s3, c + k, k - s3], [k - s3, k + s3, c + k]], dtype=np.float32)
+    return np.clip((rgb @ m.T) * np.float32(dim), 0.0, 1.0).astype(np.float32, copy=False)

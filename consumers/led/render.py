@@ -137,7 +137,7 @@ class DeviceRunner:
         """Render the frame seen at ``t_display`` (wall s) and encode it to device bytes."""
         ctx = self.state.context(t_display, self.device.length, self.gate)
         mix = ctx.ambient if self.ambient is not None else 0.0
-        music = self.effect.render(ctx) if mix < 1.0 else None
+        music = self.effect.follow_harmony(self.effect.render(ctx), ctx) if mix < 1.0 else None
         amb = self.ambient.render(ctx) if self.ambient is not None and mix > 0.0 else None
         return self.map.frame(compose(music, amb, mix) if music is not None else amb), ctx
 

@@ -201,7 +201,8 @@ class LedService(Service):
         # replaced as a whole (never changed in place): other threads iterate the list they got
         self.runners = [self._runner(d) for d in plan.devices]
         self.streams = [keys.stream(self.source, k) for k in
-                        (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS)]
+                        (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS,
+                         keys.StreamKind.HARMONY)]
         self.control_stream = keys.stream(self.source, keys.StreamKind.CONTROL)
         self.reader: Reader | None = None
         self.preview = PreviewRelay(bus, self.runners, self.source, consumer=self.consumer, describe=self.describe)

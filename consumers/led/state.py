@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, TransitionEvent
+from beatbus.schemas import BeatEvent, ChordEvent, IntensityEvent, KeyEvent, SectionEvent, StreamEnd, TransitionEvent
 
 from .metrics import EVENTS_IGNORED
 
@@ -71,6 +71,9 @@ class RenderContext:
         When the drop that the latest build-up foresees is expected (None: none foreseen).
     drop_time : float or None
         When the latest detected drop happened.
+    key, chord : tuple of (int, bool) or None
+        The harmony stage's live key and chord: (pitch class 0-11 of the tonic / root, minor);
+        None until one is known (``chord``: also during no-chord stretches).
     """
 
     t: float = 0.0
@@ -97,6 +100,8 @@ class RenderContext:
     section_boundary: float | None = None
     drop_expected: float | None = None
     drop_time: float | None = None
+    key: tuple[int, bool] | None = None
+    chord: tuple[int, bool] | None = None
 
     @property
     def is_downbeat(self) -> bool:
@@ -206,6 +211,8 @@ class LedState:
         self.boundary: float | None = None        # wall time of the latest confirmed section start
         self.drop_expected: float | None = None   # wall time of the drop the latest build-up foresees
         self.drop_at: float | None = None         # wall time of the latest detected drop
+        self.key: tuple[int, bool] | None = None  # (tonic, minor) of the harmony stage's live key
+        self.chord: tuple[int, bool] | None = None
         self.ended_at: float | None = None
         self.processor_alive = True
         self.effects_enabled = True          # False (a control event): ambient only
@@ -222,6 +229,12 @@ class LedState:
             return self.on_section(event)
         if isinstance(event, TransitionEvent):
             return self.on_transition(event)
+        if isinstance(event, KeyEvent):
+            self.key = (event.tonic, event.mode == "minor")
+            return True
+        if isinstance(event, ChordEvent):
+            self.chord = None if event.root is None else (event.root, event.quality == "min")
+            return True
         if isinstance(event, StreamEnd):
             self.ended_at = self.clock()
             return True
@@ -346,7 +359,8 @@ class LedState:
             bass = mids = highs = 0.0
         common = dict(t=t, pixels=pixels, intensity=intensity, bass=bass, mids=mids, highs=highs,
                       section=label, section_age=max(0.0, t - since) if since else 0.0,
-                      section_boundary=self.boundary, drop_expected=self.drop_expected, drop_time=self.drop_at)
+                      section_boundary=self.boundary, drop_expected=self.drop_expected, drop_time=self.drop_at,
+                      key=self.key, chord=self.chord)
         g = self.grid(t)
         if g is None:
             return RenderContext(ambient=1.0, has_beat=False, flash_age=None, **common)

@@ -90,6 +90,9 @@ class Effect:
         "bpm_sync": Param(True, "Motion follows the tempo (true) or a fixed speed (false)"),
         "intensity_curve": Param("linear", "How loudness maps to brightness", choices=CURVES),
         "color_palette": Param("rainbow", "Palette the colors come from", choices=PALETTE_NAMES),
+        "palette_follow": Param("off", "Colors turn with the harmony stage's live key or chord (circle of "
+                                       "fifths: C major as drawn, a fifth = 30 degrees of hue; minor darker)",
+                                choices=palettes.FOLLOW),
     }
 
     def __init_subclass__(cls, **kw):
@@ -127,6 +130,14 @@ class Effect:
 
     def render(self, ctx: RenderContext) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def follow_harmony(self, rgb: np.ndarray, ctx: RenderContext) -> np.ndarray:
+        """``rgb`` turned to the live key or chord when ``palette_follow`` asks (as it is otherwise)."""
+        follow = self.config["palette_follow"]
+        now = ctx.key if follow == "key" else ctx.chord if follow == "chord" else None
+        if now is None:
+            return rgb
+        return palettes.rotate_hue(rgb, palettes.harmony_hue(*now), dim=0.8 if now[1] else 1.0)
 
     # -- helpers shared by effects ---------------------------------------------------
     def blank(self) -> np.ndarray:
