@@ -93,6 +93,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     queues = args.queue if args.queue is not None else default_queues(args.config)
     with connect(settings, embedded_ok=False) as bus:
         svc = ExporterService(bus, settings=settings, queues=queues, max_age=args.max_age)
+        svc.setup()         # the collectors exist before /metrics is served: a first scrape has them
         print(f"beatbus: exporter for rq queues {', '.join(queues) or '(none)'} and every live source",
               file=sys.stderr)
         return run_services([svc], metrics_addr=settings.metrics_addr)

@@ -66,6 +66,9 @@ class ExporterService(Service):
         self._backoff = Backoff()
 
     def setup(self) -> None:
+        """Register the collectors (once: ``beatbus exporter`` calls it before /metrics is served)."""
+        if self.collectors:
+            return
         # the collectors inspect the broker with commands no stage uses (XINFO, rq's registries): a client
         conn: redis.Redis = self.bus.redis
         self.collectors = [StreamCollector(conn, max_age=self.max_age)]

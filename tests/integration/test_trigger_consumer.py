@@ -68,7 +68,9 @@ def receiver():
 
 
 def make_service(bus, settings, receiver, **overrides) -> TriggerService:
-    cfg = load_trigger_config({"url": receiver.url, "max_age": 30.0, **overrides}, env={})
+    # generous time limits: a loaded CI machine (a CPU hog beside the suite) may take seconds to answer,
+    # and these tests are about which triggers fire, not how fast (the timing tests override them)
+    cfg = load_trigger_config({"url": receiver.url, "max_age": 30.0, "timeout": 5.0, **overrides}, env={})
     return TriggerService(bus, settings=settings, config=cfg, sources=[SRC])
 
 
