@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     backend: Annotated[str, M(pattern=r"^[a-z0-9_]{1,32}$")] = "beatnet"
     device: Literal["cpu", "cuda"] = "cpu"
     threads: Annotated[int, M(ge=0, le=256)] = 1
+    adaptive: bool = True
+    adaptive_high_load: Annotated[float, M(gt=0, le=100)] = 0.85
 
 
 DESCRIPTIONS: dict[str, str] = {
@@ -73,6 +75,10 @@ DESCRIPTIONS: dict[str, str] = {
     "device": "Torch device for model backends: cpu | cuda.",
     "threads": "Compute threads per process (BLAS, OpenMP, torch); 0: the libraries' defaults (one per core; "
                "idle ones spin). An explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS wins.",
+    "adaptive": "Processor: under load, move sources one at a time to a cheaper backend (small, then dsp) "
+                "and back when the load allows (README, Adaptive quality).",
+    "adaptive_high_load": "Processor load (CPU s per s of audio) above which adaptive quality degrades a source; "
+                          "restores need a projected load under 0.7 x this.",
 }
 
 

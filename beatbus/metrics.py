@@ -14,7 +14,8 @@ from .errors import ConfigError
 
 __all__ = ["EVENTS_PUBLISHED", "EVENTS_CONSUMED", "MALFORMED", "DEAD_LETTERS", "FRAMES_DROPPED",
            "STAGE_LATENCY", "BUS_LAG", "BROKER_RECONNECTS", "BPM", "SOURCE_UP", "BEATS",
-           "PUBLISH_ERRORS", "LEASES_HELD", "METRICS_PORTS", "PER_INSTANCE", "child", "owned_by", "publish_role", "serve_metrics"]
+           "PUBLISH_ERRORS", "LEASES_HELD", "QUALITY_LEVEL",
+           "METRICS_PORTS", "PER_INSTANCE", "child", "owned_by", "publish_role", "serve_metrics"]
 
 # Default /metrics port of each daemon, the ones `beatbus deploy install` uses: a per-instance
 # daemon's instance N gets base + N, so a daemon started by hand takes base + 1 (or the next free
@@ -42,6 +43,8 @@ BEATS = Counter("beatbus_beats_total", "Beats emitted", ["backend"])
 BPM = Gauge("beatbus_bpm", "Current tempo estimate", ["source"])
 SOURCE_UP = Gauge("beatbus_source_up", "1 while this process serves the source", ["source", "role"])
 LEASES_HELD = Gauge("beatbus_leases_held", "Source leases this process holds", ["role"])
+QUALITY_LEVEL = Gauge("beatbus_quality_level", "Beat backend level of the source (0: configured, 1: small, "
+                      "2: dsp; adaptive quality)", ["source"])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -146,7 +146,7 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     setup_logging("warning")
     return bench_load(sources=args.sources, processors=args.processors, duration=args.duration, warmup=args.warmup,
                       backend=args.backend, file=args.file, assign=args.assign, cluster=args.cluster,
-                      json_path=args.json)
+                      json_path=args.json, adaptive=args.adaptive)
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -406,6 +406,9 @@ def _register_bench(top) -> None:
                     help="shard: each processor gets --sources of its share; discover: they race for leases")
     lo.add_argument("--cluster", action="store_true",
                     help="also run every count on a local Redis Cluster (3 masters + 3 replicas), side by side")
+    lo.add_argument("--adaptive", choices=["default", "on", "off", "both"], default="default",
+                    help="the processors' adaptive quality: passed on (--adaptive), off (--no-adaptive), both "
+                         "(each count twice, one row each) or not passed (default: the daemon's own, on)")
     lo.add_argument("--json", help="also write results to this file")
     lo.set_defaults(func=cmd_bench_load)
     so = bench.add_parser("soak", help="the full pipeline on a looped file: RSS, lag and latency over time")

@@ -10,7 +10,9 @@ load
     latency (``emitted_at - system_time`` of every BeatEvent: what a light or trigger waits
     for, the tracker's look-ahead included) and delivery latency (read by a fan-out reader
     minus ``emitted_at``). The first ``warmup`` seconds (lease pick-up, tracker convergence)
-    are not measured.
+    are not measured. ``adaptive`` runs each count with the processors' adaptive quality on,
+    off (``--no-adaptive``) or both, and reports the sources at each quality level at the end
+    (the processors' ``beatbus_quality_level`` gauges: 0 the configured backend, 1 small, 2 dsp).
 soak
     The full pipeline on a looped file for ``minutes``: producer, beat, intensity and
     structure processors, trigger consumer -> reference receiver, LED consumer -> a UDP
@@ -303,7 +305,7 @@ P99_TARGET_MS = 150.0        # capture-to-event p99 under which a run counts as 
 
 
 def _load_once(sources: int, *, processors: int, duration: float, warmup: float, backend: str | None,
-               file: str | None, assign: str, broker_kind: str = "single") -> dict:
+               file: str | None, assign: str, broker_kind: str = "single", adaptive: bool | None = None) -> dict:
     """One load run of ``sources`` sources; its measurements (see the module docstring)."""
     names = [f"load-{i:03d}" for i in range(sources)]
     with tempfile.TemporaryDirectory(prefix="beatbus-load-") as tmp, _broker(broker_kind, Path(tmp)) as broker:
@@ -315,6 +317,8 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
             procs = []
             for k in range(processors):
                 args = ["process", *(["--backend", backend] if backend else [])]
+                if adaptive is not None:
+                    args.append("--adaptive" if adaptive else "--no-adaptive")
                 if assign == "shard":
                     args += ["--sources", *names[k::processors]]
                 procs.append(fleet.spawn(f"processor-{k + 1}", args))
@@ -357,11 +361,18 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
     audio_s = [f * 441 / 22050 for f in frames]                    # seconds of audio each processor consumed
     cost = [cpu[p.name] / 100 * duration / a * 1000 if a else float("nan") for p, a in zip(procs, audio_s)]
     realtime = [a / (duration * max(1, n)) for a, n in zip(audio_s, leases)]
+    levels = [0, 0, 0]                   # sources at each quality level (no gauge: adaptation off, level 0)
+    for a in after:
+        for name, value in a.items():
+            if name.startswith("beatbus_quality_level{") and 0 < value < len(levels):
+                levels[int(value)] += 1
+    levels[0] = sum(leases) - levels[1] - levels[2]
     capture, delivery = tap.capture, tap.delivery
     proc_cpu = sum(cpu[p.name] for p in procs)                     # % of one core, all processors
     p99 = 1e3 * _pct(capture, 99)
     return {
         "sources": sources, "processors": processors, "backend": backend or Settings().backend, "assign": assign,
+        "adaptive": Settings().adaptive if adaptive is None else adaptive, "quality_levels": levels,
         "duration_s": duration, "broker": broker_name, "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
         "file": file, "process_names": [p.name for p in procs],
         "cpu_percent": cpu, "rss_mb": rss, "leases": leases, "beats": tap.beats,
@@ -383,7 +394,8 @@ def _print_run(r: dict) -> None:
     """The tables of one run: per process, then latencies."""
     n, cpu, rss = r["sources"], r["cpu_percent"], r["rss_mb"]
     print(f"\n## {n} real-time sources ({'a looped file' if r['file'] else 'click tracks'}) -> {r['processors']} x "
-          f"`beatbus process` ({r['backend']}, {r['assign']}), {r['broker']}, {r['duration_s']:.0f} s measured, "
+          f"`beatbus process` ({r['backend']}, {r['assign']}, adaptive {'on' if r['adaptive'] else 'off'}), "
+          f"{r['broker']}, {r['duration_s']:.0f} s measured, "
           f"load average {r['load_average']:.1f} on {r['cores']} cores")
     print("\n| process | CPU (% of one core) | RSS (MB) | sources owned | audio consumed (x real time) | "
           "CPU ms per audio second | frames lost (gaps) |")
@@ -399,6 +411,8 @@ def _print_run(r: dict) -> None:
     print(f"| capture-to-event latency (ms) | {cap[50]:.0f} | {cap[99]:.0f} | {r['capture_latency_max_ms']:.0f} |")
     print(f"| emitted-to-read latency (ms) | {dl[50]:.1f} | {dl[99]:.1f} | {r['delivery_latency_max_ms']:.1f} |")
     print(f"| checkpoint lag (s) | {cl['p50']:.2f} | {cl['p99']:.2f} | {cl['max']:.2f} |")
+    lv = r["quality_levels"]
+    print(f"\nquality levels at the end: {lv[0]} sources at 0 ({r['backend']}), {lv[1]} at 1 (small), {lv[2]} at 2 (dsp)")
     print(f"\n{r['beats']} beats ({r['beats_per_s']:.1f}/s); {r['cpu_percent_per_source']:.2f} % of a core per source: "
           f"{r['sources_per_core']:.0f} sources per core at this cost; "
           f"{'keeps up' if r['keeps_up'] else 'does NOT keep up'} (x real time >= 0.98, no gaps, "
@@ -407,36 +421,49 @@ def _print_run(r: dict) -> None:
 
 def bench_load(*, sources: int | list[int] = 50, processors: int = 1, duration: float = 60.0, warmup: float = 15.0,
                backend: str | None = None, file: str | None = None, assign: str = "shard",
-               cluster: bool = False, json_path: str | None = None) -> int:
+               cluster: bool = False, json_path: str | None = None, adaptive: str = "default") -> int:
     """Run the load benchmark at each source count (ascending; stops after the first that does not keep
     up: that is where it saturates) and print the tables of each run, then a summary. ``cluster``:
-    each count on a single node and then on a local Redis Cluster, side by side."""
+    each count on a single node and then on a local Redis Cluster, side by side. ``adaptive``: the
+    processors' adaptive quality ``on``, ``off``, ``both`` (each count twice: on, then off) or
+    ``default`` (not passed)."""
+    if adaptive not in ("default", "on", "off", "both"):
+        raise ValueError(f"adaptive={adaptive!r} must be default, on, off or both")
+    modes = {"default": [None], "on": [True], "off": [False], "both": [True, False]}[adaptive]
     counts = sorted({sources} if isinstance(sources, int) else set(sources))
     results = []
     for kind in ("single", "cluster") if cluster else ("single",):
         for n in counts:
-            results.append(_load_once(n, processors=processors, duration=duration, warmup=warmup, backend=backend,
-                                      file=file, assign=assign, broker_kind=kind))
-            _print_run(results[-1])
-            if not results[-1]["keeps_up"]:
+            for mode in modes:
+                results.append(_load_once(n, processors=processors, duration=duration, warmup=warmup,
+                                          backend=backend, file=file, assign=assign, broker_kind=kind,
+                                          adaptive=mode))
+                _print_run(results[-1])
+            if not any(r["keeps_up"] for r in results[-len(modes):]):
                 break
     print(f"\n## Summary: {processors} x `beatbus process` ({results[0]['backend']}), started as the CLI starts it, "
           f"default environment\n")
     print("| broker | sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core | "
-          "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | broker CPU (%) | keeps up |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | broker CPU (%) | keeps up | "
+          "adaptive | levels 0/1/2 at the end |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        lv = "/".join(str(n) for n in r["quality_levels"])
         print(f"| {r['broker']} | {r['sources']} | {r['processor_cpu_percent']:.0f} | {r['cpu_percent_per_source']:.2f} | "
               f"{r['sources_per_core']:.0f} | {min(r['realtime']):.2f} | {sum(r['frames_dropped']):.0f} | "
               f"{r['capture_latency_ms'][50]:.0f} | {r['capture_latency_ms'][99]:.0f} | "
-              f"{r['cpu_percent']['broker']:.0f} | {'yes' if r['keeps_up'] else 'no'} |")
-    for name in dict.fromkeys(r["broker"] for r in results):
-        kept = [r["sources"] for r in results if r["broker"] == name and r["keeps_up"]]
-        failed = [r["sources"] for r in results if r["broker"] == name and not r["keeps_up"]]
+              f"{r['cpu_percent']['broker']:.0f} | {'yes' if r['keeps_up'] else 'no'} | "
+              f"{'on' if r['adaptive'] else 'off'} | {lv} |")
+    for name, on in dict.fromkeys((r["broker"], r["adaptive"]) for r in results):
+        runs = [r for r in results if r["broker"] == name and r["adaptive"] == on]
+        kept = [r["sources"] for r in runs if r["keeps_up"]]
+        failed = [r["sources"] for r in runs if not r["keeps_up"]]
+        label = f"{name}, adaptive {'on' if on else 'off'}"
         if failed:
-            print(f"\n{name}: saturates between {max(kept) if kept else 0} and {failed[0]} sources")
+            print(f"\n{label}: saturates between {max(kept) if kept else 0} and {failed[0]} sources")
         else:
-            print(f"\n{name}: keeps up at every count measured (up to {counts[-1]} sources): saturation is above that")
+            print(f"\n{label}: keeps up at every count measured (up to {runs[-1]['sources']} sources): "
+                  "saturation is above that")
     if json_path:
         Path(json_path).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
                                                  | orjson.OPT_SERIALIZE_NUMPY))

@@ -1,0 +1,110 @@
+"""QualityGovernor (adaptive quality) on synthetic load sequences: no Redis, no clock."""
+import pytest
+
+from beatbus.processors.beat.adaptive import QualityGovernor, levels_for
+
+DT = 0.2        # one round: 200 ms of stream time
+
+
+def run(gov, loads, t0=0.0, lags=None):
+    """Feed ``loads`` (one per round); returns [(time, source, level)] of the decisions."""
+    out = []
+    for i, load in enumerate(loads):
+        t = t0 + i * DT
+        for d in gov.observe(t, load * DT, DT, lags(t) if lags else None):
+            out.append((round(t, 1), d.source, d.level))
+    return out
+
+
+def gov3(**kw):
+    g = QualityGovernor("beatnet", **kw)
+    for s in ("a", "b", "c"):
+        g.add(s)
+    return g
+
+
+def test_levels_skip_backends_not_cheaper_than_the_configured_one():
+    assert levels_for("beatnet") == ("beatnet", "small", "dsp")
+    assert levels_for("small") == ("small", "dsp")
+    assert levels_for("dsp") == ("dsp",)
+    assert levels_for("hls") == ("hls", "small", "dsp")      # unknown cost: the most expensive
+
+
+def test_sustained_overload_degrades_newest_first_one_step_per_cooldown_down_to_the_cheapest():
+    g = gov3()
+    steps = run(g, [1.2] * 100)               # 20 s at 120 %
+    assert [(s, lv) for _, s, lv in steps] == [("c", 1), ("c", 2), ("b", 1), ("b", 2), ("a", 1), ("a", 2)]
+    times = [t for t, _, _ in steps]
+    assert times[0] >= 2.0                     # held 2 s
+    assert all(b - a >= 2.0 - 1e-9 for a, b in zip(times, times[1:]))   # cooldown (and a fresh hold)
+    assert [g.backend(s) for s in "abc"] == ["dsp", "dsp", "dsp"]
+    assert run(g, [5.0] * 50, t0=30) == []     # never below the cheapest level
+
+
+def test_short_overload_and_a_load_just_below_the_threshold_do_nothing():
+    g = gov3()
+    assert run(g, [2.0] * 3 + [0.2] * 20) == []          # smoothed over 3 s: over for 1.4 s only
+    assert run(g, [0.84] * 200, t0=10) == []
+
+
+def test_load_oscillating_around_the_threshold_does_not_flap():
+    g = gov3()
+    wave = [0.95, 0.95, 0.75, 0.75] * 150                  # 0.8 s period around 0.85: mean 0.85
+    assert run(g, wave) == []
+    g = gov3()
+    steps = run(g, [0.9, 1.0] * 300)                        # over on average: degrade, ...
+    assert steps
+    # ... and a degraded processor whose load then sits at 0.7 neither degrades nor restores
+    n = len(steps)
+    assert run(g, [0.7] * 300, t0=100) == [] and len(steps) == n
+
+
+def test_restores_only_when_the_projected_load_fits_after_a_hold():
+    g = gov3()
+    run(g, [1.2] * 25)                                      # c -> small at 2 s, -> dsp at 4 s
+    assert (g.level("c"), g.level("b")) == (2, 0)
+    # projected after restoring c to small: load * (2*.144 + .124) / (2*.144 + .078) = load * 1.126
+    assert run(g, [0.56] * 200, t0=10) == []                # 0.63 > 0.7 * 0.85 = 0.595: stays
+    steps = run(g, [0.5] * 120, t0=60)                      # 0.563 fits
+    assert [(s, lv) for _, s, lv in steps] == [("c", 1), ("c", 0)]
+    assert steps[0][0] >= 70.0 and steps[1][0] - steps[0][0] >= 10.0     # 10 s holds
+    assert run(g, [0.5] * 100, t0=100) == []                # all at level 0
+
+
+def test_restore_order_is_the_reverse_of_degrading():
+    g = gov3()
+    run(g, [1.2] * 33)                                       # c -> 2, b -> 1 (2.0, 4.2, 6.4 s)
+    assert [g.level(s) for s in "abc"] == [0, 1, 2]
+    steps = run(g, [0.1] * 400, t0=10)
+    assert [(s, lv) for _, s, lv in steps] == [("b", 0), ("c", 1), ("c", 0)]
+
+
+def test_a_growing_lag_is_overload_a_constant_or_shrinking_one_is_not():
+    g = gov3()
+    assert run(g, [0.1] * 100, lags=lambda t: {"a": 3.0, "b": 0.1}) == []      # another host's clock
+    assert run(g, [0.1] * 100, t0=20, lags=lambda t: {"a": max(0.0, 10 - (t - 20))}) == []   # catch-up
+    steps = run(g, [0.1] * 30, t0=50, lags=lambda t: {"b": 0.6 + 0.3 * (t - 50)})
+    assert steps and steps[0][1:] == ("c", 1)
+
+
+def test_sources_come_and_go_and_a_dsp_configuration_never_changes():
+    g = gov3()
+    g.remove("c")
+    assert [(s, lv) for _, s, lv in run(g, [1.2] * 12)] == [("b", 1)]
+    g = QualityGovernor("dsp")
+    g.add("a")
+    assert run(g, [9.0] * 100) == []
+    with pytest.raises(ValueError):
+        QualityGovernor("beatnet", high=0)
+
+
+def test_one_setting_name_across_toml_env_and_flags(tmp_path):
+    from beatbus.config import load_settings
+
+    assert load_settings({}, env={}).adaptive is True                        # on by default
+    toml = tmp_path / "b.toml"
+    toml.write_text("adaptive = false\nadaptive_high_load = 0.5\n")
+    s = load_settings({}, config_file=toml, env={})
+    assert (s.adaptive, s.adaptive_high_load) == (False, 0.5)
+    assert load_settings({}, config_file=toml, env={"BEATBUS_ADAPTIVE": "true"}).adaptive is True
+    assert load_settings({"adaptive": False}, env={"BEATBUS_ADAPTIVE": "true"}).adaptive is False
