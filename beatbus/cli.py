@@ -11,6 +11,7 @@ import csv
 import sys
 from typing import Any
 
+import msgspec
 import orjson
 
 from . import __version__
@@ -78,8 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             # before the processor, so its consumer group exists before beats flow
             consumers.append(build_trigger_service(bus, settings, url=args.error_generator_url,
                                                    sources=[settings.source]))
-        processor = BeatService(bus, settings=settings, make_processor=make_processor(settings),
-                                sources=[settings.source])
+        # one source: degrading the only one costs it a re-lock and saves nothing for others
+        processor = BeatService(bus, settings=msgspec.structs.replace(settings, adaptive=False),
+                                make_processor=make_processor(settings), sources=[settings.source])
         # the whole pipeline: LED scenes, section colours and trigger patterns follow sections and drops
         stages = [IntensityService(bus, settings=settings, sources=[settings.source]),
                   StructureService(bus, settings=settings, sources=[settings.source])]

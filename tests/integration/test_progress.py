@@ -72,7 +72,7 @@ def run_with_terminal_stderr(*args: str, timeout: float = 180) -> tuple[int, str
 def test_analyze_shows_progress_on_a_terminal(silence):
     rc, out, err = run_with_terminal_stderr("analyze", str(silence), "--json", "--backend", "dsp")
     assert rc == 0, err[-500:]
-    assert json.loads(out) == {"tempo": 0.0, "beats": []}           # stdout: only the JSON
+    assert json.loads(out) == {"tempo": 0.0, "meter": None, "tempo_curve": [], "beats": []}  # stdout: only the JSON
     lines = [ln for ln in err.decode().split("\r\x1b[K") if ln.strip()]
     assert len(lines) >= 3, err[-500:]                               # it moves, not one final line
     assert all(ln.startswith(f"analyze {silence}") for ln in lines), lines[:3]
@@ -86,7 +86,7 @@ def test_analyze_in_a_pipe_prints_no_progress_and_the_json_parses(silence):
     r = subprocess.run([sys.executable, "-m", "beatbus.cli", "analyze", str(silence), "--json", "--backend", "dsp"],
                        capture_output=True, env=_env(), cwd=ROOT, timeout=180)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"tempo": 0.0, "beats": []}
+    assert json.loads(r.stdout) == {"tempo": 0.0, "meter": None, "tempo_curve": [], "beats": []}
     assert b"\r" not in r.stderr and b"\x1b" not in r.stderr and b"analyze" not in r.stderr, r.stderr
 
 
