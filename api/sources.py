@@ -29,13 +29,18 @@ def known_source(bus: Bus, source: str) -> bool:
         bool(bus.redis.exists(keys.stream(source, keys.StreamKind.BEATS)))
 
 
+def _decoded(bus: Bus, source: str, kind: str, count: int):
+    """The newest ``count`` entries of a source's stream, decoded, newest first (malformed ones are
+    counted and dead-lettered by the bus, and come out as None)."""
+    stream = keys.stream(source, kind)
+    for entry_id, fields in bus.redis.xrevrange(stream, count=count):
+        yield bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
+
+
 def _newest(bus: Bus, source: str, kind: str, cls, prefer=None):
     """The newest good ``cls`` event of a stream among its newest entries; the newest ``prefer(ev)`` one first."""
-    stream = keys.stream(source, kind)
     first = None
-    for entry_id, fields in bus.redis.xrevrange(stream, count=_SCAN):
-        # the bus counts and dead-letters malformed entries; show the newest good one
-        ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
+    for ev in _decoded(bus, source, kind, _SCAN):
         if isinstance(ev, cls):
             if prefer is None or prefer(ev):
                 return ev
@@ -81,12 +86,7 @@ def section_history(bus: Bus, source: str) -> list[SectionSpan]:
     constant; when it moves by more than :data:`_NEW_RUN_S` the producer started again, so only
     the entries after that are the current run.
     """
-    stream = keys.stream(source, keys.StreamKind.SECTIONS)
-    events: list[SectionEvent] = []
-    for entry_id, fields in bus.redis.xrevrange(stream, count=_HISTORY):
-        ev = bus.decode(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields, Event)
-        if isinstance(ev, SectionEvent):
-            events.append(ev)
+    events = [ev for ev in _decoded(bus, source, keys.StreamKind.SECTIONS, _HISTORY) if isinstance(ev, SectionEvent)]
     events.reverse()
     spans: dict[float, SectionSpan] = {}
     origin: float | None = None
