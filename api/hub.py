@@ -3,14 +3,17 @@
 One reader thread per watched source (:mod:`api.fanout`) (plain XREAD from ``$`` over its beats, intensity,
 sections and control streams) hands each event, as its JSON text, to every subscriber's
 bounded asyncio queue. A slow client loses its oldest messages, never slows the others,
-and the thread ends when the last subscriber leaves.
+and the thread ends when the last subscriber leaves. While it has subscribers it marks the
+source watched (``keys.watched``): under load, adaptive quality degrades the sources nobody
+watches first.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 
 from beatbus import keys
-from beatbus.bus import Bus, EventReader
+from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_reconnect
 from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
 
 from .control import ControlEvent
@@ -19,6 +22,8 @@ from .fanout import FanOut, Feed
 __all__ = ["EventHub", "HubEvent", "WATCHED_KINDS"]
 
 HubEvent = BeatEvent | IntensityEvent | SectionEvent | StreamEnd | ControlEvent
+WATCH_MARK_S = 2.0                  # how often a feed with subscribers marks its source watched
+WATCH_TTL_S = 24 * 3600             # a mark outlives its feed: "least recently watched" needs the past
 WATCHED_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS,
                  keys.StreamKind.CONTROL)
 
@@ -30,12 +35,23 @@ class _EventFeed(Feed):
         # dead-letters malformed entries and ends not written by the producer
         events = EventReader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS], kind=HubEvent,
                              what="websocket feed", block_ms=hub.block_ms)
+        marked = float("-inf")
         while not hub.stop.is_set():
             targets = self.targets()
             if targets is None:
                 return
+            if time.time() - marked >= WATCH_MARK_S:
+                marked = time.time()
+                self.mark_watched(marked)
             for _stream, _entry_id, event in events.read(hub.stop, count=200):
                 self.send(targets, encode(event).decode())
+
+    def mark_watched(self, now: float) -> None:
+        """Adaptive quality serves watched sources first (``keys.watched``); best effort."""
+        try:
+            self.owner.bus.redis.set(keys.watched(self.key), f"{now:.3f}", ex=WATCH_TTL_S)
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "mark a source watched")
 
 
 class EventHub(FanOut):

@@ -271,6 +271,9 @@ class SourceState(BaseModel):
     level_db: float | None = Field(None, description="audio RMS level in dBFS")
     lag: float | None = Field(None, description="s from the last beat's audio to its emission")
     age: float | None = Field(None, description="s since the last beat was emitted")
+    quality: dict[str, str] = Field(default_factory=dict, description="stage -> its adaptive quality level for "
+                                    "this source (beat: the backend; intensity: full, half; structure: full, half, "
+                                    "shed); stages that adapt only")
 
 
 class SectionSpan(BaseModel):

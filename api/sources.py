@@ -74,7 +74,12 @@ def source_state(bus: Bus, source: str, *, live: bool) -> SourceState:
     if level is not None:
         state.intensity = level.intensity
         state.level_db = round(20 * math.log10(max(level.rms, 1e-6)), 1)
+    state.quality = {_text(k): _text(v) for k, v in bus.redis.hgetall(keys.quality(source)).items()}
     return state
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def section_history(bus: Bus, source: str) -> list[SectionSpan]:

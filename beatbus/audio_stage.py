@@ -5,7 +5,9 @@ role (:class:`~beatbus.leases.SourceLeases`): renewed every ``heartbeat`` second
 long catch-up work, taken over when it lapses, and shared fairly between the instances that
 discover sources; the new owner resumes from the role's checkpointed audio id. The base reads
 the audio (and side) streams, fills gaps with silence or resets the state, publishes the output
-and checkpoints; a subclass adds the per-source state and what to do with each audio chunk,
+and checkpoints, and (setting ``adaptive``) runs the stage's adaptive quality: it measures the
+stage's load and lags, feeds them to a :class:`~beatbus.quality.QualityGovernor` and applies
+its decisions through the subclass; a subclass adds the per-source state and what to do with each audio chunk,
 with each entry of the side streams it follows (e.g. the beats stream), and at the end of the
 stream. The DSP itself stays in Redis-free modules.
 """
@@ -23,7 +25,8 @@ from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_recon
 from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
-from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, SOURCE_UP, child
+from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, QUALITY_LEVEL, SOURCE_UP, child
+from beatbus.quality import Decision, QualityGovernor
 from beatbus.runtime import Service, instance_id
 from beatbus.schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
 
@@ -31,6 +34,7 @@ __all__ = ["AudioStreamService", "OwnedSource", "BeatEntry", "Item"]
 
 log = get_logger("processor")
 MAX_GAP_S = 5.0      # gaps up to this are filled with silence; longer ones reset the state
+WATCH_REFRESH_S = 5.0  # how often adaptive quality rereads when each source was last watched
 BeatEntry = BeatEvent | StreamEnd
 Item = tuple[str, Any, str]          # (stream kind, decoded event, entry id) of one owned source
 
@@ -91,6 +95,11 @@ class AudioStreamService(Service):
         self.owned: dict[str, OwnedSource] = {}
         self.reader = Reader(bus, [], block_ms=settings.block_ms)
         self._backoff = Backoff()
+        self.governor: QualityGovernor | None = None     # adaptive quality: built with the first source
+        self._fed: dict[str, int] = {}                   # samples admitted per source since the last observation
+        self._mark = time.perf_counter()                 # time of the governor's last observation
+        self._read_idle = 0.0                            # reads' wall less CPU seconds since then
+        self._watch_read = float("-inf")                 # when the watch times were last read
 
     # -- subclass hooks ---------------------------------------------------------------
     def make_state(self, source: str) -> Any:  # pragma: no cover - abstract
@@ -111,6 +120,18 @@ class AudioStreamService(Service):
 
     def on_drop(self, src: OwnedSource) -> None:
         """The source is no longer owned: free what its state holds outside ``src`` (default: nothing)."""
+
+    def quality_ladder(self, state: Any) -> tuple[tuple[str, ...], tuple[float, ...]] | None:
+        """Adaptive quality: the names and relative costs of this stage's levels (full quality first),
+        asked once, with the first source's new state; None: the stage does not adapt (default)."""
+        return None
+
+    def set_quality(self, src: OwnedSource, level: int) -> None:
+        """Adaptive quality: run ``src`` at ``level`` from now on (see :meth:`quality`)."""
+
+    def quality(self, source: str) -> int:
+        """The source's quality level (0: full; a new state is made at this level)."""
+        return self.governor.level(source) if self.governor is not None else 0
 
     # -- ownership ------------------------------------------------------------------
     def _manage_leases(self) -> None:
@@ -143,7 +164,9 @@ class AudioStreamService(Service):
         start = ckpt or self.bus.last_id(audio)       # resume where the previous owner stopped, else live
         sides = {keys.stream(name, kind): self.bus.last_id(keys.stream(name, kind)) for kind in self.side_kinds}
         # the state last: the broker calls above may fail, and adopting is retried on the next scan
-        self.owned[name] = OwnedSource(name=name, state=self.make_state(name), last_id=start)
+        src = OwnedSource(name=name, state=self.make_state(name), last_id=start)
+        self._govern_add(src)
+        self.owned[name] = src
         self.reader.add(audio, start)
         for stream, last in sides.items():
             self.reader.add(stream, last)
@@ -154,6 +177,12 @@ class AudioStreamService(Service):
         src = self.owned.pop(name, None)
         if src is not None:
             self.on_drop(src)
+        if self.governor is not None:
+            self.governor.remove(name)
+            try:
+                QUALITY_LEVEL.remove(name, self.role)
+            except KeyError:
+                pass
         self.reader.remove(keys.stream(name, keys.StreamKind.AUDIO))
         for kind in self.side_kinds:
             self.reader.remove(keys.stream(name, kind))
@@ -166,14 +195,19 @@ class AudioStreamService(Service):
 
     def step(self, stop: threading.Event) -> bool:
         def read():
-            self._manage_leases()
-            return self.reader.read(count=200)
+            t, cpu = time.perf_counter(), time.thread_time()
+            try:
+                self._manage_leases()
+                return self.reader.read(count=200)
+            finally:                      # waiting for data or the broker is not load
+                self._read_idle += (time.perf_counter() - t) - (time.thread_time() - cpu)
 
         entries = guarded(read, backoff=self._backoff, stop=stop, what=f"read audio ({self.role})")
         items, touched = self._decode(entries)
         out = self.process(items, time.time())
         self._publish(out, touched)
         self._drop_lost()                 # leases lost while processing
+        self.govern()                     # the publishing and reading count in the round
         if self.exit_when_ended and self.owned and all(s.ended for s in self.owned.values()):
             return False
         return True
@@ -241,9 +275,73 @@ class AudioStreamService(Service):
             else:
                 samples = np.concatenate([np.zeros(gap, dtype=np.float32), samples])
         src.expected = event.sample_index + event.n_samples
+        self._fed[src.name] = self._fed.get(src.name, 0) + samples.size
         src.t0_wall = event.wall_ns / 1e9 - event.sample_index / event.sr
         child(BUS_LAG, "audio").set(max(0.0, now - (event.wall_ns / 1e9 + event.n_samples / event.sr)))
         return samples
+
+    # -- adaptive quality ---------------------------------------------------------------
+    def _govern_add(self, src: OwnedSource) -> None:
+        if not self.settings.adaptive:
+            return
+        name = src.name
+        if self.governor is None:
+            ladder = self.quality_ladder(src.state)
+            if ladder is None or len(ladder[0]) < 2:
+                return
+            self.governor = QualityGovernor(*ladder, high=self.settings.adaptive_high_load)
+        self.governor.add(name)
+        self._show_quality(name, 0, self.governor.levels[0])
+
+    def govern(self) -> None:
+        """Feed the governor one round (wall time since the last observation less the reads' waits,
+        the stream time admitted, each fed source's lag) and apply its decision. A machine too busy
+        to give the stage the CPU it needs shows as load. Call it between rounds of work."""
+        if self.governor is None:
+            return
+        t = time.perf_counter()
+        busy = max(0.0, t - self._mark - self._read_idle)
+        self._mark, self._read_idle = t, 0.0
+        now, sr, fed = time.time(), self.settings.sr, self._fed
+        self._fed = {}
+        lags = {name: now - src.wall(src.expected / sr, now) for name in fed
+                if (src := self.owned.get(name)) is not None and src.expected is not None and src.t0_wall}
+        audio = max(fed.values(), default=0) / sr      # stream time advanced (sources in parallel)
+        if now - self._watch_read >= WATCH_REFRESH_S:
+            self._watch_read = now
+            self.governor.watched = self._read_watched()
+        for decision in self.governor.observe(now, busy, audio, lags):
+            self._apply_quality(decision)
+
+    def _read_watched(self) -> dict[str, float]:
+        """When a dashboard last followed each owned source (``keys.watched``), for the degrade order."""
+        names = list(self.owned)
+        try:
+            pipe = self.bus.pipeline()
+            for name in names:
+                pipe.get(keys.watched(name))
+            values = pipe.execute()
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, f"read watch times ({self.role})")
+            return self.governor.watched if self.governor is not None else {}
+        return {n: float(v) for n, v in zip(names, values) if v is not None}
+
+    def _apply_quality(self, d: Decision) -> None:
+        src = self.owned.get(d.source)
+        if src is None:
+            return
+        self.set_quality(src, d.level)
+        self._show_quality(d.source, d.level, d.name)
+        log.info("quality level changed", extra={"source": d.source, "role": self.role, "level": d.level,
+                                                 "quality": d.name, "load": round(d.load, 3)})
+
+    def _show_quality(self, name: str, level: int, label: str) -> None:
+        """The level on /metrics and its name in the source's ``keys.quality`` hash (the API's source state)."""
+        QUALITY_LEVEL.labels(name, self.role).set(level)
+        try:
+            self.bus.redis.hset(keys.quality(name), self.role, label)
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, f"publish quality level ({self.role})")
 
     def _publish(self, out: dict[str, list], touched: set[str]) -> None:
         """Publish the output and checkpoint the audio read, in one round trip."""

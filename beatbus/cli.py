@@ -79,12 +79,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             # before the processor, so its consumer group exists before beats flow
             consumers.append(build_trigger_service(bus, settings, url=args.error_generator_url,
                                                    sources=[settings.source]))
-        # one source: degrading the only one costs it a re-lock and saves nothing for others
-        processor = BeatService(bus, settings=msgspec.structs.replace(settings, adaptive=False),
-                                make_processor=make_processor(settings), sources=[settings.source])
+        # one source: degrading the only one costs it quality (a beat re-lock) and saves nothing for others
+        fixed = msgspec.structs.replace(settings, adaptive=False)
+        processor = BeatService(bus, settings=fixed, make_processor=make_processor(settings), sources=[settings.source])
         # the whole pipeline: LED scenes, section colours and trigger patterns follow sections and drops
-        stages = [IntensityService(bus, settings=settings, sources=[settings.source]),
-                  StructureService(bus, settings=settings, sources=[settings.source])]
+        stages = [IntensityService(bus, settings=fixed, sources=[settings.source]),
+                  StructureService(bus, settings=fixed, sources=[settings.source])]
         producer = Publisher(bus, audio, settings=settings)
         print(f"beatbus: {kind} -> bb:{{{settings.source}}}:audio -> {settings.backend} beats "
               f"(broker {'embedded' if not settings.redis_url else 'REDIS_URL'})", file=sys.stderr)

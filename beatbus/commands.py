@@ -13,7 +13,7 @@ from .config import DESCRIPTIONS, Settings, load_settings
 from .errors import ConfigError
 from .log import setup_logging
 
-__all__ = ["subcommands", "add_common_options", "cli_settings", "connect"]
+__all__ = ["subcommands", "add_common_options", "add_adaptive_options", "cli_settings", "connect"]
 
 
 def subcommands(commands: dict, name: str, help: str):  # noqa: A002  (argparse's word)
@@ -39,6 +39,14 @@ def add_common_options(p: argparse.ArgumentParser, *, rq: bool = False) -> None:
     g.add_argument("--metrics-addr", dest="metrics_addr", help=DESCRIPTIONS["metrics_addr"])
     g.add_argument("--log-level", dest="log_level", choices=["debug", "info", "warning", "error"])
     g.add_argument("--log-format", dest="log_format", choices=["text", "json"])
+
+
+def add_adaptive_options(p: argparse.ArgumentParser) -> None:
+    """``--adaptive`` / ``--no-adaptive`` and ``--adaptive-high-load``: the daemons of the audio stages."""
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                   help=DESCRIPTIONS["adaptive"] + " Default on.")
+    p.add_argument("--adaptive-high-load", dest="adaptive_high_load", type=float,
+                   help=DESCRIPTIONS["adaptive_high_load"] + " Default 0.85.")
 
 
 def cli_settings(args: argparse.Namespace) -> Settings:

@@ -75,9 +75,10 @@ DESCRIPTIONS: dict[str, str] = {
     "device": "Torch device for model backends: cpu | cuda.",
     "threads": "Compute threads per process (BLAS, OpenMP, torch); 0: the libraries' defaults (one per core; "
                "idle ones spin). An explicit OPENBLAS_NUM_THREADS / OMP_NUM_THREADS wins.",
-    "adaptive": "Processor: under load, move sources one at a time to a cheaper backend (small, then dsp) "
-                "and back when the load allows (README, Adaptive quality).",
-    "adaptive_high_load": "Processor load (CPU s per s of audio) above which adaptive quality degrades a source; "
+    "adaptive": "Audio stages (process, intensity run, structure run): under load, degrade one source one step "
+                "at a time (beats: a cheaper backend; intensity: half rate; structure: half rate, then shed), the "
+                "least recently watched first, and restore when the load allows (README, Adaptive quality).",
+    "adaptive_high_load": "Stage load (busy s per s of audio) above which adaptive quality degrades a source; "
                           "restores need a projected load under 0.7 x this.",
 }
 

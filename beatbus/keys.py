@@ -13,7 +13,8 @@ from .schemas.events import NAME_PATTERN  # the one source-name pattern
 
 __all__ = ["StreamKind", "Role", "NAME_PATTERN", "check_source", "stream", "parse", "source_of", "dead_letter",
            "dead_letter_mark", "stream_ends", "lease", "instances",
-           "producer_claim", "checkpoint", "trigger_dedup", "generation_inflight", "generation_owner", "SOURCES", "PREFIX",
+           "producer_claim", "checkpoint", "watched", "quality", "trigger_dedup", "generation_inflight",
+           "generation_owner", "SOURCES", "PREFIX",
            "LED_DEVICES", "LED_DEVICE_INFO", "LED_DEVICE_MAX_AGE_S", "LED_WATCH_TTL_MS", "led_frames", "led_watch",
            "LED_COMMANDS", "LED_CONSUMERS", "LED_SETUP", "LED_REPLY_TTL_S", "led_reply"]
 
@@ -135,6 +136,17 @@ def generation_inflight(source: str) -> str:
 def generation_owner(job_id: str) -> str:
     """API key id that submitted generation ``job_id`` (only that key may read the result)."""
     return f"{PREFIX}:gen:owner:{job_id}"
+
+
+def watched(source: str) -> str:
+    """When a dashboard last followed the source's events (unix s, refreshed while it does; adaptive
+    quality degrades the least recently watched sources first)."""
+    return f"{PREFIX}:{{{check_source(source)}}}:watched"
+
+
+def quality(source: str) -> str:
+    """Hash: stage role -> the name of the source's adaptive quality level in that stage."""
+    return f"{PREFIX}:{{{check_source(source)}}}:quality"
 
 
 def led_frames(device: str) -> str:

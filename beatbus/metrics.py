@@ -43,8 +43,8 @@ BEATS = Counter("beatbus_beats_total", "Beats emitted", ["backend"])
 BPM = Gauge("beatbus_bpm", "Current tempo estimate", ["source"])
 SOURCE_UP = Gauge("beatbus_source_up", "1 while this process serves the source", ["source", "role"])
 LEASES_HELD = Gauge("beatbus_leases_held", "Source leases this process holds", ["role"])
-QUALITY_LEVEL = Gauge("beatbus_quality_level", "Beat backend level of the source (0: configured, 1: small, "
-                      "2: dsp; adaptive quality)", ["source"])
+QUALITY_LEVEL = Gauge("beatbus_quality_level", "Adaptive quality level of the source in this stage (0: full; "
+                      "beat 1 small, 2 dsp; intensity 1 half rate; structure 1 half rate, 2 shed)", ["source", "role"])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -101,8 +101,20 @@ async function refreshState() {
     if (s.section && !st.sections.length) showSection(s.section);
     if (s.intensity != null) showIntensity(s.intensity);
     if (s.level_db != null) showLevel(s.level_db);
+    showQuality(s.quality || {});
   } catch (_) { /* unknown yet: the socket fills in */ }
 }
+
+// adaptive quality: the stages that serve this source below full quality under load
+function showQuality(q) {
+  const full = { intensity: "full", structure: "full" };
+  const low = Object.entries(q).filter(([role, level]) => role !== "beat" && level !== full[role]);
+  $("quality-row").hidden = !low.length;
+  $("quality").textContent = low.map(([role, level]) => `${role} ${level}`).join(" · ");
+}
+setInterval(async () => {
+  try { showQuality((await api(`/api/sources/${encodeURIComponent(st.source)}`)).quality || {}); } catch (_) { /* next time */ }
+}, 5000);
 
 function handle(ev) {
   switch (ev.type) {

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from beatbus.commands import add_common_options, cli_settings, connect
+from beatbus.commands import add_adaptive_options, add_common_options, cli_settings, connect
 from beatbus.config import DESCRIPTIONS, Settings
 
 from .backends import names
@@ -41,9 +41,6 @@ def register(commands: dict) -> None:
     pp = commands["top"].add_parser("process", help="beat processor daemon (owns sources by lease)")
     pp.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
     add_backend_options(pp)
-    pp.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
-                    help=DESCRIPTIONS["adaptive"] + " Default on.")
-    pp.add_argument("--adaptive-high-load", dest="adaptive_high_load", type=float,
-                    help=DESCRIPTIONS["adaptive_high_load"] + " Default 0.85.")
+    add_adaptive_options(pp)
     add_common_options(pp)
     pp.set_defaults(func=cmd_process)

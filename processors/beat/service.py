@@ -4,8 +4,8 @@ One instance may own many sources; ownership, reading, gaps and checkpoints are 
 audio stage (:class:`~beatbus.audio_stage.AudioStreamService`, role ``beat``). The sources'
 processors live in one :class:`~processors.beat.BeatBatch`: each read advances every source with
 new audio together (one FFT call, one network step and one tracker step per frame for all of
-them). Under load (setting ``adaptive``) a :class:`~processors.beat.adaptive.QualityGovernor`
-moves sources to cheaper backends and back. The DSP/ML stages themselves live in
+them). Under load (setting ``adaptive``) adaptive quality moves sources to cheaper backends and
+back (the ladder: :mod:`processors.beat.adaptive`). The DSP/ML stages themselves live in
 ``processors.beat`` and never see Redis.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
-from beatbus.metrics import BEATS, BPM, QUALITY_LEVEL, STAGE_LATENCY
+from beatbus.metrics import BEATS, BPM, STAGE_LATENCY
 from beatbus.schemas import BeatEvent, StreamEnd
 
-from .adaptive import Decision, QualityGovernor, levels_for
+from .adaptive import costs_for, levels_for
 from .batch import BeatBatch
 from .intensity import BeatIntensity
 from .processor import BeatProcessor
@@ -69,49 +69,23 @@ class BeatService(AudioStreamService):
                  exit_when_ended: bool = False, owner: str | None = None):
         self.batch = BeatBatch(make_processor)
         self._make = make_processor
-        self.governor: QualityGovernor | None = None     # built with the first processor (its backend)
-        self._fed: dict[str, int] = {}                   # samples fed per source since the last observation
-        self._mark = time.perf_counter()                 # time of the governor's last observation
         super().__init__(bus, settings=settings, sources=sources, exit_when_ended=exit_when_ended, owner=owner)
         self.name = "processor"
-        self._read_idle = 0.0                            # wall minus CPU seconds of reads since then
-        read = self.reader.read
-
-        def timed_read(*args, **kwargs):
-            t, cpu = time.perf_counter(), time.thread_time()
-            try:
-                return read(*args, **kwargs)
-            finally:
-                self._read_idle += (time.perf_counter() - t) - (time.thread_time() - cpu)
-
-        self.reader.read = timed_read
 
     # -- state hooks ------------------------------------------------------------------
     def make_state(self, source: str) -> BeatState:
-        proc = self.batch.add(source)
-        if self.settings.adaptive:
-            if self.governor is None:
-                self.governor = QualityGovernor(proc.backend, high=self.settings.adaptive_high_load,
-                                                levels=self._buildable(proc))
-            self.governor.add(source)
-            QUALITY_LEVEL.labels(source).set(0)
-        return BeatState(processor=proc, intensity=BeatIntensity(sr=self.settings.sr))
+        return BeatState(processor=self.batch.add(source), intensity=BeatIntensity(sr=self.settings.sr))
 
     def on_reset(self, src: OwnedSource) -> None:
         self.batch.reset(src.name)
 
     def on_drop(self, src: OwnedSource) -> None:
         self.batch.remove(src.name)
-        if self.governor is not None:
-            self.governor.remove(src.name)
-            try:
-                QUALITY_LEVEL.remove(src.name)
-            except KeyError:
-                pass
 
     # -- adaptive quality -----------------------------------------------------------------
-    def _buildable(self, proc: BeatProcessor) -> tuple[str, ...]:
-        """The governor's levels for ``proc``'s backend, less those whose extra is not installed."""
+    def quality_ladder(self, state: BeatState) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        """The configured backend, then the cheaper ones whose extra is installed."""
+        proc = state.processor
         levels = [proc.backend]
         for backend in levels_for(proc.backend)[1:]:
             try:
@@ -120,45 +94,18 @@ class BeatService(AudioStreamService):
                 log.warning("adaptive quality skips a backend", extra={"backend": backend, "error": str(exc)})
                 continue
             levels.append(backend)
-        return tuple(levels)
+        return tuple(levels), costs_for(tuple(levels))
 
-    def step(self, stop) -> bool:
-        more = super().step(stop)
-        self._govern()                    # the publishing and reading after the last round
-        return more
-
-    def _govern(self) -> None:
-        """Feed the governor (after each batch round and each step) and apply its decision. Busy time is
-        the wall time since the last observation less the reads' waits (for data, or for the broker), so
-        that a machine too busy to give us the CPU counts as load."""
-        if self.governor is None:
-            return
-        t = time.perf_counter()
-        busy = max(0.0, t - self._mark - self._read_idle)
-        self._mark, self._read_idle = t, 0.0
-        now, sr, fed = time.time(), self.settings.sr, self._fed
-        self._fed = {}
-        lags = {name: now - src.wall(src.expected / sr, now) for name in fed
-                if (src := self.owned.get(name)) is not None and src.expected is not None and src.t0_wall}
-        audio = max(fed.values(), default=0) / sr      # stream time advanced (sources in parallel)
-        for decision in self.governor.observe(now, busy, audio, lags):
-            self._apply(decision)
-
-    def _apply(self, d: Decision) -> None:
-        """Swap the source's processor for one with the decided backend; beat and bar counts carry
+    def set_quality(self, src: OwnedSource, level: int) -> None:
+        """Swap the source's processor for one with the level's backend; beat and bar counts carry
         on, and the new processor's time 0 is the current stream position (as for a join)."""
-        src = self.owned.get(d.source)
-        if src is None:
-            return
-        old = self.batch.remove(d.source)
-        new = self._make() if d.level == 0 else BeatProcessor(backend=d.backend, sr=old.sr, device=old.device)
-        self.batch.add(d.source, new)
+        old = self.batch.remove(src.name)
+        backend = self.governor.levels[level]
+        new = self._make() if level == 0 else BeatProcessor(backend=backend, sr=old.sr, device=old.device)
+        self.batch.add(src.name, new)
         src.state.processor = new
         if src.expected is not None:
             src.origin = src.expected / self.settings.sr
-        QUALITY_LEVEL.labels(d.source).set(d.level)
-        log.info("quality level changed", extra={"source": d.source, "level": d.level, "backend": d.backend,
-                                                 "load": round(d.load, 3)})
 
     def on_audio(self, src: OwnedSource, samples: np.ndarray, frame, now: float) -> list:
         return self._track({src.name: samples})[src.name]
@@ -198,12 +145,11 @@ class BeatService(AudioStreamService):
                         parts.append(samples)
                 if parts:
                     chunks[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                    self._fed[name] = self._fed.get(name, 0) + len(chunks[name])
                 if not queue:
                     del pending[name]
             for name, events in self._track(chunks).items():
                 out[name].extend(events)
-            self._govern()                # between rounds: a decision applies from the next round on
+            self.govern()                 # between rounds: a decision applies from the next round on
         return out
 
     @staticmethod

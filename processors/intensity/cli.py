@@ -21,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(commands: dict) -> None:
     """Add ``beatbus intensity ...`` to the top-level commands."""
-    from beatbus.commands import add_common_options, subcommands
+    from beatbus.commands import add_adaptive_options, add_common_options, subcommands
 
     from .service import IntensityService
 
@@ -31,5 +31,6 @@ def register(commands: dict) -> None:
     r.add_argument("--rate", type=float, default=IntensityService.DEFAULT_RATE,
                    help=f"IntensityEvents per second (default {IntensityService.DEFAULT_RATE:g})")
     r.add_argument("--no-transitions", action="store_true", help="do not publish TransitionEvents")
+    add_adaptive_options(r)
     add_common_options(r)
     r.set_defaults(func=cmd_run)

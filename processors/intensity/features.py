@@ -15,7 +15,9 @@ samples up to its end):
   track both use the whole range.
 
 The spectrum is a Hann-windowed ``n_fft``-sample frame (1024 = 46 ms) ending at the hop's last
-sample. Cost: one rfft and one 4th-order IIR call per hop (~0.1 ms; see the benchmark).
+sample. Cost: one rfft and one 4th-order IIR call per hop (~0.1 ms; see the benchmark). With
+``stride`` > 1 (adaptive quality under load) the spectrum is taken every ``stride`` hops and held
+in between.
 """
 from __future__ import annotations
 
@@ -109,6 +111,9 @@ class IntensityFeatures:
         self.n_short = max(1, int(round(short_term_s * self.fps)))
         self.n_moment = max(1, int(round(momentary_s * self.fps)))
         self.adapt_s = adapt_s
+        # adaptive quality: the spectrum (flux, centroid, bands) of every stride-th hop, held between;
+        # rms and loudness stay per hop
+        self.stride = 1
         self.reset()
 
     def reset(self) -> None:
@@ -126,6 +131,7 @@ class IntensityFeatures:
         self.flux_decay = np.exp(-1.0 / frames_per_span)
         self.flux_smooth = 0.0
         self.n_bad_samples = 0
+        self.spectral = (0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
     def time(self) -> float:
@@ -181,7 +187,15 @@ class IntensityFeatures:
             self.sum_moment += k_ms - old_moment
         loud = lufs(max(self.sum_short, 0.0) / min(self.n_frames, self.n_short))
         moment = lufs(max(self.sum_moment, 0.0) / min(self.n_frames, self.n_moment))
-        # spectrum
+        if (self.n_frames - 1) % self.stride == 0:
+            self.spectral = self._spectrum(buf)
+        flux, centroid, bass, mids, highs = self.spectral
+        intensity = self._intensity(moment, flux)
+        return IntensityFrame(time=self.time, rms=rms, loudness=loud, momentary=moment, flux=flux,
+                              centroid=centroid, bass=bass, mids=mids, highs=highs, intensity=intensity)
+
+    def _spectrum(self, buf: np.ndarray) -> tuple[float, float, float, float, float]:
+        """(flux, centroid, bass, mids, highs) of the frame ending now."""
         mag = np.abs(np.fft.rfft(buf * self.window))
         power = mag * mag
         total = float(power.sum())
@@ -195,10 +209,7 @@ class IntensityFeatures:
         logm = np.log1p(100.0 * mag)
         diff = logm - self.prev_log
         self.prev_log = logm
-        flux = float(np.maximum(diff, 0.0).sum()) / diff.size
-        intensity = self._intensity(moment, flux)
-        return IntensityFrame(time=self.time, rms=rms, loudness=loud, momentary=moment, flux=flux,
-                              centroid=centroid, bass=bass, mids=mids, highs=highs, intensity=intensity)
+        return float(np.maximum(diff, 0.0).sum()) / diff.size, centroid, bass, mids, highs
 
     def _intensity(self, moment: float, flux: float) -> float:
         """0.75 x loudness position in its adaptive range + 0.25 x smoothed flux / its slow peak."""

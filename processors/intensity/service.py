@@ -4,7 +4,8 @@ Role ``intensity``: one lease per source, checkpointed like the beat processor. 
 source's beats stream when there is one (bar times and tempo for the build-up's drop prediction
 and for tempo-change detection); without beats it still detects drops, breakdowns and
 build-ups. Both event types go to ``bb:{source}:intensity``; decode that stream with
-:data:`processors.intensity.events.IntensityEntry`.
+:data:`processors.intensity.events.IntensityEntry`. Under load (setting ``adaptive``) a source's
+features drop to half rate (:data:`LEVELS`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ from .predict import Transition, TransitionDetector
 
 __all__ = ["IntensityService", "IntensityState", "TRANSITIONS"]
 
+# adaptive quality: features of every hop, then of every second one (one frame per 40 ms: the
+# per-frame work halves; the step restarts the source's adaptive range and transition history)
+LEVELS = ("full", "half")
+HOPS = (1, 2)
+COSTS = (1.0, 0.55)          # CPU per second of audio relative to full (README, Adaptive quality)
 TRANSITIONS = Counter("beatbus_transitions_total", "Energy transitions and tempo changes detected", ["kind"])
 
 
@@ -69,8 +75,19 @@ class IntensityService(AudioStreamService):
         self.transitions = transitions
 
     def make_state(self, source: str) -> IntensityState:
-        feats = IntensityFeatures(sr=self.settings.sr, hop_length=self.settings.hop)
+        hop = self.settings.hop * HOPS[self.quality(source)]
+        feats = IntensityFeatures(sr=self.settings.sr, hop_length=hop)
         return IntensityState(features=feats, detector=TransitionDetector(fps=feats.fps))
+
+    # -- adaptive quality -------------------------------------------------------------
+    def quality_ladder(self, state: IntensityState) -> tuple[tuple[str, ...], tuple[float, ...]]:
+        return LEVELS, COSTS
+
+    def set_quality(self, src: OwnedSource, level: int) -> None:
+        """A new state at the level's frame rate, from the current stream position (as for a join)."""
+        src.state = self.make_state(src.name)
+        if src.expected is not None:
+            src.origin = src.expected / self.settings.sr
 
     # -- events ---------------------------------------------------------------------
     def _transition(self, src: OwnedSource, tr: Transition, now: float) -> TransitionEvent:

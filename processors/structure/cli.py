@@ -54,13 +54,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def register(commands: dict) -> None:
     """Add ``beatbus structure ...`` to the top-level commands."""
-    from beatbus.commands import add_common_options, subcommands
+    from beatbus.commands import add_adaptive_options, add_common_options, subcommands
     from beatbus.processors.beat.cli import add_backend_options
 
     sub = subcommands(commands, "structure", "song sections: intro/verse/chorus/bridge/outro")
     r = sub.add_parser("run", help="structure daemon: bb:{src}:audio (+beats) -> bb:{src}:sections "
                                    "(owns sources by lease)")
     r.add_argument("--sources", nargs="*", help="sources to own (default: every live source)")
+    add_adaptive_options(r)
     add_common_options(r)
     r.set_defaults(func=cmd_run)
     a = sub.add_parser("analyze", help="sections of a file, offline")

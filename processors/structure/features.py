@@ -89,6 +89,8 @@ class FrameFeatures:
         self.sr, self.hop_length, self.n_fft = int(sr), int(hop_length), int(n_fft)
         self.fps = self.sr / self.hop_length
         self.window = np.hanning(self.n_fft).astype(np.float32)
+        # adaptive quality: compute every stride-th hop only, the others repeat it (see process)
+        self.stride = 1
         # stored transposed and contiguous: float32 (frames, bins) @ (bins, bands) is the fast path
         self.mel_t = np.ascontiguousarray(mel_filterbank(self.sr, self.n_fft).T, dtype=np.float32)
         self.chroma_t = np.ascontiguousarray(chroma_filterbank(self.sr, self.n_fft).T, dtype=np.float32)
@@ -105,6 +107,8 @@ class FrameFeatures:
         self.pending = np.zeros(0, dtype=np.float32)
         self.prev_logmel = None
         self.n_frames = 0
+        self.fresh = np.zeros(0, dtype=bool)            # which frames of the last process() were computed
+        self.last = (np.zeros(DIM, np.float32), np.float32(0.0))
 
     def _describe(self, power: np.ndarray, prev_logmel: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """power [frames, bins] -> (features [frames, DIM], onset [frames], last log-mel)."""
@@ -121,7 +125,8 @@ class FrameFeatures:
     def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feed samples; return ``(times [n], features [n, DIM], onset [n])`` of the frames completed.
 
-        ``times`` are each frame's end (stream seconds since the state's start).
+        ``times`` are each frame's end (stream seconds since the state's start). With ``stride`` > 1
+        only every stride-th frame is computed (``fresh`` marks them) and the others repeat it.
         """
         x = np.asarray(samples, dtype=np.float32).ravel()
         if not np.isfinite(x).all():
@@ -133,16 +138,34 @@ class FrameFeatures:
         self.pending = x[n * hop:].copy()
         if not n:
             return np.zeros(0), np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
-        frames = np.empty((n, self.n_fft), dtype=np.float32)
+        # the frames to compute: every stride-th hop (all of them at full quality)
+        index = self.n_frames + np.arange(n)
+        fresh = (index + 1) % self.stride == 0
+        frames = np.empty((int(fresh.sum()), self.n_fft), dtype=np.float32)
+        k = 0
         for i in range(n):
             self.buf[:-hop] = self.buf[hop:]
             self.buf[-hop:] = x[i * hop:(i + 1) * hop]
-            frames[i] = self.buf
-        power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
-        feats, onset, self.prev_logmel = self._describe(power, self.prev_logmel)
-        times = (self.n_frames + 1 + np.arange(n)) * hop / self.sr
+            if fresh[i]:
+                frames[k] = self.buf
+                k += 1
+        times = (index + 1) * hop / self.sr
         self.n_frames += n
-        return times, feats, onset
+        self.fresh = fresh
+        if k:
+            power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
+            feats, onset, self.prev_logmel = self._describe(power, self.prev_logmel)
+        else:
+            feats, onset = np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
+        if k == n:
+            self.last = (feats[-1], onset[-1])
+            return times, feats, onset
+        # a skipped hop repeats the last frame computed (row 0: the one before this call)
+        rows = np.vstack([self.last[0][None, :], feats])
+        ons = np.concatenate([[self.last[1]], onset]).astype(np.float32)
+        self.last = (rows[-1], ons[-1])
+        source = np.cumsum(fresh)
+        return times, rows[source], ons[source]
 
     def process_offline(self, y: np.ndarray, *, block: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A whole signal at once (same values as streaming it from a reset state)."""

@@ -154,10 +154,12 @@ class OnlineStructure:
         if not times.size:
             return []
         self.now = float(times[-1])
-        for t, f in zip(times, feats):
-            self.frame_t.append(float(t) - self.ff.centre_offset)
-            self.frame_f.append(f)
-            self.energy_max = max(self.energy_max, float(f[-1]))
+        fresh = self.ff.fresh
+        for t, f, new in zip(times, feats, fresh):
+            if new:                     # a repeated frame (adaptive quality's stride) adds nothing to a beat's mean
+                self.frame_t.append(float(t) - self.ff.centre_offset)
+                self.frame_f.append(f)
+                self.energy_max = max(self.energy_max, float(f[-1]))
         while self.frame_t and self.frame_t[0] < self.now - 12.0:
             self.frame_t.popleft()
             self.frame_f.popleft()

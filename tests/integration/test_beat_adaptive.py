@@ -23,7 +23,7 @@ SR, HOP, BURST_S = 22050, 441, 5.0
 
 
 def _level():
-    return REGISTRY.get_sample_value("beatbus_quality_level", {"source": "default"})
+    return REGISTRY.get_sample_value("beatbus_quality_level", {"source": "default", "role": "beat"})
 
 
 def _publish_burst(bus, click, first: int, t0_ns: int) -> int:

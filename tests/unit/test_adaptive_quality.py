@@ -1,7 +1,13 @@
 """QualityGovernor (adaptive quality) on synthetic load sequences: no Redis, no clock."""
 import pytest
 
-from beatbus.processors.beat.adaptive import QualityGovernor, levels_for
+from beatbus.processors.beat.adaptive import costs_for, levels_for
+from beatbus.quality import QualityGovernor
+
+
+def beat_governor(backend="beatnet", **kw):
+    levels = levels_for(backend)
+    return QualityGovernor(levels, costs_for(levels), **kw)
 
 DT = 0.2        # one round: 200 ms of stream time
 
@@ -17,7 +23,7 @@ def run(gov, loads, t0=0.0, lags=None):
 
 
 def gov3(**kw):
-    g = QualityGovernor("beatnet", **kw)
+    g = beat_governor(**kw)
     for s in ("a", "b", "c"):
         g.add(s)
     return g
@@ -37,7 +43,7 @@ def test_sustained_overload_degrades_newest_first_one_step_per_cooldown_down_to_
     times = [t for t, _, _ in steps]
     assert times[0] >= 2.0                     # held 2 s
     assert all(b - a >= 2.0 - 1e-9 for a, b in zip(times, times[1:]))   # cooldown (and a fresh hold)
-    assert [g.backend(s) for s in "abc"] == ["dsp", "dsp", "dsp"]
+    assert [g.name(s) for s in "abc"] == ["dsp", "dsp", "dsp"]
     assert run(g, [5.0] * 50, t0=30) == []     # never below the cheapest level
 
 
@@ -82,7 +88,9 @@ def test_restore_order_is_the_reverse_of_degrading():
 def test_a_growing_lag_is_overload_a_constant_or_shrinking_one_is_not():
     g = gov3()
     assert run(g, [0.1] * 100, lags=lambda t: {"a": 3.0, "b": 0.1}) == []      # another host's clock
-    assert run(g, [0.1] * 100, t0=20, lags=lambda t: {"a": max(0.0, 10 - (t - 20))}) == []   # catch-up
+    assert g.excess_lag == 0.0
+    g = gov3()                                  # a new owner catching up from a checkpoint
+    assert run(g, [0.1] * 100, t0=20, lags=lambda t: {"a": max(0.0, 10 - (t - 20))}) == []
     steps = run(g, [0.1] * 30, t0=50, lags=lambda t: {"b": 0.6 + 0.3 * (t - 50)})
     assert steps and steps[0][1:] == ("c", 1)
 
@@ -91,11 +99,13 @@ def test_sources_come_and_go_and_a_dsp_configuration_never_changes():
     g = gov3()
     g.remove("c")
     assert [(s, lv) for _, s, lv in run(g, [1.2] * 12)] == [("b", 1)]
-    g = QualityGovernor("dsp")
+    g = beat_governor("dsp")
     g.add("a")
     assert run(g, [9.0] * 100) == []
     with pytest.raises(ValueError):
-        QualityGovernor("beatnet", high=0)
+        beat_governor(high=0)
+    with pytest.raises(ValueError):
+        QualityGovernor(("full", "half"), (1.0,))        # a cost per level
 
 
 def test_one_setting_name_across_toml_env_and_flags(tmp_path):
@@ -108,3 +118,30 @@ def test_one_setting_name_across_toml_env_and_flags(tmp_path):
     assert (s.adaptive, s.adaptive_high_load) == (False, 0.5)
     assert load_settings({}, config_file=toml, env={"BEATBUS_ADAPTIVE": "true"}).adaptive is True
     assert load_settings({"adaptive": False}, env={"BEATBUS_ADAPTIVE": "true"}).adaptive is False
+
+
+def test_a_lag_above_its_floor_is_overload_before_the_load_is():
+    """Near saturation the load sits under the threshold while the rounds, and the latency, grow:
+    a lag 80 ms above the source's usual one degrades; one 20 ms above does not."""
+    g = gov3()
+    assert run(g, [0.7] * 50, lags=lambda t: {"a": 1.03, "b": 0.03}) == []          # the floors
+    assert run(g, [0.7] * 100, t0=10, lags=lambda t: {"a": 1.05, "b": 0.05}) == []
+    steps = run(g, [0.7] * 30, t0=30, lags=lambda t: {"a": 1.03, "b": 0.13})
+    assert steps and steps[0][1:] == ("c", 1) and steps[0][0] >= 32.0               # held 2 s
+    # a restore waits for the lag too: the load fits but the excess stays at the budget's half
+    assert run(g, [0.3] * 50, t0=40, lags=lambda t: {"b": 0.12}) == []
+    assert run(g, [0.3] * 100, t0=80, lags=lambda t: {"b": 0.05})[0][1:] == ("c", 0)
+
+
+def test_the_least_recently_watched_source_degrades_first_and_the_watched_one_comes_back_first():
+    g = QualityGovernor(("full", "half", "shed"), (1.0, 0.75, 0.1))
+    for s in ("a", "b", "c"):
+        g.add(s)
+    g.watched = {"c": 100.0, "a": 50.0}         # c is on a dashboard now, a was a while ago, b never
+    steps = run(g, [1.2] * 60)
+    assert [(s, lv) for _, s, lv in steps][:4] == [("b", 1), ("b", 2), ("a", 1), ("a", 2)]
+    assert [g.name(s) for s in "ab"] == ["shed", "shed"]
+    g.watched = {"a": 200.0}                     # now a is watched: it comes back first
+    back = run(g, [0.05] * 400, t0=100)
+    assert back[0][1:] == ("a", 1 if g.level("c") == 0 else back[0][2])
+    assert [s for _, s, _ in back][:2] == ["a", "a"]

@@ -253,3 +253,20 @@ def test_the_event_rate_is_bounded_and_the_latest_state_wins(pop):
         final[u.start] = u.label
     assert [final[k] for k in sorted(final) if any(abs(k - s["start"]) < 1e-3 for s in ana.sections)] \
         == [s["label"] for s in ana.sections]
+
+
+def test_frame_features_at_stride_two_compute_every_second_frame_and_repeat_it():
+    """Adaptive quality's half rate: the computed frames are exactly the full-rate ones, the others repeat."""
+    from beatbus.processors.structure.features import FrameFeatures
+
+    y = (np.random.default_rng(3).standard_normal(22050 * 2) * 0.1).astype(np.float32)
+    full_t, full_f, _ = FrameFeatures().process(y)
+    half = FrameFeatures()
+    half.stride = 2
+    parts = [half.process(y[i:i + 1000]) for i in range(0, y.size, 1000)]     # chunks cut across frames
+    times = np.concatenate([p[0] for p in parts])
+    feats = np.vstack([p[1] for p in parts])
+    assert np.allclose(times, full_t[:times.size])
+    fresh = np.arange(times.size) % 2 == 1
+    assert np.allclose(feats[fresh], full_f[:times.size][fresh], atol=1e-4)
+    assert np.array_equal(feats[2::2], feats[1:-1:2][:feats[2::2].shape[0]])      # a skipped frame repeats the last
