@@ -30,10 +30,10 @@ from .predict import Transition, TransitionDetector
 __all__ = ["IntensityService", "IntensityState", "TRANSITIONS"]
 
 # adaptive quality: features of every hop, then of every second one (one frame per 40 ms: the
-# per-frame work halves; the step restarts the source's adaptive range and transition history)
+# per-frame work halves, two thirds of the CPU remain; the step restarts the source's adaptive range and transition history)
 LEVELS = ("full", "half")
 HOPS = (1, 2)
-COSTS = (1.0, 0.55)          # CPU per second of audio relative to full (README, Adaptive quality)
+COSTS = (1.0, 0.65)          # CPU per second of audio relative to full (README, Adaptive quality)
 TRANSITIONS = Counter("beatbus_transitions_total", "Energy transitions and tempo changes detected", ["kind"])
 
 

@@ -152,11 +152,10 @@ class FrameFeatures:
         times = (index + 1) * hop / self.sr
         self.n_frames += n
         self.fresh = fresh
-        if k:
-            power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
-            feats, onset, self.prev_logmel = self._describe(power, self.prev_logmel)
-        else:
-            feats, onset = np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
+        if not k:                         # nothing new: the last frame again (cheap: the point of a stride)
+            return times, np.broadcast_to(self.last[0], (n, DIM)), np.full(n, self.last[1], np.float32)
+        power = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
+        feats, onset, self.prev_logmel = self._describe(power, self.prev_logmel)
         if k == n:
             self.last = (feats[-1], onset[-1])
             return times, feats, onset
