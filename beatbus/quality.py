@@ -22,7 +22,10 @@ The rule (``high`` is the ``adaptive_high_load`` setting, default 0.85):
   source exceeds ``max_lag`` and has grown by more than 5 % of the elapsed time over the last
   ``degrade_hold`` seconds (falling behind).
 - *Degrade* one source one level when overloaded has held for ``degrade_hold`` seconds (2) and
-  ``degrade_cooldown`` seconds (2) have passed since the last change.
+  ``degrade_cooldown`` seconds (2) have passed since the last change. Over the load threshold, as
+  many one-level steps at once as bring the load projected with the levels' costs down to
+  ``STEP_TARGET`` (0.9) x ``high``, at most an eighth of the sources: a stage far over its
+  capacity gets there in a few decisions, not one source every 2 s.
 - *Restore* one source one level when the projected load after restoring - the load scaled by the
   summed per-level costs after / before - is below ``low`` = 0.7 x ``high`` and the excess lag is
   below half the budget, held for ``restore_hold`` seconds (10), at least ``restore_cooldown``
@@ -44,10 +47,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["QualityGovernor", "Decision", "RESTORE_RATIO", "LAG_BUDGET_S", "FLOOR_CREEP"]
+__all__ = ["QualityGovernor", "Decision", "RESTORE_RATIO", "LAG_BUDGET_S", "FLOOR_CREEP", "STEP_TARGET"]
 
 RESTORE_RATIO = 0.7                  # restore below this share of the degrade threshold
 LAG_BUDGET_S = 0.05                  # excess lag that counts as overload (the bench's 150 ms p99 less look-ahead)
+STEP_TARGET = 0.9                    # a degrade aims the projected load at this share of the threshold
 FLOOR_CREEP = 0.002                  # s per s: a source's lag floor forgets a smaller lag this fast (0.12 s a minute)
 
 
@@ -189,18 +193,31 @@ class QualityGovernor:
         source = self._restorable()
         if source is None:
             return self.load
-        now_cost = sum(self.costs[lv] for lv in self._level.values())
+        now_cost = self._total_cost()
         lv = self._level[source]
         return self.load * (now_cost - self.costs[lv] + self.costs[lv - 1]) / now_cost
 
     def _step(self, now: float, delta: int) -> list[Decision]:
-        source = self._degradable() if delta > 0 else self._restorable()
-        if source is None:
-            return []
-        self._level[source] += delta
-        self._changed_at = now
-        self._over_since = self._fits_since = None
-        self._rounds.clear()
-        self._lags.clear()
-        level = self._level[source]
-        return [Decision(source, level, self.levels[level], self.load)]
+        """One step; a degrade over the load threshold takes as many one-level steps as the projected
+        load needs to fall to ``STEP_TARGET`` x ``high``, up to an eighth of the sources."""
+        out: list[Decision] = []
+        before = self._total_cost()
+        most = max(1, len(self._level) // 8) if delta > 0 and self.load > self.high else 1
+        while len(out) < most:
+            source = self._degradable() if delta > 0 else self._restorable()
+            if source is None:
+                break
+            self._level[source] += delta
+            level = self._level[source]
+            out.append(Decision(source, level, self.levels[level], self.load))
+            if self.load * self._total_cost() / before <= STEP_TARGET * self.high:
+                break
+        if out:
+            self._changed_at = now
+            self._over_since = self._fits_since = None
+            self._rounds.clear()
+            self._lags.clear()
+        return out
+
+    def _total_cost(self) -> float:
+        return sum(self.costs[lv] for lv in self._level.values())

@@ -12,7 +12,7 @@ __all__ = ["LADDER", "COSTS", "levels_for", "costs_for"]
 LADDER = ("small", "dsp")            # cheaper backends, most expensive first
 # CPU ms per 20 ms frame per stream, 30 streams batched (README, Adaptive quality): the relative
 # costs used to project a restore; a backend not listed counts as the most expensive one
-COSTS = {"beatnet": 0.144, "small": 0.124, "dsp": 0.078}
+COSTS = {"beatnet": 0.173, "small": 0.087, "dsp": 0.061}
 
 
 def levels_for(backend: str) -> tuple[str, ...]:

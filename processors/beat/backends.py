@@ -77,9 +77,10 @@ class Activation(ABC):
     Notes
     -----
     :meth:`process_many` advances many streams with equal :attr:`batch_key` in one batch: one FFT
-    call for all their new frames, one :meth:`infer_many` call, then each stream's own
-    post-processing (``_frames``). Subclasses implement ``batch_key``, ``reset``, ``infer_many``
-    and ``_frames(feats, rms=None, probs=None)``.
+    call for all their new frames, one :meth:`infer_many` call, then one :meth:`frames_many` call
+    per count of new frames (usually one: live streams advance together) that post-processes the
+    streams side by side, each with its own running statistics. Subclasses implement
+    ``batch_key``, ``reset``, ``infer_many`` and ``frames_many``.
     """
 
     name: ClassVar[str]
@@ -107,10 +108,24 @@ class Activation(ABC):
         """The model's output for each stream's new feature frames (equal :attr:`batch_key`), in one
         batch; advances each stream's model state. A backend without a model returns Nones."""
 
+    @classmethod
     @abstractmethod
+    def frames_many(cls, acts: Sequence[Any], feats: np.ndarray, rms: np.ndarray, probs: np.ndarray | None) -> Frames:
+        """Post-process the new frames of streams that have as many of them, stacked: ``feats
+        [shape=(streams, n, features)]``, ``rms [shape=(streams, n)]``, ``probs`` the stacked output
+        of :meth:`infer_many` (None: no model). Returns the :data:`Frames` stacked the same way
+        (``[streams, n, 2]``, then ``[streams, n]``). Vectorised over the streams: a processor's
+        cost per source is then mostly numpy's, not Python's."""
+
     def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: Any = None) -> Frames:
-        """Post-process this stream's new feature frames (``probs``: from :meth:`infer_many`,
-        None: compute them)."""
+        """This stream's :data:`Frames` for its new feature frames (``probs`` None: computed)."""
+        if feats.shape[0] == 0:
+            return empty_frames()
+        rms = self.frontend.last_rms if rms is None else rms
+        if probs is None:
+            probs = type(self).infer_many([self], [feats])[0]
+        out = type(self).frames_many([self], feats[None], np.asarray(rms)[None], None if probs is None else probs[None])
+        return out[0][0], out[1][0], out[2][0], out[3][0]
 
     def process(self, samples: np.ndarray) -> Frames:
         """Feed mono float32 samples; :data:`Frames` for the new frames."""
@@ -147,7 +162,18 @@ class Activation(ABC):
         edges = np.cumsum([0, *counts])
         feats = [a.frontend.finish(bands[lo:hi]) for a, lo, hi in zip(acts, edges[:-1], edges[1:])]
         probs = cls.infer_many(list(acts), feats)
-        return [a._frames(f, r, p) for a, f, r, p in zip(acts, feats, rms, probs)]
+        out = [empty_frames() for _ in acts]
+        by_count: dict[int, list[int]] = {}
+        for i, f in enumerate(feats):
+            if f.shape[0]:
+                by_count.setdefault(f.shape[0], []).append(i)
+        for idx in by_count.values():
+            group = [acts[i] for i in idx]
+            p = None if probs[idx[0]] is None else np.stack([np.asarray(probs[i]) for i in idx])
+            res = cls.frames_many(group, np.stack([feats[i] for i in idx]), np.stack([np.asarray(rms[i]) for i in idx]), p)
+            for j, i in enumerate(idx):
+                out[i] = (res[0][j], res[1][j], res[2][j], res[3][j])
+        return out
 
 
 # factory(*, sr, device, model, onset_weight) -> Activation: sr in Hz, device "cpu" | "cuda",

@@ -17,6 +17,7 @@ Whether the share varies is measured by its onset-weighted running standard devi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -116,25 +117,39 @@ class DownbeatCue:
         np.ndarray [shape=(n,)]
             Corrected downbeat share, 0..1.
         """
-        out = np.empty(len(share))
-        a = self._decay
-        # a scalar recursion over frames (running statistics), not over states
-        for i in range(len(share)):
-            lg = _logit(float(share[i]))
-            lv = float(level_db[i])
-            if self._w > 1e-2:
-                accent = min(1.0, max(-1.0, (lv - self._level / self._w) / self.ref_db))
-                mean = self._l1 / self._w
-                sd = math.sqrt(max(self._l2 / self._w - mean * mean, 0.0))
-            else:
-                accent, mean, sd = 0.0, self._ltarget, math.inf
-            informative = min(1.0, max(0.0, (sd - self.sd_low) / (self.sd_high - self.sd_low)))
-            shift = mean - self._ltarget if mean > self._lcap else 0.0
-            z = self.gamma * lg + (self.k_level + (1.0 - informative) * self.k_accent) * accent - (1.0 - informative) * shift
-            out[i] = 1.0 / (1.0 + math.exp(-z))
-            w = max(0.0, float(total[i]) - self.onset_min) ** 2
-            self._w = a * self._w + w
-            self._level = a * self._level + w * lv
-            self._l1 = a * self._l1 + w * lg
-            self._l2 = a * self._l2 + w * lg * lg
+        return self.many([self], np.asarray(total, dtype=np.float64)[None], np.asarray(share, dtype=np.float64)[None],
+                         np.asarray(level_db, dtype=np.float64)[None])[0]
+
+    @staticmethod
+    def many(cues: Sequence[DownbeatCue], total: np.ndarray, share: np.ndarray, level_db: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` for many streams: arrays ``[shape=(streams, n)]``, row ``i`` with ``cues[i]``
+        (equal settings)."""
+        one = cues[0]
+        w = np.array([c._w for c in cues])
+        level = np.array([c._level for c in cues])
+        l1 = np.array([c._l1 for c in cues])
+        l2 = np.array([c._l2 for c in cues])
+        out = np.empty(np.shape(share))
+        a = one._decay
+        # a recursion over the (few) new frames (running statistics); each step is vectorised over the streams
+        for i in range(out.shape[1]):
+            p = np.clip(share[:, i], 1e-4, 1.0 - 1e-4)
+            lg = np.log(p / (1.0 - p))
+            lv = level_db[:, i]
+            seen = w > 1e-2
+            ws = np.where(seen, w, 1.0)
+            accent = np.where(seen, np.clip((lv - level / ws) / one.ref_db, -1.0, 1.0), 0.0)
+            mean = np.where(seen, l1 / ws, one._ltarget)
+            sd = np.where(seen, np.sqrt(np.maximum(l2 / ws - mean * mean, 0.0)), np.inf)
+            informative = np.clip((sd - one.sd_low) / (one.sd_high - one.sd_low), 0.0, 1.0)
+            shift = np.where(mean > one._lcap, mean - one._ltarget, 0.0)
+            z = one.gamma * lg + (one.k_level + (1.0 - informative) * one.k_accent) * accent - (1.0 - informative) * shift
+            out[:, i] = 1.0 / (1.0 + np.exp(-z))
+            wt = np.maximum(total[:, i] - one.onset_min, 0.0) ** 2
+            w = a * w + wt
+            level = a * level + wt * lv
+            l1 = a * l1 + wt * lg
+            l2 = a * l2 + wt * lg * lg
+        for c, *state in zip(cues, w.tolist(), level.tolist(), l1.tolist(), l2.tolist()):
+            c._w, c._level, c._l1, c._l2 = state
         return out

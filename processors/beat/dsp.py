@@ -11,6 +11,8 @@ bar.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .backends import Activation, Frames
@@ -50,13 +52,25 @@ class OnsetNormaliser:
 
     def __call__(self, flux: np.ndarray) -> np.ndarray:
         """Normalise ``flux [shape=(n,)]``; returns ``[shape=(n,)]`` in 0..1."""
-        out = np.zeros(len(flux))
-        # a scalar recursion: a short loop over frames, not states
-        for i, f in enumerate(np.asarray(flux, dtype=np.float64)):
-            x = max(0.0, f - self._mean)
-            self._mean += self._mean_alpha * (f - self._mean)
-            self._peak = max(x, self._peak * self._peak_decay, self.PEAK_FLOOR)
-            out[i] = min(1.0, x / self._peak)
+        return self.many([self], np.asarray(flux, dtype=np.float64)[None, :])[0]
+
+    @staticmethod
+    def many(norms: Sequence[OnsetNormaliser], flux: np.ndarray) -> np.ndarray:
+        """Normalise ``flux [shape=(streams, n)]``, row ``i`` with ``norms[i]`` (equal fps)."""
+        flux = np.asarray(flux, dtype=np.float64)
+        one = norms[0]
+        mean = np.array([o._mean for o in norms])
+        peak = np.array([o._peak for o in norms])
+        out = np.empty(flux.shape)
+        # a recursion over the (few) new frames; each step is vectorised over the streams
+        for i in range(flux.shape[1]):
+            f = flux[:, i]
+            x = np.maximum(f - mean, 0.0)
+            mean += one._mean_alpha * (f - mean)
+            peak = np.maximum(np.maximum(x, peak * one._peak_decay), one.PEAK_FLOOR)
+            out[:, i] = np.minimum(x / peak, 1.0)
+        for o, m, pk in zip(norms, mean.tolist(), peak.tolist()):
+            o._mean, o._peak = m, pk
         return out
 
 
@@ -101,23 +115,34 @@ class FluxCoherence:
 
     def __call__(self, flux: np.ndarray) -> np.ndarray:
         """Score ``flux [shape=(n, bands)]`` (positive differences per band); returns ``[shape=(n,)]``."""
+        return self.many([self], np.asarray(flux, dtype=np.float64)[None])[0]
+
+    @staticmethod
+    def many(scores: Sequence[FluxCoherence], flux: np.ndarray) -> np.ndarray:
+        """Score ``flux [shape=(streams, n, bands)]``, stream ``i`` with ``scores[i]`` (equal fps)."""
         flux = np.asarray(flux, dtype=np.float64)
-        out = np.zeros(flux.shape[0])
-        if self._mean is None:
-            self._mean = np.zeros(flux.shape[1])
-        # a recursion over the (few) new frames; each step is vectorised over the bands
-        for i, x in enumerate(flux):
-            self._n += 1
-            d = x - self._mean
-            self._mean += max(self._alpha, 1.0 / self._n) * d  # a plain mean until the window is full
-            k = self._n - self.WARMUP
-            if k <= 0:
-                continue  # deviations from a young mean are all positive, hence coherent: score 0
-            energy = float(d @ d)
-            r = min(self.CLIP, float(d.sum()) ** 2 / energy) if energy > 1e-12 else 0.0
-            self._coherence += max(self._alpha, 1.0 / k) * (r - self._coherence)
-            noise = self.NOISE + self.YOUNG_EXCESS * np.exp(-k / self.YOUNG_FRAMES)
-            out[i] = min(1.0, max(0.0, (self._coherence - noise) / (self.MUSIC - self.NOISE)))
+        one = scores[0]
+        count = np.array([c._n for c in scores], dtype=np.float64)
+        mean = np.stack([np.zeros(flux.shape[2]) if c._mean is None else c._mean for c in scores])
+        coherence = np.array([c._coherence for c in scores])
+        out = np.zeros(flux.shape[:2])
+        # a recursion over the (few) new frames; each step is vectorised over streams and bands
+        for i in range(flux.shape[1]):
+            count += 1
+            d = flux[:, i, :] - mean
+            mean += np.maximum(one._alpha, 1.0 / count)[:, None] * d   # a plain mean until the window is full
+            k = count - one.WARMUP
+            scored = k > 0      # deviations from a young mean are all positive, hence coherent: score 0
+            if not scored.any():
+                continue
+            energy = np.einsum("sb,sb->s", d, d)
+            r = np.where(energy > 1e-12, np.minimum(one.CLIP, d.sum(axis=1) ** 2 / np.maximum(energy, 1e-300)), 0.0)
+            k = np.maximum(k, 1.0)
+            coherence = np.where(scored, coherence + np.maximum(one._alpha, 1.0 / k) * (r - coherence), coherence)
+            noise = one.NOISE + one.YOUNG_EXCESS * np.exp(-k / one.YOUNG_FRAMES)
+            out[:, i] = np.where(scored, np.clip((coherence - noise) / (one.MUSIC - one.NOISE), 0.0, 1.0), 0.0)
+        for c, n, m, co in zip(scores, count.tolist(), mean, coherence.tolist()):
+            c._n, c._mean, c._coherence = int(n), m, co
         return out
 
 
@@ -190,22 +215,24 @@ class DspActivation(Activation):
         """No model to run: the activation is computed from the features alone."""
         return [None] * len(acts)
 
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: None = None) -> Frames:
+    @classmethod
+    def frames_many(cls, acts: Sequence[DspActivation], feats: np.ndarray, rms: np.ndarray, probs: None) -> Frames:
         """``[beat, downbeat]`` pseudo-probabilities, silence gate, normalised spectral flux (0..1)
-        and the periodic signal (``beat + downbeat``) of the new frames."""
-        rms = self.frontend.last_rms if rms is None else rms
+        and the periodic signal (``beat + downbeat``) of the new frames, stacked over the streams."""
+        one = acts[0]
         level = 20 * np.log10(np.maximum(rms, 1e-10))
-        gate = level > self.silence_db
-        diff = feats[:, self._nb :]
-        onset = self._norm(diff.mean(axis=1))
-        low = self._low_norm(diff[:, self._low].mean(axis=1)) if self._low.any() else np.zeros_like(onset)
+        gate = level > np.array([a.silence_db for a in acts])[:, None]
+        diff = feats[:, :, one._nb :]
+        onset = OnsetNormaliser.many([a._norm for a in acts], diff.mean(axis=2))
+        low = (OnsetNormaliser.many([a._low_norm for a in acts], diff[:, :, one._low].mean(axis=2))
+               if one._low.any() else np.zeros_like(onset))
         a = np.where(gate, 0.9 * onset, 0.0)  # leave some non-beat probability even on the strongest onset
         # downbeat share 0.3..0.6: no bass says little against a downbeat, bass a little for it
-        w = self._cue(a, 0.3 + 0.3 * low, level)
-        act = np.stack([a * (1 - w), a * w], axis=1)
+        w = DownbeatCue.many([x._cue for x in acts], a, 0.3 + 0.3 * low, level)
+        act = np.stack([a * (1 - w), a * w], axis=2)
         # as for the networks: only music-like (coherent across bands) flux counts as onset activity,
         # so the flux of pink noise, which now and then repeats at some period, gets no confidence
-        music = self._coherence(diff)
+        music = FluxCoherence.many([x._coherence for x in acts], diff)
         onset = np.where(gate, onset, 0.0) * music
-        periodic = np.where(music > 0, act.sum(axis=1), 0.0)
+        periodic = np.where(music > 0, act.sum(axis=2), 0.0)
         return act, gate, onset, periodic

@@ -7,11 +7,12 @@ all of them and live here. No torch: the ``hls`` plug-in builds on this too.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .backends import Activation, Frames, empty_frames
+from .backends import Activation, Frames
 from .downbeat import DownbeatCue
 from .dsp import FluxCoherence, OnsetNormaliser
 from .features import HOP_LENGTH, SR, StreamingSpectrogram
@@ -74,34 +75,38 @@ class NetworkActivation(Activation):
         self._coherence.reset()
         self.state = self._np.initial_state() if self._np is not None else self.net.initial_state(1)
 
-    def _frames(self, feats: np.ndarray, rms: np.ndarray | None = None, probs: np.ndarray | None = None) -> Frames:
-        """Activations for this stream's new feature frames (``probs``: the network output when
-        already computed in a batch): ``[beat, downbeat]`` with the flux mixed in per
-        ``onset_weight``, silence gate, normalised spectral flux (from the positive-difference
-        half of the features) and the raw network ``beat + downbeat`` gated by music coherence."""
-        rms = self.frontend.last_rms if rms is None else rms
-        if feats.shape[0] == 0:
-            return empty_frames()
+    @classmethod
+    def frames_many(cls, acts: Sequence[NetworkActivation], feats: np.ndarray, rms: np.ndarray,
+                    probs: np.ndarray | None) -> Frames:
+        """Activations for the streams' new feature frames, stacked (``probs``: the network output,
+        None: computed here): ``[beat, downbeat]`` with the flux mixed in per ``onset_weight``,
+        silence gate, normalised spectral flux (from the positive-difference half of the features)
+        and the raw network ``beat + downbeat`` gated by music coherence."""
         if probs is None:
-            probs = type(self).infer_many([self], [feats])[0]
-        act = probs[:, :2].astype(np.float64)
+            probs = np.stack(cls.infer_many(list(acts), list(feats)))
+        act = np.asarray(probs)[:, :, :2].astype(np.float64)
         level = 20 * np.log10(np.maximum(rms, 1e-10))
-        gate = level > self.silence_db
-        nb = self.frontend.n_bands
-        flux = feats[:, nb:]
-        onset = np.where(gate, self._norm(flux.sum(axis=1) / nb), 0.0)  # mean positive flux per band
+        gate = level > np.array([a.silence_db for a in acts])[:, None]
+        nb = acts[0].frontend.n_bands
+        flux = feats[:, :, nb:]
+        # mean positive flux per band
+        onset = np.where(gate, OnsetNormaliser.many([a._norm for a in acts], flux.sum(axis=2) / nb), 0.0)
         # Both the network output and the spectral flux must repeat at the beat period: the
         # recurrent network can oscillate on its own on noise, the flux of noise does not repeat.
-        periodic = np.sqrt(act.sum(axis=1) * onset)
-        if self.onset_weight > 0:
-            total = act.sum(axis=1)
-            mixed = (1.0 - self.onset_weight) * total + self.onset_weight * 0.9 * onset
-            share = self._cue(mixed, act[:, 1] / np.maximum(total, 1e-9), level)
-            act = np.stack([mixed * (1.0 - share), mixed * share], axis=1)
+        periodic = np.sqrt(act.sum(axis=2) * onset)
+        weight = np.array([a.onset_weight for a in acts])
+        mixing = np.flatnonzero(weight > 0)
+        if mixing.size:
+            ow = weight[mixing, None]
+            total = act[mixing].sum(axis=2)
+            mixed = (1.0 - ow) * total + ow * 0.9 * onset[mixing]
+            share = DownbeatCue.many([acts[i]._cue for i in mixing], mixed,
+                                     act[mixing, :, 1] / np.maximum(total, 1e-9), level[mixing])
+            act[mixing] = np.stack([mixed * (1.0 - share), mixed * share], axis=2)
         # the onset activity the tracker's confidence scales with counts only music-like
         # (coherent across bands) flux: stationary noise gets no confidence, and frames of noise
         # leave the periodicity history empty, so music after noise is trusted again sooner
-        music = self._coherence(flux)
+        music = FluxCoherence.many([a._coherence for a in acts], flux)
         onset = onset * music
         periodic = np.where(music > 0, periodic, 0.0)
         return act, gate, onset, periodic

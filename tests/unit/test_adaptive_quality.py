@@ -23,7 +23,8 @@ def run(gov, loads, t0=0.0, lags=None):
 
 
 def gov3(**kw):
-    g = beat_governor(**kw)
+    # fixed costs (the arithmetic below), not the measured table
+    g = QualityGovernor(("beatnet", "small", "dsp"), (0.144, 0.124, 0.078), **kw)
     for s in ("a", "b", "c"):
         g.add(s)
     return g
@@ -145,3 +146,18 @@ def test_the_least_recently_watched_source_degrades_first_and_the_watched_one_co
     back = run(g, [0.05] * 400, t0=100)
     assert back[0][1:] == ("a", 1 if g.level("c") == 0 else back[0][2])
     assert [s for _, s, _ in back][:2] == ["a", "a"]
+
+
+def test_far_over_capacity_several_sources_step_at_once_up_to_an_eighth():
+    g = QualityGovernor(("full", "cheap"), (1.0, 0.5))
+    for i in range(40):
+        g.add(f"s{i:02d}")
+    steps = run(g, [1.3] * 11)                  # 2 s over: one decision
+    assert len(steps) == 5 and len({t for t, _, _ in steps}) == 1      # 40 // 8 at once
+    assert [s for _, s, _ in steps] == ["s39", "s38", "s37", "s36", "s35"]
+    # just over, with a large saving per step: as many as the projection needs, 9 of a possible 10
+    g = QualityGovernor(("full", "cheap"), (1.0, 0.01))
+    for i in range(80):
+        g.add(f"s{i:02d}")
+    assert run(g, [0.8] * 20) == []                        # under the threshold: nothing
+    assert len(run(g, [0.86] * 11, t0=10)) == 9             # 0.86 x (80 - 0.99 k) / 80 <= 0.9 x 0.85
