@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from .deployment import CLICK_BPM, DDP_PIXELS, PIXELS, WEB_DEVICE, WEB_PIXELS
+from beatbus import keys
+
+from .deployment import CLICK_BPM, DDP_PIXELS, PIXELS, SOURCE, WEB_DEVICE, WEB_PIXELS
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +111,24 @@ def test_dashboard_shows_live_bpm_and_the_real_led_frames(stack, browser):
     assert len({tuple(f[0]) for f in frames}) >= 3, "the LED canvas does not change from frame to frame"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_dashboard_shows_which_stage_serves_the_source_below_full_quality(stack, browser):
+    """Adaptive quality's level, as the stages publish it (the keys.quality hash; the daemons' own
+    writes are checked in test_adaptive_stages.py), reaches the page through the API's source state."""
+    stack.wait_steady(3)
+    quality = keys.quality(SOURCE)
+    before = stack.bus.redis.hgetall(quality)
+    browser.get(f"{stack.api_url}/")
+    try:
+        assert _until(lambda: _text(browser, "status").endswith("live"), 30)
+        assert not browser.find_element("id", "quality-row").is_displayed()
+        stack.bus.redis.hset(quality, mapping={"intensity": "half", "structure": "shed", "beat": "dsp"})
+        assert _until(lambda: browser.find_element("id", "quality-row").is_displayed(), 15), "no 'under load' line"
+        assert _text(browser, "quality") == "intensity half · structure shed"
+        stack.bus.redis.hset(quality, mapping={"intensity": "full", "structure": "full"})
+        assert _until(lambda: not browser.find_element("id", "quality-row").is_displayed(), 15)
+    finally:
+        stack.bus.redis.delete(quality)
+        if before:
+            stack.bus.redis.hset(quality, mapping=before)
