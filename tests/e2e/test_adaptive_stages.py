@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -31,6 +32,7 @@ from support.procs import RedisServer, eventually, free_port, wait_for
 pytestmark = pytest.mark.e2e
 
 SEEN, UNSEEN = "seen", "unseen"
+METRICS_URL = re.compile(r"http://[^/\s\"]+:(\d+)/metrics")
 START_TIMEOUT_S = 120
 
 
@@ -81,7 +83,7 @@ def test_stages_degrade_the_unwatched_source_first_and_show_it_everywhere(tmp_pa
         bus = Bus.connect(redis.url, name="adaptive-observer")
         cleanup.callback(bus.close)
         env = daemon_env(REDIS_URL=redis.url, BEATBUS_STATE_DIR=str(tmp_path / "state"), BEATBUS_METRICS_ADDR="off")
-        ports = {"api": free_port(), "intensity": free_port(), "structure": free_port()}
+        ports = {"api": free_port()}
 
         def start(name: str, args: list[str]) -> Daemon:
             d = Daemon(name, args, env=env, workdir=tmp_path / "logs").start()
@@ -99,9 +101,14 @@ def test_stages_degrade_the_unwatched_source_first_and_show_it_everywhere(tmp_pa
         assert bus.redis.get(keys.watched(UNSEEN)) is None
 
         overload = ["--adaptive-high-load", "1e-6", "--log-format", "json"]
-        stages = {role: start(role, [role, "run", *overload, "--metrics-addr", f"127.0.0.1:{ports[role]}"])
+        # port 0: each binds a free port and logs it (a port picked here could be taken meanwhile)
+        stages = {role: start(role, [role, "run", *overload, "--metrics-addr", "127.0.0.1:0"])
                   for role in ("intensity", "structure")}
         everyone = [api, *producers, *stages.values()]
+        for role, d in stages.items():
+            found = wait_for(lambda d=d: METRICS_URL.search(d.stderr()) or not d.alive(), START_TIMEOUT_S)
+            assert found and d.alive(), f"{role} did not serve /metrics:\n{d.stderr()[-2000:]}"
+            ports[role] = int(found[1])
 
         # the order of the structure daemon's steps, as its /metrics shows them (steps are >= 2 s apart)
         seen_steps: list[tuple[str, int]] = []

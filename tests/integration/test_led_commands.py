@@ -115,11 +115,13 @@ def _metric(text: str, name: str, device: str) -> float | None:
 
 
 def test_a_late_ddp_controller_is_logged_once_retried_with_backoff_and_then_driven(broker, tmp_path):
-    port, metrics_port = _free_udp_port(), free_port()
+    port = _free_udp_port()
+    # metrics port 0: the daemon binds a free one and logs it (a port picked here could be taken meanwhile)
     with BeatbusProcess(tmp_path, "consume", "led", "--output", f"ddp://127.0.0.1:{port}", "--pixels", "20",
-                        "--fps", "60", "--redis-url", broker.url, "--metrics-addr", f"127.0.0.1:{metrics_port}",
+                        "--fps", "60", "--redis-url", broker.url, "--metrics-addr", "127.0.0.1:0",
                         "--log-level", "info") as proc:
         proc.wait_for_stderr("output down")
+        metrics_port = int(re.search(r"http://127\.0\.0\.1:(\d+)/metrics", proc.stderr)[1])
         time.sleep(4.0)                                     # nothing listens: ICMP refusals every few frames
         down_log = proc.stderr
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text

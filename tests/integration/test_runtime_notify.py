@@ -16,7 +16,7 @@ def _daemons(broker_url: str) -> dict[str, list[str]]:
     """One command per Type=notify unit in deploy/systemd (the generation worker has its own test)."""
     return {
         "api": ["api", "--port", str(free_port())],
-        "exporter": ["exporter", "--metrics-addr", f"127.0.0.1:{free_port()}"],
+        "exporter": ["exporter", "--metrics-addr", "127.0.0.1:0"],      # 0: the daemon picks a free port
         "producer": ["produce", "click", "--bpm", "120"],
         "processor": ["process", "--backend", "dsp"],
         "intensity": ["intensity", "run"],

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,7 +17,6 @@ from beatbus import keys
 from beatbus.schemas import BeatEvent, from_fields
 
 from .paths import ROOT
-from .procs import free_port
 
 TTL, HEARTBEAT = 1.0, 0.2
 HOST = socket.gethostname()
@@ -31,6 +32,28 @@ def env_for(url: str, **extra) -> dict:
     return env
 
 
+_METRICS_URL = re.compile(rb"http://[^/\s\"]+:(\d+)/metrics")
+
+
+class DaemonProcess(subprocess.Popen):
+    """A daemon subprocess; ``port`` is its /metrics port once it has logged it (None before, and
+    for a daemon started without metrics)."""
+
+    name: str
+    log_path: Path
+    _port: int | None = None
+
+    @property
+    def port(self) -> int | None:
+        if self._port is None:
+            try:
+                found = _METRICS_URL.search(self.log_path.read_bytes())
+            except FileNotFoundError:
+                found = None
+            self._port = int(found[1]) if found else None
+        return self._port
+
+
 class Daemons:
     """The subprocesses of one test (``python -m beatbus.cli ...``), killed at the end whatever happens."""
 
@@ -38,14 +61,16 @@ class Daemons:
         self.url, self.tmp, self.procs = url, tmp, []
 
     def start(self, name: str, *args: str, module: str = "beatbus.cli", metrics: bool = False,
-              **env) -> subprocess.Popen:
-        port = free_port() if metrics else None
-        if port:
-            env["BEATBUS_METRICS_ADDR"] = f"127.0.0.1:{port}"
+              **env) -> DaemonProcess:
+        if metrics:
+            # port 0: the daemon binds a free port itself and logs it (a port picked here could be
+            # taken by another test's daemon before this one binds it)
+            env.setdefault("BEATBUS_METRICS_ADDR", "127.0.0.1:0")
+            env.setdefault("BEATBUS_LOG_LEVEL", "info")
         log = open(self.tmp / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env_for(self.url, **env), cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-        proc.name, proc.logfile, proc.port = name, log, port
+        proc = DaemonProcess([sys.executable, "-m", module, *args], env=env_for(self.url, **env), cwd=ROOT,
+                             stdout=log, stderr=subprocess.STDOUT)
+        proc.name, proc.logfile, proc.log_path = name, log, self.tmp / f"{name}.log"
         self.procs.append(proc)
         return proc
 
