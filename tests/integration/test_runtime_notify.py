@@ -15,7 +15,7 @@ WATCHDOG_S = 6.0          # systemd kills a unit that stays silent this long (th
 def _daemons(broker_url: str) -> dict[str, list[str]]:
     """One command per Type=notify unit in deploy/systemd (the generation worker has its own test)."""
     return {
-        "api": ["api", "--port", str(free_port())],
+        "api": ["api", "--port", "0"],                                  # 0: no port to race for
         "exporter": ["exporter", "--metrics-addr", "127.0.0.1:0"],      # 0: the daemon picks a free port
         "producer": ["produce", "click", "--bpm", "120"],
         "processor": ["process", "--backend", "dsp"],

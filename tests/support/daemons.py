@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -93,6 +94,9 @@ class Daemon:
         self.ready_at: float | None = None
         self.stop_problem: str | None = None
         self._notify: socket.socket | None = None
+        self._listener: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.notified: list[tuple[float, str]] = []
 
     @property
@@ -103,7 +107,12 @@ class Daemon:
     def start(self) -> Daemon:
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self._notify_path))
-        self._notify.setblocking(False)
+        self._notify.settimeout(0.05)
+        # A thread of its own stamps each line as it arrives, as systemd does: read only when the test
+        # polls, lines queued while it looked at other daemons would all get the same late time.
+        self._listener = threading.Thread(target=self._listen, args=(self._notify,), daemon=True,
+                                          name=f"notify-{self.name}")
+        self._listener.start()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([*beatbus_argv(), *self.args], env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=err, start_new_session=True,
@@ -117,16 +126,23 @@ class Daemon:
 
     def notifications(self) -> list[tuple[float, str]]:
         """Every notify line it sent so far (``READY=1``, ``WATCHDOG=1`` ...) with its monotonic arrival time."""
-        while self._notify is not None:
+        with self._lock:
+            return list(self.notified)
+
+    def _listen(self, sock: socket.socket) -> None:
+        while True:
             try:
-                msg = self._notify.recv(4096)
-            except BlockingIOError:
-                break
-            for line in msg.decode(errors="replace").splitlines():
-                self.notified.append((time.monotonic(), line))
-                if line == "READY=1" and self.ready_at is None:
-                    self.ready_at = time.monotonic()
-        return list(self.notified)
+                msg = sock.recv(4096)
+            except TimeoutError:
+                if self._closing.is_set():       # stopped, and all it said is read (STOPPING=1)
+                    return
+                continue
+            now = time.monotonic()
+            with self._lock:
+                for line in msg.decode(errors="replace").splitlines():
+                    self.notified.append((now, line))
+                    if line == "READY=1" and self.ready_at is None:
+                        self.ready_at = now
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -170,7 +186,9 @@ class Daemon:
             if self.stop_problem is None and self.proc.returncode != 0:
                 self.stop_problem = f"exited {self.proc.returncode} after SIGTERM"
         if self._notify is not None:
-            self.notifications()                 # keep what it said while stopping (STOPPING=1)
+            self._closing.set()
+            if self._listener is not None:
+                self._listener.join(timeout=5)
             self._notify.close()
             self._notify = None
 
