@@ -86,9 +86,11 @@ def browser(tmp_path):
 
 @pytest.fixture
 def settings(broker):
-    """Fast-cycling settings against the test broker (no env leakage)."""
+    """Fast-cycling settings against the test broker (no env leakage). Adaptive quality off: services
+    run in process, often fed faster than real time, would degrade on the machine's load rather than on
+    the test's subject (the adaptive tests turn it on)."""
     return load_settings({"redis_url": broker.url, "metrics_addr": "off", "lease_ttl": 1.0,
-                          "heartbeat": 0.2, "block_ms": 100, "claim_idle_ms": 200}, env={})
+                          "heartbeat": 0.2, "block_ms": 100, "claim_idle_ms": 200, "adaptive": False}, env={})
 
 
 @pytest.fixture

@@ -176,7 +176,9 @@ def test_tempo_section_intensity_and_led_displays_follow_the_live_daemons(stack,
     open_live(browser, stack)
 
     def timeline_is_the_history() -> bool:
-        drawn = [el.get_attribute("title") for el in browser.find_elements(By.CSS_SELECTOR, "#timeline div")]
+        # read in one script: live section events redraw the timeline between two WebDriver calls
+        drawn = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#timeline div'), (el) => el.title)")
         return drawn[:len(history)] == [s["label"] for s in history]
 
     eventually(timeline_is_the_history, timeout=10,

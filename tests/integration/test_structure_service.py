@@ -45,7 +45,7 @@ def test_sections_of_a_song_through_the_broker(bus, settings, tmp_path_factory, 
     if with_beats:
         _publish_beats(bus, "s", files.beats)
     producer = Publisher(bus, FileSource(files.audio, realtime=False), settings=settings, source="s")
-    assert run_services([svc, producer], until=[svc], duration=120) == 0 and svc.error is None
+    assert run_services([svc, producer], until=[svc], duration=280) == 0 and svc.error is None
     evs = _sections(bus, "s")
     assert isinstance(evs[-1], StreamEnd)
     secs = [e for e in evs if isinstance(e, SectionEvent)]
@@ -84,7 +84,7 @@ def test_a_looped_real_clip_gives_stable_labels_at_a_bounded_rate(bus, settings,
     svc.setup()
     beats.setup()
     producer = Publisher(bus, FileSource(tmp_path / "loop.wav", realtime=False), settings=settings, source="s")
-    assert run_services([svc, beats, producer], until=[svc], duration=120) == 0 and svc.error is None
+    assert run_services([svc, beats, producer], until=[svc], duration=280) == 0 and svc.error is None
     secs = [e for e in _sections(bus, "s") if isinstance(e, SectionEvent)]
     minutes = len(y) / sr / 60
     live = [e for e in secs if e.emitted_at < secs[-1].emitted_at]     # before the end's last word
