@@ -120,8 +120,7 @@ class Daemon:
         return self
 
     def poll_ready(self) -> bool:
-        """True once it has sent ``READY=1`` (read without blocking)."""
-        self.notifications()
+        """True once it has sent ``READY=1`` (the listener thread records it)."""
         return self.ready_at is not None
 
     def notifications(self) -> list[tuple[float, str]]:
