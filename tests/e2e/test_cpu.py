@@ -17,7 +17,10 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 WINDOW_S = 15.0
-BUDGET = 0.30           # share of one core, user + system
+# share of one core, user + system: a loose floor, it follows the machine's speed (the beat processor
+# measured 3-15 % when it was set, 18-22 % on the dev VM in session 10); the system budget is the
+# load-independent check
+BUDGET = 0.45
 # share of one core in the kernel: measured 0-3 % without the spin (most: the LED consumer's ~500
 # datagrams/s), 26-35 % for the beat processor and structure with it
 SYSTEM_BUDGET = 0.08
