@@ -43,7 +43,7 @@ from .log import get_logger
 from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED, child
 
 __all__ = ["Bus", "Reader", "EventReader", "FanIn", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS",
-           "Outage", "note_reconnect", "guarded"]
+           "Outage", "note_reconnect", "note_back", "guarded"]
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
@@ -778,10 +778,25 @@ class Outage:
         self.down = False
 
 
+_REMIND_S = 60.0                      # an outage that goes on is logged again this often
+_outages: dict[str, float] = {}       # what failed -> when that was last logged
+
+
 def note_reconnect(exc: Exception, what: str) -> None:
-    """Count and log one broker failure (the caller backs off and retries)."""
+    """Count one broker failure (the caller backs off and retries); log it once per outage of ``what``
+    (a daemon retries many times a second), again only every minute while it lasts."""
     BROKER_RECONNECTS.inc()
-    log.warning("broker unavailable; retrying", extra={"during": what, "error": str(exc)[:200]})
+    now = time.monotonic()
+    if now - _outages.get(what, -_REMIND_S) >= _REMIND_S:
+        _outages[what] = now
+        log.warning("broker unavailable; retrying (logged again when it is back, or in a minute)",
+                    extra={"during": what, "error": str(exc)[:200]})
+
+
+def note_back(what: str) -> None:
+    """A call that failed (:func:`note_reconnect`) worked again: say so once."""
+    if _outages.pop(what, None) is not None:
+        log.info("broker back", extra={"during": what})
 
 
 def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, default=()):
@@ -795,5 +810,7 @@ def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, 
         note_reconnect(exc, what)
         backoff.wait(stop)
         return default
+    if backoff.attempt:
+        note_back(what)
     backoff.reset()
     return result

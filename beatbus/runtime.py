@@ -72,6 +72,7 @@ class Watchdog:
 
 
 _PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15       # prctl(2) options
+STOP_S = 8.0         # every service's drain together, from the stop request on
 _forked_by = 0
 
 
@@ -219,8 +220,15 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     finally:
         sd_notify("STOPPING=1")
         stop.set()
+        # one bound for every drain together, well inside systemd's TimeoutStopSec (30 s): a drain
+        # blocked on a broker that does not answer must not hold the process past it
+        deadline = time.monotonic() + STOP_S
         for t in threads:
-            t.join(timeout=10)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [s.name for s, t in zip(services, threads) if t.is_alive()]
+        if stuck:
+            log.warning("exiting before a drain finished (the broker did not answer in time)",
+                        extra={"services": ",".join(stuck), "seconds": STOP_S})
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     failed = [s for s in services if s.error]

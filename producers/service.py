@@ -12,7 +12,7 @@ import threading
 import time
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Outage, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Lease, Outage, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.errors import SourceClaimedError
 from beatbus.log import get_logger
@@ -95,7 +95,8 @@ class Publisher(Service):
             for _ in batch:
                 self.pending.popleft()
             if self._backoff.attempt:
-                log.info("broker back; buffered frames sent", extra={"frames": len(batch)})
+                note_back("publish audio")
+                log.info("buffered frames sent", extra={"frames": len(batch)})
             self._backoff.reset()
         except BROKER_ERRORS as exc:
             PUBLISH_ERRORS.labels("audio").inc()

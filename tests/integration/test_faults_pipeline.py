@@ -21,6 +21,7 @@ from beatbus.consumers.generate.jobqueue import GenerationQueue
 from beatbus.consumers.trigger import idempotency_key
 from beatbus.deploy.rq_metrics import RqCollector
 from beatbus.lab.doubles.error_generator import ReferenceReceiver
+from beatbus.runtime import STOP_S
 from beatbus.schemas import AudioFrame, from_fields
 
 from support.events import beat_event
@@ -127,7 +128,11 @@ def test_broker_restart_mid_run_daemons_reconnect_and_outage_audio_is_kept(redis
         assert m["beatbus_broker_reconnects_total{}"] >= 1, name
     assert codes == {"producer": 0, "processor": 0, "trigger": 0}
     for p in (prod, proc, trig):
-        assert "Traceback" not in (tmp_path / f"{p.name}.log").read_text(), p.name
+        log = (tmp_path / f"{p.name}.log").read_text()
+        assert "Traceback" not in log, p.name
+        # said once per outage of each call, not once per retry (tens of retries in 2 s)
+        assert 1 <= log.count("broker unavailable") <= 4, f"{p.name}:\n{log[-3000:]}"
+    assert "broker back" in (tmp_path / "producer.log").read_text()
     print(f"\noutage {up - down:.1f} s: producer buffered it (frames dropped "
           f"{counted['producer']['beatbus_frames_dropped_total{reason=broker_down}']:.0f}), "
           f"processor gaps {counted['processor'].get('beatbus_frames_dropped_total{reason=gap}', 0):.0f} frames, "
@@ -213,3 +218,31 @@ def test_worker_killed_mid_job_is_retried_by_another_worker_never_stuck(broker, 
                                                                                        "clap")})).status(job.id)
     assert status["status"] == "finished"
     print(f"\nabandoned {abandoned_after:.1f} s after kill -9, finished by the second worker {done_after:.1f} s after")
+
+
+def test_a_daemon_stops_in_bounded_time_when_the_broker_stops_answering(redis_server, tmp_path):
+    """A broker that holds connections open and answers nothing (SIGSTOP: a hung host, a partition)
+    must not keep a producer alive past its stop: its drain (flush, end of stream) gives up within
+    beatbus.runtime.STOP_S, says so once, and the process exits 0, well inside systemd's 30 s."""
+    d = Daemons(redis_server.url, tmp_path)
+    try:
+        prod = d.start("producer", "produce", "click", "--bpm", "120", metrics=True, BEATBUS_SOURCE="hang")
+        bus = Bus(redis_server.url)
+        wait_until(lambda: bus.redis.xlen(keys.stream("hang", "audio")) > 20, 60, "audio on the broker", d)
+        bus.close()
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.0)                             # frames now wait in the producer's buffer
+            asked = time.monotonic()
+            code = d.terminate(prod, timeout=25)
+            took = time.monotonic() - asked
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+    finally:
+        d.stop_all()
+    log = (tmp_path / "producer.log").read_text()
+    print(f"\nproducer stopped {took:.1f} s after SIGTERM with the broker frozen (exit {code})")
+    assert code == 0, log[-3000:]
+    assert took < STOP_S + 4, f"{took:.1f} s:\n{log[-3000:]}"
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("frames lost at shutdown") + log.count("exiting before a drain finished") >= 1, log[-3000:]
