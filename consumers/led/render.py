@@ -40,7 +40,7 @@ from .outputs import Output, create_output
 from .state import LedState, RenderContext
 from .timing import MIN_GAP_S, LightTiming, OnsetGate, display_time, next_wake, send_deadline
 
-__all__ = ["PixelMap", "DeviceRunner", "RenderThreadDied", "compose"]
+__all__ = ["PixelMap", "DeviceRunner", "RenderThreadDied", "compose", "clock_offset"]
 
 log = get_logger("led.render")
 
@@ -82,6 +82,20 @@ class PixelMap:
             return vals.tobytes()
         self.buf[self.dst] = vals[self.src]
         return self.buf.tobytes()
+
+
+def clock_offset(wall: Callable[[], float] = time.time, last: float | None = None) -> float:
+    """Wall minus monotonic time from two reads close together. A thread preempted between the
+    reads (a timeslice: several ms on a loaded machine) would move a beat frame by as much, so a
+    pair more than 0.2 ms apart is read again; after three tries ``last`` is kept (the offset
+    changes only as NTP slews the wall clock)."""
+    for _ in range(3):
+        m0 = time.monotonic()
+        w = wall()
+        m1 = time.monotonic()
+        if m1 - m0 < 0.0002:
+            return w - (m0 + m1) / 2
+    return last if last is not None else w - (m0 + m1) / 2
 
 
 class DeviceRunner:
@@ -203,6 +217,7 @@ class DeviceRunner:
         beat_send: float | None = None
         beat_onset = 0.0
         render_s = 0.0005                   # running estimate of render + encode time
+        wall_minus_mono = clock_offset(self.wall)
         try:
             while not self._stop.is_set():
                 if self._pending is not None:          # a change: between two frames
@@ -215,7 +230,7 @@ class DeviceRunner:
                 if due - margin > now:
                     time.sleep(due - margin - now)
                 start = time.monotonic()
-                wall_minus_mono = self.wall() - start
+                wall_minus_mono = clock_offset(self.wall, wall_minus_mono)
                 offset = self.timing.offset_s
                 t_disp = display_time(max(due, start) + wall_minus_mono, self.latency_s, offset)
                 if is_beat:

@@ -36,10 +36,11 @@ pytestmark = pytest.mark.e2e
 SOURCE = "reconf"
 CONSUMER = "lights"
 MIN_FPS = 20                # loose floor for a 60 fps device (the default) on two shared cores
-# The seed DDP device may miss at most MAX_GAP_FRAMES frame periods in a row. It runs at 15 fps: at
+# The seed DDP device may miss at most MAX_GAP_FRAMES frame periods in a row (400 ms: a change that
+# restarted or blocked the other devices stalls them for a second or more). It runs at 15 fps: at
 # 60 fps three periods are 50 ms, and a loaded 2-core machine stalls a thread for up to ~130 ms
-# now and then (kernel arrival times, between changes too, more while another deployment runs).
-DDP_FPS, DDP_MIN_FPS, MAX_GAP_FRAMES = 15.0, 7, 3
+# now and then (kernel arrival times, between changes too), once 318 ms under a CPU hog (session 10).
+DDP_FPS, DDP_MIN_FPS, MAX_GAP_FRAMES = 15.0, 7, 6
 START_TIMEOUT_S = 120
 WAIT_S = 20.0               # generous: a loaded CI machine only makes a change slower
 GONE_S = 1.0                # a removed device's receiver hears nothing after this

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from beatbus.consumers.led.config import DeviceConfig, LedConfig, resolve_devices
 from beatbus.consumers.led.effects import create_effect
-from beatbus.consumers.led.render import DeviceRunner, PixelMap
+from beatbus.consumers.led.render import DeviceRunner, PixelMap, clock_offset
 from beatbus.consumers.led.state import LedState
 from beatbus.consumers.led.timing import LightTiming, OnsetGate, TapCalibrator, display_time, next_wake, send_deadline
 from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd
@@ -134,7 +134,7 @@ def test_flashes_fire_at_predicted_beats_compensated_for_latency_and_offset():
         r1.stop()
         r2.stop()
         got1, got2 = _bright(plain.packets), _bright(slow.packets)
-    wall_minus_mono = time.time() - time.monotonic()
+    wall_minus_mono = clock_offset()     # read as the runner reads it
     for runner, shift in ((r1, 0.0), (r2, -0.15 + 0.05)):
         beats = [due + wall_minus_mono for due, _, is_beat in runner.trace if is_beat]
         assert len(beats) >= 2
