@@ -1,7 +1,7 @@
 """Fan-out of a source's event streams to WebSocket clients.
 
-One reader thread per watched source (:mod:`api.fanout`) (plain XREAD from ``$`` over its beats, intensity,
-sections and control streams) hands each event, as its JSON text, to every subscriber's
+One reader thread per watched source (:mod:`api.fanout`) (plain XREAD from ``$`` over its beats, intensity
+(levels and transitions), sections and control streams) hands each event, as its JSON text, to every subscriber's
 bounded asyncio queue. A slow client loses its oldest messages, never slows the others,
 and the thread ends when the last subscriber leaves. While it has subscribers it marks the
 source watched (``keys.watched``): under load, adaptive quality degrades the sources nobody
@@ -14,14 +14,16 @@ import time
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_reconnect
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, StreamEnd, encode
+from beatbus.schemas import BeatEvent, IntensityEntry, SectionEvent, StreamEnd, encode
 
 from .control import ControlEvent
 from .fanout import FanOut, Feed
 
 __all__ = ["EventHub", "HubEvent", "WATCHED_KINDS"]
 
-HubEvent = BeatEvent | IntensityEvent | SectionEvent | StreamEnd | ControlEvent
+# every type the watched streams carry: a type left out is dead-lettered as malformed (a drop's
+# TransitionEvent was, and fired BeatbusDeadLetterGrowth in a healthy run)
+HubEvent = BeatEvent | IntensityEntry | SectionEvent | StreamEnd | ControlEvent
 WATCH_MARK_S = 2.0                  # how often a feed with subscribers marks its source watched
 WATCH_TTL_S = 24 * 3600             # a mark outlives its feed: "least recently watched" needs the past
 WATCHED_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS,

@@ -1,4 +1,5 @@
-"""``WS /ws/{source}``: the source's beats, intensity, sections and controls, one JSON text per message."""
+"""``WS /ws/{source}``: the source's beats, intensity (levels and transitions), sections and controls,
+one JSON text per message."""
 from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket

@@ -20,7 +20,7 @@ from beatbus.bus import Bus
 from beatbus.config import load_settings
 from beatbus.consumers.trigger import load_trigger_config
 from beatbus.lab.doubles.error_generator import ReferenceReceiver
-from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent
+from beatbus.schemas import BeatEvent, IntensityEvent, SectionEvent, TransitionEvent
 
 from support.paths import BEATS_DIR
 from support.procs import free_port
@@ -444,12 +444,23 @@ def test_websocket_streams_the_sources_events(client, server, bus):
             status="confirmed"), maxlen=100)
         bus.redis.xadd(keys.stream("stage", "beats"), {b"d": b"garbage"})      # skipped, not fatal
         bus.publish(keys.stream("stage", "beats"), beat("stage", 1), maxlen=100)
+        # the intensity stage's stream carries levels and transitions (a drop); both reach clients
+        bus.publish(keys.stream("stage", "intensity"), IntensityEvent(
+            source="stage", timestamp=1.0, system_time=now, emitted_at=now, intensity=0.5, rms=0.1,
+            loudness_lufs=-20.0, flux=0.1, centroid_hz=1000.0, bass=0.4, mids=0.3, highs=0.2), maxlen=100)
+        bus.publish(keys.stream("stage", "intensity"), TransitionEvent(
+            source="stage", kind="drop", timestamp=1.0, system_time=now, detected_time=1.2, emitted_at=now,
+            confidence=0.8), maxlen=100)
         live_source(bus, "stage")
         assert client.post("/api/sources/stage/control", json={"effects_enabled": False}).status_code == 200
-        got = [orjson.loads(ws.recv(timeout=5)) for _ in range(4)]
-    assert sorted(e["type"] for e in got) == ["beat", "beat", "control", "section"]
+        got = [orjson.loads(ws.recv(timeout=5)) for _ in range(6)]
+    assert sorted(e["type"] for e in got) == ["beat", "beat", "control", "intensity", "section", "transition"]
     beats = [e for e in got if e["type"] == "beat"]
     assert [b["beat"] for b in beats] == [0, 1] and beats[0]["bpm"] == 120
+    assert [e["kind"] for e in got if e["type"] == "transition"] == ["drop"]
+    # only the garbage was dead-lettered: an event type the feed did not know would be too
+    assert bus.redis.xlen(keys.dead_letter(keys.stream("stage", "beats"))) == 1
+    assert not bus.redis.exists(keys.dead_letter(keys.stream("stage", "intensity")))
     with pytest.raises(InvalidStatus) as err:
         ws_connect(f"{url}/ws/bad%20name", open_timeout=5)
     assert err.value.response.status_code == 422 and b"path.source" in err.value.response.body
