@@ -14,16 +14,12 @@ import time
 
 from beatbus import keys
 from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_reconnect
-from beatbus.schemas import BeatEvent, IntensityEntry, SectionEvent, StreamEnd, encode
+from beatbus.schemas import encode
 
-from .control import ControlEvent
 from .fanout import FanOut, Feed
 
-__all__ = ["EventHub", "HubEvent", "WATCHED_KINDS"]
+__all__ = ["EventHub", "WATCHED_KINDS"]
 
-# every type the watched streams carry: a type left out is dead-lettered as malformed (a drop's
-# TransitionEvent was, and fired BeatbusDeadLetterGrowth in a healthy run)
-HubEvent = BeatEvent | IntensityEntry | SectionEvent | StreamEnd | ControlEvent
 WATCH_MARK_S = 2.0                  # how often a feed with subscribers marks its source watched
 WATCH_TTL_S = 24 * 3600             # a mark outlives its feed: "least recently watched" needs the past
 WATCHED_KINDS = (keys.StreamKind.BEATS, keys.StreamKind.INTENSITY, keys.StreamKind.SECTIONS,
@@ -34,8 +30,9 @@ class _EventFeed(Feed):
     def run(self) -> None:
         hub = self.owner
         # the first read opens the streams (retried while the broker is down); the bus counts and
-        # dead-letters malformed entries and ends not written by the producer
-        events = EventReader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS], kind=HubEvent,
+        # dead-letters malformed entries and ends not written by the producer. Decoded as any event,
+        # as every reader does: a narrower list of types went stale and dead-lettered transitions
+        events = EventReader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS],
                              what="websocket feed", block_ms=hub.block_ms)
         marked = float("-inf")
         while not hub.stop.is_set():
