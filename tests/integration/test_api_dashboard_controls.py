@@ -293,6 +293,11 @@ def test_live_controls_publish_control_events_the_led_consumer_applies(stack, br
     no_console_errors(browser)
 
 
+# what a failed tap calibration shows: the errors kept, the skew and the prediction the taps were judged by
+PAGE_TAP_STATE = ("return {errors: st.tapErrors, skew_ms: st.clockSkew, skews: st.skews.length,"
+                  " next_beat: st.nextBeat, period: st.period}")
+
+
 def test_tap_to_calibrate_and_apply_the_offset(stack, browser):
     open_live(browser, stack)
     assert text(browser, "tap-bpm") == "–" and not browser.find_element(By.ID, "tap-apply").is_enabled()
@@ -304,6 +309,11 @@ def test_tap_to_calibrate_and_apply_the_offset(stack, browser):
     # timed in the page: a WebDriver click's latency would be the test's jitter, not a listener's
     browser.refresh()
     eventually(lambda: text(browser, "status") == "default · live", timeout=30, what="live again")
+    # the page learns the clock skew from the fastest of its recent beats' deliveries: tap once it has
+    # a few (right after a reload, under load, the first deliveries can all be late by more than the
+    # 30 % of a beat a tap may miss by)
+    eventually(lambda: int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-beats") or 0) >= 8,
+               timeout=30, what="eight beats on the reloaded page")
     beat = json.loads(stack.bus.redis.xrevrange(keys.stream("default", "beats"), count=1)[0][1][b"d"])
     browser.set_script_timeout(30)
     browser.execute_async_script("""
@@ -313,10 +323,12 @@ def test_tap_to_calibrate_and_apply_the_offset(stack, browser):
         const times = Array.from({length: n}, (_, k) => t + k * period * 1000);
         times.forEach((at) => setTimeout(() => tap.click(), at - Date.now()));
         setTimeout(done, times[n - 1] - Date.now() + 50);
-    """, beat["next_beat_system_time"], 60.0 / beat["bpm"], 8)
+    """, beat["next_beat_system_time"], 60.0 / beat["bpm"], 16)
     assert abs(float(text(browser, "tap-bpm")) - beat["bpm"]) < 10, text(browser, "tap-bpm")
+    # a tap the machine delays (a late timer under load) is dropped, not averaged: 4 of 16 suffice
     tapped = eventually(lambda: re.fullmatch(r"(-?\d+) ms", text(browser, "tap-offset")), timeout=5,
-                        what=lambda: f"a tapped offset (shows {text(browser, 'tap-offset')!r})")
+                        what=lambda: f"a tapped offset (shows {text(browser, 'tap-offset')!r}; the page's state: "
+                                     f"{browser.execute_script(PAGE_TAP_STATE)}, the beat tapped to: {beat})")
     offset_ms = int(tapped[1])
     assert abs(offset_ms) < 0.3 * 60000 / beat["bpm"]
     start, log_mark = newest_control_id(stack.bus), len(stack.led.stderr())
