@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import socket
 import struct
 import subprocess
 import sys
@@ -27,16 +26,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from support.led import BeatbusProcess, TcpCapture, UdpCapture, parse_ddp
+from support.listeners import free_udp_port
 from support.paths import ROOT
 from support.procs import free_port
 
 COMMON = ("--metrics-addr", "off", "--log-level", "info")
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(cond, timeout: float, what: str, proc: BeatbusProcess | None = None):
@@ -79,7 +73,7 @@ def _check_sacn(packets, pixels: int, source_name: str = "beatbus"):
 
 # -- issue 15 item 1: sACN sends nothing ---------------------------------------------------
 def test_consume_led_sends_e131_that_the_sacn_package_receives(broker, tmp_path):
-    port = _free_udp_port()
+    port = free_udp_port()
     with SacnReceiver(port) as rx:
         with BeatbusProcess(tmp_path, "consume", "led", "--output",
                             f"sacn://127.0.0.1:{port}?universe=1&source_name=stage%20left",
@@ -94,7 +88,7 @@ def test_consume_led_sends_e131_that_the_sacn_package_receives(broker, tmp_path)
 
 
 def test_run_with_an_sacn_led_output_drives_the_receiver(tmp_path):
-    port = _free_udp_port()
+    port = free_udp_port()
     with SacnReceiver(port) as rx:
         proc = BeatbusProcess(tmp_path, "run", "--click", "120", "--duration", "4", "--backend", "dsp",
                               "--led", f"sacn://127.0.0.1:{port}?universe=1", "--pixels", "30", *COMMON)
@@ -115,7 +109,7 @@ def _metric(text: str, name: str, device: str) -> float | None:
 
 
 def test_a_late_ddp_controller_is_logged_once_retried_with_backoff_and_then_driven(broker, tmp_path):
-    port = _free_udp_port()
+    port = free_udp_port()
     # metrics port 0: the daemon binds a free one and logs it (a port picked here could be taken meanwhile)
     with BeatbusProcess(tmp_path, "consume", "led", "--output", f"ddp://127.0.0.1:{port}", "--pixels", "20",
                         "--fps", "60", "--redis-url", broker.url, "--metrics-addr", "127.0.0.1:0",

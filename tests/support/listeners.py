@@ -15,15 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import sacn
 
 from .led import UdpCapture
+from .procs import free_port
 from .protocols import OpcMessage, parse_opc
 
 __all__ = ["UdpCapture", "OpcCapture", "SacnCapture", "ErrorGeneratorDouble", "free_udp_port"]
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 class OpcCapture:

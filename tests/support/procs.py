@@ -16,11 +16,20 @@ from beatbus.bus import Bus
 
 from .paths import ROOT
 
+_HANDED_OUT: set[int] = set()
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port nothing is bound to now, and never one this test process handed out before:
+    the kernel may give two bind(0) calls in a row the same port, and two daemons told the same port
+    collide when the later one binds (a worker once exited 2 on the structure daemon's metrics port)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class RedisServer:
