@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,6 +58,7 @@ __all__ = ["bench_load", "bench_soak", "ProcessProbe", "rss_growth_bound_mb"]
 
 ROOT = Path(__file__).resolve().parents[2]
 _TICK = os.sysconf("SC_CLK_TCK")
+_METRICS_URL = re.compile(rb"http://127\.0\.0\.1:(\d+)/metrics")  # the daemon's "metrics served" log line
 
 
 def rss_growth_bound_mb(baseline_mb: float) -> float:
@@ -72,9 +74,19 @@ class ProcessProbe:
     name: str
     proc: subprocess.Popen
     log: Path
-    metrics_port: int | None = None
+    serves_metrics: bool = False
+    _metrics_port: int | None = None
     _cpu0: float = 0.0
     _t0: float = 0.0
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port the process bound for /metrics, read from its log (None before it said so)."""
+        if self.serves_metrics and self._metrics_port is None:
+            with contextlib.suppress(OSError):
+                found = _METRICS_URL.search(self.log.read_bytes())
+                self._metrics_port = int(found[1]) if found else None
+        return self._metrics_port
 
     def cpu_seconds(self) -> float:
         try:
@@ -128,18 +140,13 @@ class ProcessProbe:
         return self.proc.returncode
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(url: str, **extra: str) -> dict[str, str]:
-    """A user's default environment: no beatbus setting and no thread-pool override of this shell
-    (the daemons size their pools themselves, beatbus/threads.py)."""
+    """A user's default environment: no beatbus setting (the default log level, info, says which
+    port /metrics got) and no thread-pool override of this shell (the daemons size their pools
+    themselves, beatbus/threads.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BEATBUS_") and k not in ("REDIS_URL",
                                                                                             "NOTIFY_SOCKET", *POOL_VARS)}
-    env.update({"REDIS_URL": url, "BEATBUS_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1", **extra})
+    env.update({"REDIS_URL": url, "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
@@ -152,8 +159,9 @@ class _Fleet:
 
     def spawn(self, name: str, args: list[str], *, module: str = "beatbus.cli", metrics: bool = True,
               **env: str) -> ProcessProbe:
-        port = _free_port() if metrics else None
-        extra = {"BEATBUS_METRICS_ADDR": f"127.0.0.1:{port}" if port else "off", **env}
+        # port 0: the kernel picks a free port at bind time (a port picked here first could be
+        # taken before the daemon binds it); the daemon logs the one it got
+        extra = {"BEATBUS_METRICS_ADDR": "127.0.0.1:0" if metrics else "off", **env}
         log = self.tmp / f"{name}.log"
         # the console script a user runs (`beatbus process ...`), else the module
         script = Path(sys.executable).with_name("beatbus")
@@ -161,7 +169,7 @@ class _Fleet:
         with open(log, "wb") as out:
             proc = subprocess.Popen([*argv, *args], env=_env(self.url, **extra), cwd=ROOT,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        probe = ProcessProbe(name, proc, log, port)
+        probe = ProcessProbe(name, proc, log, serves_metrics=metrics)
         self.probes.append(probe)
         return probe
 
