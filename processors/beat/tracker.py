@@ -115,6 +115,7 @@ class _Space(BarSpace):
         self.row_cls = np.ones(self.n_rows, dtype=np.int64) - 1  # index into the 4 ratios: beat
         self.row_cls[self.down_rows] = 1  # downbeat
         assert np.array_equal(cls[self.dst].reshape(self.n_rows, n_t), (self.row_cls + 1)[:, None].repeat(n_t, 1))
+        assert self.dst[0] == 0  # step() leaves state 0 to the beat-boundary write
         self.rest = np.setdiff1d(np.flatnonzero(cls), self.dst)
         self.rest_cls = cls[self.rest] - 1
         self.group = self.meter * n_t + self.tempo  # (meter, tempo) group per state
@@ -134,9 +135,9 @@ class _Space(BarSpace):
             idx = self._near[p] = np.flatnonzero((d1 <= tol) | (d2 <= tol))
         return idx
 
-    def step(self, alpha: np.ndarray, meter_change_prob: float, ratio: np.ndarray | None) -> None:
-        """Advance ``alpha [shape=(streams, n_states)]`` one frame in place and weight it by the
-        observation (unnormalised).
+    def step(self, alpha: np.ndarray, out: np.ndarray, meter_change_prob: float, ratio: np.ndarray | None) -> None:
+        """Advance ``alpha [shape=(streams, n_states)]`` one frame into ``out`` (same shape, not
+        overlapping it) and weight it by the observation (unnormalised).
 
         ``ratio [shape=(streams, 4)]``: likelihood of the classes beat, downbeat, next to a beat,
         next to a downbeat, each divided by the non-beat likelihood (which, shared by all other
@@ -151,10 +152,13 @@ class _Space(BarSpace):
             inc[:, self.down_rows] = (1 - p) * d + p * (d.sum(axis=1, keepdims=True) - d) / (len(self.meters) - 1)
         if ratio is not None:
             inc *= ratio[:, self.row_cls, None]  # the first state of every beat: beat or downbeat
-        alpha[:, 1:] = alpha[:, :-1]  # within-beat advance (numpy buffers the overlapping copy)
-        alpha[:, self.dst] = inc.reshape(s, k * n_t)
+        # within-beat advance: a shifted copy into another buffer (in place, numpy would copy
+        # the overlapping source first: twice the memory traffic of the largest operation here);
+        # state 0 is the first state of a beat, written below
+        out[:, 1:] = alpha[:, :-1]
+        out[:, self.dst] = inc.reshape(s, k * n_t)
         if ratio is not None:
-            alpha[:, self.rest] *= ratio[:, self.rest_cls]  # the other states next to a beat
+            out[:, self.rest] *= ratio[:, self.rest_cls]  # the other states next to a beat
 
 
 @lru_cache(maxsize=8)
@@ -174,6 +178,7 @@ class _Bank:
 
     def __init__(self, n: int, n_states: int, history: int) -> None:
         self.alpha = np.empty((n, n_states), dtype=_DTYPE)  # posterior
+        self.spare = np.empty_like(self.alpha)  # the next posterior is written here, then the two swap
         self.act = np.zeros((n, history))  # recent activation sums (ring buffers, frame % history)
         self.onset = np.zeros((n, history))  # recent onset strength (activity)
         self.per = np.zeros((n, history))  # recent signal whose periodicity is measured
@@ -196,6 +201,7 @@ class _Bank:
         for f in cls.FIELDS:
             setattr(bank, f, np.stack([getattr(t._bank, f)[t._row] for t in trackers]) if len(trackers) > 1
                     else getattr(first, f)[trackers[0]._row : trackers[0]._row + 1].copy())
+        bank.spare = np.empty_like(bank.alpha)
         return bank
 
     def put(self, row: int, src: _Bank, src_row: int) -> None:
@@ -244,7 +250,8 @@ class BarTracker:
         distribution and on tempo changes; ``None`` for a flat prior.
     rhythm_low, rhythm_high : float
         Autocorrelation of the activation at the tracked beat period (and twice it) mapped to a
-        rhythm confidence of 0 and 1: white noise reaches about 0.2-0.3, steady music 0.4-0.8.
+        rhythm confidence of 0 and 1: steady music reaches 0.4-0.8, classical music often under
+        0.2 (white-noise activations reach 0.2-0.3, but noise has no coherent onset activity).
     silence_hold : float
         Seconds of continuous silence (``gate`` False) after which frames stop counting as
         evidence. A shorter silence - the gap between two clicks, a rest - is evidence of no
@@ -269,7 +276,10 @@ class BarTracker:
     SUBFRAME_MAX = 1.5  # frames a beat may move towards its activation peak
     HISTORY_SECONDS = 8.0  # activation history for the periodicity measure
     ONSET_ACTIVITY = 0.03  # mean onset strength below which the rhythm measure is scaled down
-    RHYTHM_LOW = 0.2  # autocorrelation at the beat period that counts as no rhythm (white-noise flux: <= 0.2) ...
+    # autocorrelation at the beat period that counts as no rhythm ... Noise is kept out by the onset
+    # activity (only flux coherent across bands counts), not by this: at 0.2 it withheld most beats of
+    # classical music, whose activations repeat weakly (nested leave-one-group-out, README Accuracy)
+    RHYTHM_LOW = 0.0
     RHYTHM_HIGH = 0.45  # ... and as clear rhythm
 
     def __init__(
@@ -469,12 +479,15 @@ class BarTracker:
         silent = np.where(g, 0, bank.silent_run[idx] + 1)
         bank.silent_run[idx] = silent
         observed = silent <= self._hold_frames
-        alpha = bank.alpha if whole else bank.alpha[idx]
+        before = bank.alpha if whole else bank.alpha[idx]
+        alpha = bank.spare if whole else np.empty_like(before)
         r_obs = ratio[rows]
         quiet = np.flatnonzero(~observed)
         if quiet.size:
             r_obs[quiet] = 1.0  # no evidence
-        sp.step(alpha, self.meter_change_prob, r_obs if quiet.size < idx.size else None)
+        sp.step(before, alpha, self.meter_change_prob, r_obs if quiet.size < idx.size else None)
+        if whole:
+            bank.alpha, bank.spare = alpha, before
         if quiet.size:
             # silence: no evidence; drift towards uniform so a long pause forgets the phase
             sub = alpha[quiet]
