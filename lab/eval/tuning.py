@@ -107,8 +107,7 @@ def replay_file(path: Path, backend: str, **backend_kwargs) -> Replay:
 def decode(replay: Replay, config: dict, *, offline: bool = False) -> list[Beat]:
     """Beats of a replayed file under ``config`` (which wins over the backend's tracker settings)."""
     if offline:
-        settings = {k: v for k, v in replay.tracker_settings.items() if k in ("time_offset", "tempo_prior")}
-        settings.update(config)
+        settings = {**backends.offline_settings(replay.tracker_settings), **config}
         cat = [np.concatenate([p[i] for p in replay.pieces]) for i in range(3)]
         return OfflineDecoder(fps=FPS, **settings).decode(cat[0], gate=cat[1], onset=cat[2])
     settings = {**replay.tracker_settings, "frame_delay": replay.latency, **config}

@@ -31,6 +31,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FPS",
     "TEMPO_PRIOR",
+    "offline_settings",
     "Activation",
     "Factory",
     "Frames",
@@ -45,8 +46,20 @@ ENTRY_POINT_GROUP = "beatbus.beat_backends"
 # the one default backend: the daemons' setting (``backend`` in beatbus.config)
 DEFAULT: str = Settings().backend
 # A broad log-normal tempo prior (centre 100 BPM, sigma half an octave) nudges the metrical level
-# towards the one annotators pick on slow songs (tempo Acc1 0.725 -> 0.750 for beatnet).
+# towards the one annotators pick on slow songs (tempo Acc1 0.725 -> 0.750 for beatnet). The offline
+# decoder always uses this one; a backend's online tracker may use its own (bda.py).
 TEMPO_PRIOR = (100.0, 0.5)
+
+
+
+def offline_settings(tracker_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What the offline decoder takes from a backend's (online) tracker settings: its time offset,
+    and :data:`TEMPO_PRIOR` where the backend uses a prior (online and offline were tuned apart)."""
+    out = {k: v for k, v in tracker_settings.items() if k == "time_offset"}
+    if tracker_settings.get("tempo_prior") is not None:
+        out["tempo_prior"] = TEMPO_PRIOR
+    return out
+
 
 # per frame: activations [beat, downbeat] (m, 2), silence gate (m,) bool, onset strength (m,),
 # periodic signal (m,) for the tracker's rhythm check

@@ -217,7 +217,7 @@ def offline_activations(
     parts = [act.process(np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
              for x in ([samples] if isinstance(samples, np.ndarray) else samples)]
     parts.append(act.flush())
-    settings = {k: v for k, v in act.tracker_settings.items() if k in ("time_offset", "tempo_prior")}
+    settings = backends.offline_settings(act.tracker_settings)
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
             np.concatenate([p[2] for p in parts]), settings)
 

@@ -2,7 +2,7 @@
 
 One easy file scores 1.00 for every backend and lets a real regression through; the 40-file dev
 set does not. Floors sit just under the means measured with the same command (README, Beats):
-beatnet F 0.796 / dbF 0.585, dsp 0.775, small 0.755 (tempo Acc2 0.925), hls (as small). These files took part in tuning the
+beatnet F 0.800 / dbF 0.585, dsp 0.775, small 0.755 (tempo Acc2 0.925), hls (as small). These files took part in tuning the
 trackers (by nested leave-one-group-out over beats/ + beats_more/), so they are regression
 gates, not accuracy claims (cross-validated and hidden-set scores are in the README).
 """
