@@ -51,7 +51,6 @@ DEFAULT: str = Settings().backend
 TEMPO_PRIOR = (100.0, 0.5)
 
 
-
 def offline_settings(tracker_settings: Mapping[str, Any]) -> dict[str, Any]:
     """What the offline decoder takes from a backend's (online) tracker settings: its time offset,
     and :data:`TEMPO_PRIOR` where the backend uses a prior (online and offline were tuned apart)."""

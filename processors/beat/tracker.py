@@ -171,10 +171,11 @@ class _Bank:
 
     One tracker alone owns a bank of one row; :func:`share_rows` moves the trackers of a batch into
     rows of one bank, so that a frame of all of them is one numpy operation per quantity (a live
-    processor steps 100+ streams every 20 ms: per-stream Python was a quarter of its time).
+    processor steps 100+ streams every 20 ms; the tracker was a quarter of its time, most of it
+    per-stream Python around the forward step).
     """
 
-    FIELDS = ("alpha", "act", "onset", "per", "audible", "frame", "last_beat", "silent_run", "confidence", "rhythm")
+    FIELDS = ("alpha", "act", "onset", "per", "audible", "frame", "last_beat", "silent_run", "confidence")
 
     def __init__(self, n: int, n_states: int, history: int) -> None:
         self.alpha = np.empty((n, n_states), dtype=_DTYPE)  # posterior
@@ -187,7 +188,6 @@ class _Bank:
         self.last_beat = np.zeros(n, dtype=np.int64)  # frame of the last emitted beat
         self.silent_run = np.zeros(n, dtype=np.int64)  # consecutive silent frames so far
         self.confidence = np.zeros(n)
-        self.rhythm = np.zeros(n)
 
     @property
     def size(self) -> int:
@@ -196,11 +196,9 @@ class _Bank:
     @classmethod
     def of(cls, trackers: Sequence[BarTracker]) -> _Bank:
         """A new bank holding a copy of the rows of ``trackers``, in order."""
-        first = trackers[0]._bank
         bank = cls.__new__(cls)
         for f in cls.FIELDS:
-            setattr(bank, f, np.stack([getattr(t._bank, f)[t._row] for t in trackers]) if len(trackers) > 1
-                    else getattr(first, f)[trackers[0]._row : trackers[0]._row + 1].copy())
+            setattr(bank, f, np.stack([getattr(t._bank, f)[t._row] for t in trackers]))
         bank.spare = np.empty_like(bank.alpha)
         return bank
 
@@ -374,7 +372,7 @@ class BarTracker:
         """Forget the stream: uniform posterior, no beats emitted."""
         b, r = self._bank, self._row
         b.alpha[r] = self._sp.init
-        for f in ("act", "onset", "per", "audible", "frame", "confidence", "rhythm"):
+        for f in ("act", "onset", "per", "audible", "frame", "confidence"):
             getattr(b, f)[r] = 0
         b.last_beat[r] = -(10**9)
         b.silent_run[r] = 10**9  # a stream starts as if after a long pause
@@ -564,8 +562,8 @@ class BarTracker:
         mass = float(bank.alpha[r][self._sp.near_phase(p)].sum(dtype=np.float64))
         m0 = self._sp.phase_mass0
         conc = max(0.0, (mass - m0) / (1.0 - m0))
-        rhythm = bank.rhythm[r] = self._periodicity(bank, r, t, n)
-        rhythm = float(np.clip((rhythm - self.rhythm_low) / (self.rhythm_high - self.rhythm_low), 0.0, 1.0))
+        periodicity = self._periodicity(bank, r, t, n)
+        rhythm = float(np.clip((periodicity - self.rhythm_low) / (self.rhythm_high - self.rhythm_low), 0.0, 1.0))
         return float(np.sqrt(conc * rhythm))
 
     def _subframe(self, act: np.ndarray, c: int, n: int) -> float:
