@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_back, note_reconnect
 from beatbus.schemas import encode
 
 from .fanout import FanOut, Feed
@@ -51,6 +51,8 @@ class _EventFeed(Feed):
             self.owner.bus.redis.set(keys.watched(self.key), f"{now:.3f}", ex=WATCH_TTL_S)
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "mark a source watched")
+        else:
+            note_back("mark a source watched")
 
 
 class EventHub(FanOut):

@@ -28,7 +28,7 @@ import msgspec
 import redis
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Bus, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Bus, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.consumers.trigger import DeliveryThread, TriggerConfig, TriggerService
 from beatbus.errors import ConfigError
@@ -122,6 +122,8 @@ class ScheduleService(Service):
                 maxlen=self.settings.maxlen_events)
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "publish schedule")   # a missed beat is skipped, not sent late
+        else:
+            note_back("publish schedule")
         self.k += 1
         return True
 
@@ -222,6 +224,8 @@ class RhythmMode:
             self._remove(run.source)
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "remove the rhythm-mode group")     # collect_leftovers retries
+        else:
+            note_back("remove the rhythm-mode group")
 
     def _remove(self, source: str) -> None:
         """Destroy the run's group on ``source``; the virtual source's streams expire."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
@@ -141,10 +141,13 @@ class AudioStreamService(Service):
 
     def keep_leases(self) -> None:
         """Renew the leases if due; call it inside long processing (a catch-up can outlast a short TTL)."""
+        what = f"renew leases ({self.role})"
         try:
             self.leases.renew()
         except BROKER_ERRORS as exc:
-            note_reconnect(exc, f"renew leases ({self.role})")
+            note_reconnect(exc, what)
+        else:
+            note_back(what)
 
     def _sync_owned(self) -> None:
         """Adopt the newly leased sources, drop those whose lease is gone."""
@@ -316,14 +319,16 @@ class AudioStreamService(Service):
     def _read_watched(self) -> dict[str, float]:
         """When a dashboard last followed each owned source (``keys.watched``), for the degrade order."""
         names = list(self.owned)
+        what = f"read watch times ({self.role})"
         try:
             pipe = self.bus.pipeline()
             for name in names:
                 pipe.get(keys.watched(name))
             values = pipe.execute()
         except BROKER_ERRORS as exc:
-            note_reconnect(exc, f"read watch times ({self.role})")
+            note_reconnect(exc, what)
             return self.governor.watched if self.governor is not None else {}
+        note_back(what)
         return {n: float(v) for n, v in zip(names, values) if v is not None}
 
     def _apply_quality(self, d: Decision) -> None:
@@ -338,10 +343,13 @@ class AudioStreamService(Service):
     def _show_quality(self, name: str, level: int, label: str) -> None:
         """The level on /metrics and its name in the source's ``keys.quality`` hash (the API's source state)."""
         QUALITY_LEVEL.labels(name, self.role).set(level)
+        what = f"publish quality level ({self.role})"
         try:
             self.bus.redis.hset(keys.quality(name), self.role, label)
         except BROKER_ERRORS as exc:
-            note_reconnect(exc, f"publish quality level ({self.role})")
+            note_reconnect(exc, what)
+        else:
+            note_back(what)
 
     def _publish(self, out: dict[str, list], touched: set[str]) -> None:
         """Publish the output and checkpoint the audio read, in one round trip."""
@@ -358,10 +366,13 @@ class AudioStreamService(Service):
                 self.bus.publish(target, ev, maxlen=self.settings.maxlen_events, pipeline=pipe)
         for name in touched:
             self.bus.set_checkpoint(name, self.role, self.owned[name].last_id, pipeline=pipe)
+        what = f"publish {self.out_kind}"
         try:
             pipe.execute()
         except BROKER_ERRORS as exc:
-            note_reconnect(exc, f"publish {self.out_kind}")
+            note_reconnect(exc, what)
+        else:
+            note_back(what)
 
     def drain(self) -> None:
         self.leases.release_all()

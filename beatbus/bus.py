@@ -794,7 +794,9 @@ def note_reconnect(exc: Exception, what: str) -> None:
 
 
 def note_back(what: str) -> None:
-    """A call that failed (:func:`note_reconnect`) worked again: say so once."""
+    """A call that failed (:func:`note_reconnect`) worked again: say so once. Outages are kept per
+    call, not per process: with a Redis Cluster one slot's master can be down while others answer.
+    Cheap when there was none (a dict lookup): call it after every success of a noted call."""
     if _outages.pop(what, None) is not None:
         log.info("broker back", extra={"during": what})
 
@@ -810,7 +812,6 @@ def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, 
         note_reconnect(exc, what)
         backoff.wait(stop)
         return default
-    if backoff.attempt:
-        note_back(what)
+    note_back(what)
     backoff.reset()
     return result

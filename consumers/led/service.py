@@ -38,7 +38,7 @@ import msgspec
 import orjson
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.log import get_logger
@@ -241,10 +241,11 @@ class LedService(Service):
         try:
             self.reader = Reader(self.bus, [*self.streams, self.control_stream, keys.LED_COMMANDS],
                                  block_ms=self.settings.block_ms)
-            return True
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "LED reader start")
             return False
+        note_back("LED reader start")
+        return True
 
     def _check_processor(self) -> None:
         now = time.monotonic()
@@ -263,6 +264,7 @@ class LedService(Service):
             self._check_processor()
             entries = self.reader.read(count=200)
             self._backoff.reset()
+            note_back("read LED events")
         except (*BROKER_ERRORS, ConnectionError) as exc:
             if self.reader is not None:
                 note_reconnect(exc, "read LED events")
@@ -344,6 +346,8 @@ class LedService(Service):
             pipe.execute()
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "answer an LED setup command")
+        else:
+            note_back("answer an LED setup command")
 
     def apply(self, cmd: LedCommand) -> LedSetup:
         """Validate ``cmd``, save the new setup, then apply it between frames; returns it.

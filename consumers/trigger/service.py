@@ -28,7 +28,7 @@ import msgspec
 import redis
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, FanIn, Group, Reader, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, FanIn, Group, Reader, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
@@ -229,6 +229,7 @@ class TriggerService(Service):
             entries += self._janitor()
             section_entries = self.sections.read(count=100, block_ms=0)
             self._backoff.reset()
+            note_back("read beats")
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -250,6 +251,8 @@ class TriggerService(Service):
             except BROKER_ERRORS as exc:
                 # unacked entries stay pending: the janitor hands them out again
                 note_reconnect(exc, "claim triggers")
+            else:
+                note_back("claim triggers")
         self._settle()
         return True
 
@@ -337,6 +340,7 @@ class TriggerService(Service):
             note_reconnect(exc, "settle triggers")
             self._unsettled = items + self._unsettled
             return
+        note_back("settle triggers")
         for stream, entry_id, _trigger, result in items:
             self._count(result.outcome)
             entry = self._open.get(entry_id)
@@ -351,6 +355,8 @@ class TriggerService(Service):
             self._ack(done)
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "ack triggers")   # the entries are redelivered and deduplicated
+        else:
+            note_back("ack triggers")
 
     def _ack(self, done: dict[str, list[str]]) -> None:
         for stream, ids in done.items():

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-from beatbus.bus import BROKER_ERRORS, Bus, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Bus, note_back, note_reconnect
 from beatbus.config import Settings
 from beatbus.runtime import Service
 
@@ -95,6 +95,7 @@ class ManySources(Service):
         except BROKER_ERRORS as exc:
             note_reconnect(exc, "publish audio (loadgen)")
             return
+        note_back("publish audio (loadgen)")
         for p, n in sent:
             for _ in range(n):
                 p.pending.popleft()

@@ -132,7 +132,8 @@ def test_broker_restart_mid_run_daemons_reconnect_and_outage_audio_is_kept(redis
         assert "Traceback" not in log, p.name
         # said once per outage of each call, not once per retry (tens of retries in 2 s)
         assert 1 <= log.count("broker unavailable") <= 4, f"{p.name}:\n{log[-3000:]}"
-    assert "broker back" in (tmp_path / "producer.log").read_text()
+        # ... and the end of each outage once: every call that was noted down is said back
+        assert 1 <= log.count("broker back") <= log.count("broker unavailable"), f"{p.name}:\n{log[-3000:]}"
     print(f"\noutage {up - down:.1f} s: producer buffered it (frames dropped "
           f"{counted['producer']['beatbus_frames_dropped_total{reason=broker_down}']:.0f}), "
           f"processor gaps {counted['processor'].get('beatbus_frames_dropped_total{reason=gap}', 0):.0f} frames, "
