@@ -6,9 +6,10 @@ weighs the same), and scores it on the held-out group: the mean over folds estim
 never saw. The setting picked on all files is reported too (what would ship), with its in-sample
 score marked as such.
 
-Only the decoder's settings are tunable (:class:`~processors.beat.tracker.BarTracker` keywords
-online, :class:`~processors.beat.offline.OfflineDecoder` keywords with ``--offline``): the backend's
-activations of every file are computed once and replayed for each combination, exactly as
+The decoder's settings are tunable (:class:`~processors.beat.tracker.BarTracker` keywords online,
+:class:`~processors.beat.offline.OfflineDecoder` keywords with ``--offline``), and the backend's own
+:data:`BACKEND_KEYS` (the network's flux share): the backend's activations of every file are computed
+once per backend setting and replayed for each combination, exactly as
 :class:`~processors.beat.processor.BeatProcessor` feeds them (441-sample chunks, then the flush).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from beatbus.processors.beat.backends import FPS
 from beatbus.processors.beat.offline import OfflineDecoder
 from beatbus.processors.beat.tracker import BarTracker, Beat
 
-__all__ = ["parse_grid", "combinations", "Replay", "replay_file", "tune"]
+__all__ = ["BACKEND_KEYS", "parse_grid", "combinations", "backend_variants", "Replay", "replay_file", "tune"]
 
 SR = 22050
 CHUNK = 441  # as lab.eval.beats: the live producer's chunk
@@ -54,7 +55,7 @@ def parse_grid(specs: Sequence[str], *, offline: bool = False) -> dict[str, list
     Keys must be keywords of the decoder being tuned (BarTracker online, OfflineDecoder offline).
     """
     target = OfflineDecoder if offline else BarTracker
-    known = set(inspect.signature(target.__init__).parameters) - {"self", "fps"}
+    known = (set(inspect.signature(target.__init__).parameters) - {"self", "fps"}) | set(BACKEND_KEYS)
     grid: dict[str, list] = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
@@ -63,6 +64,7 @@ def parse_grid(specs: Sequence[str], *, offline: bool = False) -> dict[str, list
             raise ConfigError(f"--tune {spec!r} must be KEY=V1,V2,...")
         if key not in known:
             raise ConfigError(f"--tune {key}: not a setting of the {'offline' if offline else 'online'} decoder "
+                              f"or of the backend "
                               f"(known: {', '.join(sorted(known))})")
         if key in grid:
             raise ConfigError(f"--tune {key} given twice")
@@ -83,6 +85,21 @@ def describe(config: dict) -> str:
             return ":".join(f"{x:g}" for x in v)
         return "none" if v is None else f"{v:g}"
     return " ".join(f"{k}={fmt(v)}" for k, v in config.items()) or "default"
+
+
+# settings of the backend itself, not of the decoder: each value needs the activations computed again
+BACKEND_KEYS = ("onset_weight",)
+
+
+def split(config: dict) -> tuple[tuple, dict]:
+    """``config`` -> (its backend settings as a sorted tuple of pairs, its decoder settings)."""
+    return (tuple(sorted((k, v) for k, v in config.items() if k in BACKEND_KEYS)),
+            {k: v for k, v in config.items() if k not in BACKEND_KEYS})
+
+
+def backend_variants(grid: dict[str, list]) -> int:
+    """How many activation sets the grid needs (one per combination of backend settings, the default's too)."""
+    return len({split(c)[0] for c in [{}, *combinations(grid)]})
 
 
 @dataclass
@@ -145,19 +162,22 @@ def tune(paths: Sequence[Path], groups: Sequence[str], backend: str, grid: dict[
     combos = combinations(grid)
     if {} not in combos:
         combos = [{}] + combos  # the shipped setting, the baseline every fold is compared with
-    replays = []
-    for p in paths:
-        if progress is not None:
-            progress.set(progress.done, note=f"{backend}: activations of {p.name}")
-        replays.append(replay_file(p, backend))
-        if progress is not None:
-            progress.update(1)
+    replays: dict[tuple, list[Replay]] = {}  # per backend setting: every file's activations
+    for variant in dict.fromkeys(split(c)[0] for c in combos):
+        replays[variant] = []
+        for p in paths:
+            if progress is not None:
+                progress.set(progress.done, note=f"{backend} {describe(dict(variant))}: activations of {p.name}")
+            replays[variant].append(replay_file(p, backend, **dict(variant)))
+            if progress is not None:
+                progress.update(1)
     table = np.full((len(combos), len(paths)), None, dtype=object)  # per combination, per file: metrics
     for c, config in enumerate(combos):
-        for f, (p, r) in enumerate(zip(paths, replays)):
+        variant, decoder = split(config)
+        for f, (p, r) in enumerate(zip(paths, replays[variant])):
             if progress is not None:
                 progress.set(progress.done, note=f"{describe(config)}: {p.name}")
-            table[c, f] = score(p, decode(r, config, offline=offline))
+            table[c, f] = score(p, decode(r, decoder, offline=offline))
             if progress is not None:
                 progress.update(1)
 

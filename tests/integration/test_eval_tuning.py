@@ -44,7 +44,7 @@ def test_each_fold_picks_on_the_other_groups_and_scores_its_own(tmp_path):
 
 
 def test_bad_tune_specs_are_one_line_errors():
-    for spec, needle in (("nonsense=1,2", "--tune nonsense: not a setting of the online decoder"),
+    for spec, needle in (("nonsense=1,2", "--tune nonsense: not a setting of the online decoder or of the backend"),
                          ("transition_lambda=fast", "is not a number"),
                          ("transition_lambda", "must be KEY=V1,V2")):
         r = beatbus_cmd("eval", "beats", str(BEATS_DIR), "--files", "hainsworth_001", "--files", "ballroom_media_105901",
@@ -55,3 +55,16 @@ def test_bad_tune_specs_are_one_line_errors():
     r = beatbus_cmd("eval", "beats", str(BEATS_DIR), "--files", "hainsworth_001", "--backend", "dsp",
                     "--tune", "transition_lambda=50,100", timeout=120)
     assert r.returncode == 2 and "at least two groups" in r.stderr, r.stderr
+
+
+def test_the_backend_flux_share_is_tuned_on_activations_computed_again(tmp_path):
+    """``onset_weight`` is the network backend's, not the decoder's: each value gets its own activations."""
+    out = tmp_path / "tune.json"
+    r = beatbus_cmd("eval", "beats", str(BEATS_DIR), *_files(), "--backend", "small",
+                    "--tune", "onset_weight=0,1", "--json", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(out.read_text())["tuning"]
+    table = {row["config"]: row["files"] for row in t["table"]}
+    assert set(table) == {"default", "onset_weight=0", "onset_weight=1"}
+    # raw network (0) and flux alone (1) are different activations, so different beats
+    assert table["onset_weight=0"] != table["onset_weight=1"], table
