@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import get_window
 
+from beatbus.framing import HopFrames
+
 __all__ = ["ChromaFrames", "beat_sync", "chroma_filterbank"]
 
 
@@ -65,7 +67,7 @@ class ChromaFrames:
         self.window = get_window("hann", self.n_fft, fftbins=True).astype(np.float32)
         # transposed and contiguous: (frames, bins) @ (bins, 12) is the fast path
         self.fb_t = np.ascontiguousarray(chroma_filterbank(self.sr, self.n_fft).T)
-        self.reset()
+        self.frames = HopFrames(self.n_fft, self.hop_length)
 
     @property
     def centre_offset(self) -> float:
@@ -74,34 +76,22 @@ class ChromaFrames:
 
     def reset(self) -> None:
         """Forget the stream (time restarts at 0)."""
-        self.buf = np.zeros(self.n_fft, dtype=np.float32)
-        self.pending = np.zeros(0, dtype=np.float32)
-        self.n_frames = 0
+        self.frames.reset()
 
     def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feed samples (mono float, any length); return ``(times [n], chroma [n, 12], energy_db [n])``
         of the frames completed. ``times`` are the frames' ends (stream s since the state's start).
         """
-        x = np.asarray(samples, dtype=np.float32).ravel()
-        if not np.isfinite(x).all():
-            x = np.where(np.isfinite(x), x, np.float32(0.0))
-        if self.pending.size:
-            x = np.concatenate([self.pending, x])
-        hop = self.hop_length
-        n = x.size // hop
-        self.pending = x[n * hop:].copy()
+        first = self.frames.n_frames
+        frames = self.frames.push(samples)
+        n = frames.shape[0]
         if not n:
             return np.zeros(0), np.zeros((0, 12), np.float32), np.zeros(0, np.float32)
-        # every frame of this block at once: the buffer's tail + the new samples, strided
-        joined = np.concatenate([self.buf[hop:], x[:n * hop]])
-        frames = np.lib.stride_tricks.sliding_window_view(joined, self.n_fft)[::hop][:n]
-        self.buf = joined[-self.n_fft:].copy()
         spec = np.fft.rfft(frames * self.window, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
         chroma = power @ self.fb_t
         energy = 10.0 * np.log10(power.mean(axis=1) + 1e-12)
-        times = (self.n_frames + 1 + np.arange(n)) * hop / self.sr
-        self.n_frames += n
+        times = (first + 1 + np.arange(n)) * self.hop_length / self.sr
         return times, chroma.astype(np.float32), energy.astype(np.float32)
 
     def process_offline(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

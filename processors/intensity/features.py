@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
+from beatbus.framing import HopFrames
 from beatbus.kweight import k_weighting_ba, lufs
 
 __all__ = ["IntensityFeatures", "IntensityFrame", "FEATURE_NAMES"]
@@ -114,12 +115,12 @@ class IntensityFeatures:
         # adaptive quality: the spectrum (flux, centroid, bands) of every stride-th hop, held between;
         # rms and loudness stay per hop
         self.stride = 1
+        self.frames = HopFrames(self.n_fft, self.hop_length)
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream (time restarts at 0)."""
-        self.buf = np.zeros(self.n_fft, dtype=np.float32)
-        self.pending = np.zeros(0, dtype=np.float32)
+        self.frames.reset()
         self.zi = np.zeros(4)
         self.ms_ring = np.zeros(self.n_short)
         self.sum_short = self.sum_moment = 0.0
@@ -130,8 +131,12 @@ class IntensityFeatures:
         self.flux_peak = 1e-3
         self.flux_decay = np.exp(-1.0 / frames_per_span)
         self.flux_smooth = 0.0
-        self.n_bad_samples = 0
         self.spectral = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+    @property
+    def n_bad_samples(self) -> int:
+        """NaN / inf samples replaced by 0 since the stream started."""
+        return self.frames.n_bad_samples
 
     @property
     def time(self) -> float:
@@ -146,31 +151,21 @@ class IntensityFeatures:
 
         NaN / inf samples are replaced by 0 and counted in ``n_bad_samples``.
         """
-        x = np.asarray(samples, dtype=np.float32).ravel()
-        bad = ~np.isfinite(x)
-        if bad.any():
-            self.n_bad_samples += int(bad.sum())
-            x = np.where(bad, np.float32(0.0), x)
-        if self.pending.size:
-            x = np.concatenate([self.pending, x])
-        hop = self.hop_length
-        n = x.size // hop
+        frames = self.frames.push(samples)
+        n = frames.shape[0]
         if not n:
-            self.pending = x
             return []
         # one IIR call for every complete hop of this block (causal: the state carries over)
-        done = x[:n * hop]
+        hop = self.hop_length
+        done = frames[:, -hop:].reshape(-1)           # the new hops, in order
         y, self.zi = lfilter(self.b, self.a, done.astype(np.float64), zi=self.zi)
         k_ms = np.einsum("ij,ij->i", y.reshape(n, hop), y.reshape(n, hop)) / hop
-        out = [self._frame(done[i * hop:(i + 1) * hop], float(k_ms[i])) for i in range(n)]
-        self.pending = x[n * hop:].copy()
-        return out
+        return [self._frame(frame, float(k_ms[i])) for i, frame in enumerate(frames)]
 
-    def _frame(self, x: np.ndarray, k_ms: float) -> IntensityFrame:
+    def _frame(self, frame: np.ndarray, k_ms: float) -> IntensityFrame:
+        """The features of the hop that ends ``frame [shape=(n_fft,)]``."""
         hop = self.hop_length
-        buf = self.buf
-        buf[:-hop] = buf[hop:]
-        buf[-hop:] = x
+        x = frame[-hop:]
         rms = math.sqrt(float(np.dot(x, x)) / hop)
         # K-weighted mean squares -> 400 ms and 3 s loudness (running sums, refreshed each lap)
         slot = self.n_frames % self.n_short
@@ -188,15 +183,15 @@ class IntensityFeatures:
         loud = lufs(max(self.sum_short, 0.0) / min(self.n_frames, self.n_short))
         moment = lufs(max(self.sum_moment, 0.0) / min(self.n_frames, self.n_moment))
         if (self.n_frames - 1) % self.stride == 0:
-            self.spectral = self._spectrum(buf)
+            self.spectral = self._spectrum(frame)
         flux, centroid, bass, mids, highs = self.spectral
         intensity = self._intensity(moment, flux)
         return IntensityFrame(time=self.time, rms=rms, loudness=loud, momentary=moment, flux=flux,
                               centroid=centroid, bass=bass, mids=mids, highs=highs, intensity=intensity)
 
-    def _spectrum(self, buf: np.ndarray) -> tuple[float, float, float, float, float]:
+    def _spectrum(self, frame: np.ndarray) -> tuple[float, float, float, float, float]:
         """(flux, centroid, bass, mids, highs) of the frame ending now."""
-        mag = np.abs(np.fft.rfft(buf * self.window))
+        mag = np.abs(np.fft.rfft(frame * self.window))
         power = mag * mag
         total = float(power.sum())
         if total > 1e-10:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from beatbus.framing import HopFrames
+
 __all__ = ["FrameFeatures", "beat_sync", "N_CHROMA", "N_MFCC", "DIM", "mel_filterbank",
            "chroma_filterbank"]
 
@@ -95,6 +97,7 @@ class FrameFeatures:
         self.mel_t = np.ascontiguousarray(mel_filterbank(self.sr, self.n_fft).T, dtype=np.float32)
         self.chroma_t = np.ascontiguousarray(chroma_filterbank(self.sr, self.n_fft).T, dtype=np.float32)
         self.dct_t = np.ascontiguousarray(_dct_matrix(N_MELS, N_MFCC).T, dtype=np.float32)
+        self.frames = HopFrames(self.n_fft, self.hop_length)
         self.reset()
 
     @property
@@ -103,10 +106,8 @@ class FrameFeatures:
         return self.n_fft / 2 / self.sr
 
     def reset(self) -> None:
-        self.buf = np.zeros(self.n_fft, dtype=np.float32)
-        self.pending = np.zeros(0, dtype=np.float32)
+        self.frames.reset()
         self.prev_logmel = None
-        self.n_frames = 0
         self.fresh = np.zeros(0, dtype=bool)            # which frames of the last process() were computed
         self.last = (np.zeros(DIM, np.float32), np.float32(0.0))
 
@@ -128,29 +129,17 @@ class FrameFeatures:
         ``times`` are each frame's end (stream seconds since the state's start). With ``stride`` > 1
         only every stride-th frame is computed (``fresh`` marks them) and the others repeat it.
         """
-        x = np.asarray(samples, dtype=np.float32).ravel()
-        if not np.isfinite(x).all():
-            x = np.where(np.isfinite(x), x, np.float32(0.0))
-        if self.pending.size:
-            x = np.concatenate([self.pending, x])
-        hop = self.hop_length
-        n = x.size // hop
-        self.pending = x[n * hop:].copy()
+        first = self.frames.n_frames
+        every = self.frames.push(samples)
+        n = every.shape[0]
         if not n:
             return np.zeros(0), np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
         # the frames to compute: every stride-th hop (all of them at full quality)
-        index = self.n_frames + np.arange(n)
+        index = first + np.arange(n)
         fresh = (index + 1) % self.stride == 0
-        frames = np.empty((int(fresh.sum()), self.n_fft), dtype=np.float32)
-        k = 0
-        for i in range(n):
-            self.buf[:-hop] = self.buf[hop:]
-            self.buf[-hop:] = x[i * hop:(i + 1) * hop]
-            if fresh[i]:
-                frames[k] = self.buf
-                k += 1
-        times = (index + 1) * hop / self.sr
-        self.n_frames += n
+        frames = every[fresh]
+        k = frames.shape[0]
+        times = (index + 1) * self.hop_length / self.sr
         self.fresh = fresh
         if not k:                         # nothing new: the last frame again (cheap: the point of a stride)
             return times, np.broadcast_to(self.last[0], (n, DIM)), np.full(n, self.last[1], np.float32)
@@ -167,25 +156,21 @@ class FrameFeatures:
         return times, rows[source], ons[source]
 
     def process_offline(self, y: np.ndarray, *, block: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A whole signal at once (same values as streaming it from a reset state)."""
+        """A whole signal at once (same values as streaming it from a reset state); the spectrum is
+        taken ``block`` frames at a time to bound its memory."""
         self.reset()
-        y = np.nan_to_num(np.asarray(y, dtype=np.float32).ravel())
-        hop, n_fft = self.hop_length, self.n_fft
-        n = y.size // hop
-        padded = np.concatenate([np.zeros(n_fft - hop, np.float32), y[:n * hop]])
-        times, feats, onsets = [], [], []
+        every = self.frames.push(y)
+        n = every.shape[0]
+        if not n:
+            return np.zeros(0), np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
+        feats, onsets = [], []
         prev = None
         for a in range(0, n, block):
-            b = min(n, a + block)
-            idx = (np.arange(a, b)[:, None] * hop) + np.arange(n_fft)[None, :]
-            power = np.abs(np.fft.rfft(padded[idx] * self.window, axis=1)) ** 2
+            power = np.abs(np.fft.rfft(every[a:a + block] * self.window, axis=1)) ** 2
             f, o, prev = self._describe(power, prev)
             feats.append(f)
             onsets.append(o)
-        self.n_frames = n
-        if not n:
-            return np.zeros(0), np.zeros((0, DIM), np.float32), np.zeros(0, np.float32)
-        times = (1 + np.arange(n)) * hop / self.sr
+        times = (1 + np.arange(n)) * self.hop_length / self.sr
         return times, np.vstack(feats), np.concatenate(onsets)
 
 
