@@ -472,14 +472,16 @@ def format_tuning(result: dict) -> str:
     t = result["tuning"]
     mode = "offline" if result["offline"] else "online"
     grid = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in t["grid"].items())
+    # an offline decoder decides every beat after the file's end: no live F
+    cols = [c for c in GROUP_COLS if not (result["offline"] and c == "liveF")]
     lines = [f"### `{result['backend']}` {mode}: leave-one-group-out, {t['n_combinations']} combinations "
              f"({grid}), chosen by the training groups' mean {t['select']}", "",
-             f"| fold | held out | val files | chosen on the other groups | {' | '.join(GROUP_COLS)} | default F |",
-             "|---|---|---|---|" + "---|" * (len(GROUP_COLS) + 1)]
+             f"| fold | held out | val files | chosen on the other groups | {' | '.join(cols)} | default F |",
+             "|---|---|---|---|" + "---|" * (len(cols) + 1)]
     for i, f in enumerate(t["folds"], 1):
         lines.append(f"| {i} | {f['held_out']} | {f['n_val']} | {f['config']} | "
-                     + " | ".join(_fmt(f[c]) for c in GROUP_COLS) + f" | {_fmt(f['default']['F'])} |")
-    lines.append("| **mean over folds** | | | | " + " | ".join(f"**{_fmt(t['mean'][c])}**" for c in GROUP_COLS)
+                     + " | ".join(_fmt(f[c]) for c in cols) + f" | {_fmt(f['default']['F'])} |")
+    lines.append("| **mean over folds** | | | | " + " | ".join(f"**{_fmt(t['mean'][c])}**" for c in cols)
                  + f" | **{_fmt(t['default_mean']['F'])}** |")
     a = t["all_files"]
     lines += ["", f"Chosen on all files (what would ship): `{a['config']}`; its in-sample pooled F {_fmt(a['F'])}, "
