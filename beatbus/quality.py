@@ -24,8 +24,9 @@ The rule (``high`` is the ``adaptive_high_load`` setting, default 0.85):
 - *Degrade* one source one level when overloaded has held for ``degrade_hold`` seconds (2) and
   ``degrade_cooldown`` seconds (2) have passed since the last change. Over the load threshold, as
   many one-level steps at once as bring the load projected with the levels' costs down to
-  ``STEP_TARGET`` (0.9) x ``high``, at most an eighth of the sources: a stage far over its
-  capacity gets there in a few decisions, not one source every 2 s.
+  ``STEP_TARGET`` (0.9) x ``high``, over at most an eighth of the sources, each moved straight to
+  its last level (one restart): a stage far over its capacity gets there in a few decisions, not
+  one source every 2 s.
 - *Restore* one source one level when the projected load after restoring - the load scaled by the
   summed per-level costs after / before - is below ``low`` = 0.7 x ``high`` and the excess lag is
   below half the budget, held for ``restore_hold`` seconds (10), at least ``restore_cooldown``
@@ -199,19 +200,21 @@ class QualityGovernor:
 
     def _step(self, now: float, delta: int) -> list[Decision]:
         """One step; a degrade over the load threshold takes as many one-level steps as the projected
-        load needs to fall to ``STEP_TARGET`` x ``high``, up to an eighth of the sources."""
-        out: list[Decision] = []
+        load needs to fall to ``STEP_TARGET`` x ``high``, over at most an eighth of the sources, and a
+        source stepped more than once moves straight to its last level (one restart, not one per level)."""
+        moved: dict[str, int] = {}
         before = self._total_cost()
-        most = max(1, len(self._level) // 8) if delta > 0 and self.load > self.high else 1
-        while len(out) < most:
+        many = delta > 0 and self.load > self.high
+        most = max(1, len(self._level) // 8) if many else 1
+        while True:
             source = self._degradable() if delta > 0 else self._restorable()
-            if source is None:
+            if source is None or (source not in moved and len(moved) >= most):
                 break
             self._level[source] += delta
-            level = self._level[source]
-            out.append(Decision(source, level, self.levels[level], self.load))
-            if self.load * self._total_cost() / before <= STEP_TARGET * self.high:
+            moved[source] = self._level[source]
+            if not many or self.load * self._total_cost() / before <= STEP_TARGET * self.high:
                 break
+        out = [Decision(source, level, self.levels[level], self.load) for source, level in moved.items()]
         if out:
             self._changed_at = now
             self._over_since = self._fits_since = None
