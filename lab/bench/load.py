@@ -26,6 +26,7 @@ one) and print Markdown tables. They are benchmarks: numbers depend on the machi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -49,6 +50,7 @@ from beatbus.bus import Bus, Reader
 from beatbus.config import Settings
 from beatbus.errors import SchemaError
 from beatbus.progress import Progress
+from beatbus.runtime import die_with
 from beatbus.schemas import BeatEvent, decode
 from beatbus.threads import POOL_VARS
 
@@ -166,9 +168,12 @@ class _Fleet:
         # the console script a user runs (`beatbus process ...`), else the module
         script = Path(sys.executable).with_name("beatbus")
         argv = [str(script)] if module == "beatbus.cli" and script.exists() else [sys.executable, "-m", module]
+        # its own session (a Ctrl-C at the bench's terminal is the bench's to handle), and SIGTERM when the
+        # bench dies, even by SIGKILL: an orphaned load generator would go on loading the machine
         with open(log, "wb") as out:
             proc = subprocess.Popen([*argv, *args], env=_env(self.url, **extra), cwd=ROOT,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=functools.partial(die_with, os.getpid()))
         probe = ProcessProbe(name, proc, log, serves_metrics=metrics)
         self.probes.append(probe)
         return probe
