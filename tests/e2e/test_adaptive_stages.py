@@ -3,9 +3,10 @@
 The real `beatbus` commands as processes against a redis-server the test starts: two click
 producers, ``api``, and ``intensity run`` / ``structure run`` with ``--adaptive-high-load`` so low
 that any load is overload (the documented setting: every source goes down the whole ladder, each in
-one step - the projection never fits - one source every 2 s at most). A dashboard's WebSocket (the `websockets` client) follows source ``seen``
-only. Checked from outside: the daemons' /metrics through prometheus_client's own text parser,
-the quality hash through redis-cli, the API's source state, and the daemons' logs.
+one step - the projection never fits - one source every 2 s at most). A dashboard's WebSocket (the
+`websockets` client) follows source ``seen`` only. Checked from outside: the daemons' /metrics
+through prometheus_client's own text parser, the quality hash through redis-cli, the API's source
+state, and the daemons' logs.
 """
 from __future__ import annotations
 
