@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from beatbus.errors import BrokerError
 from beatbus.progress import Progress
 from beatbus.schemas import BeatEvent, decode
 
-from .cluster import LocalCluster
+from .cluster import LocalCluster, free_port
 
 __all__ = ["bench_bus", "measure"]
 
@@ -79,18 +78,12 @@ def measure(url: str, *, events: int, rate: float | None, sources: int = 1) -> d
             "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _redis_server(tmp: Path):
     """Start Debian's redis-server on a unix socket and a loopback port (None if absent)."""
     binary = shutil.which("redis-server")
     if not binary:
         return None, []
-    port, sock = _free_port(), tmp / "redis.sock"
+    port, sock = free_port(), tmp / "redis.sock"
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", str(sock),
                              "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -16,7 +16,8 @@ from beatbus.errors import ConfigError
 NODE_TIMEOUT_MS = 3000     # what the README recommends against lease_ttl and buffer_seconds
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port free now (the servers the benchmarks start bind it next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -25,7 +26,7 @@ def _free_port() -> int:
 def _node_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free and valid too."""
     while True:
-        port = _free_port()
+        port = free_port()
         if port + 10000 > 65535:
             continue
         with socket.socket() as s:
