@@ -3,7 +3,7 @@
 A stage that owns more sources than its CPU can carry falls behind on all of them. The governor
 trades quality for cost instead, one source and one step at a time. Each stage has a *ladder*:
 level 0 is full quality, each next level is cheaper (the beat processor: its configured backend,
-then ``small``, then ``dsp``; intensity: spectral features at half rate; structure: half rate,
+then ``small``, ``dsp`` and ``dsp-4/4``; intensity: spectral features at half rate; structure: half rate,
 then no analysis at all). The governor knows the levels' names and relative costs, nothing else.
 
 The rule (``high`` is the ``adaptive_high_load`` setting, default 0.85):

@@ -12,7 +12,7 @@ load
     minus ``emitted_at``). The first ``warmup`` seconds (lease pick-up, tracker convergence)
     are not measured. ``adaptive`` runs each count with the processors' adaptive quality on,
     off (``--no-adaptive``) or both, and reports the sources at each quality level at the end
-    (the processors' ``beatbus_quality_level`` gauges: 0 the configured backend, 1 small, 2 dsp).
+    (the processors' ``beatbus_quality_level`` gauges; the levels: :func:`processors.beat.adaptive.levels_for`).
 soak
     The full pipeline on a looped file for ``minutes``: producer, beat, intensity and
     structure processors, trigger consumer -> reference receiver, LED consumer -> a UDP
@@ -49,6 +49,7 @@ from beatbus.broker import EmbeddedBroker
 from beatbus.bus import Bus, Reader
 from beatbus.config import Settings
 from beatbus.errors import SchemaError
+from beatbus.processors.beat.adaptive import levels_for
 from beatbus.progress import Progress
 from beatbus.runtime import die_with
 from beatbus.schemas import BeatEvent, decode
@@ -374,18 +375,20 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
     audio_s = [f * 441 / 22050 for f in frames]                    # seconds of audio each processor consumed
     cost = [cpu[p.name] / 100 * duration / a * 1000 if a else float("nan") for p, a in zip(procs, audio_s)]
     realtime = [a / (duration * max(1, n)) for a, n in zip(audio_s, leases)]
-    levels = [0, 0, 0]                   # sources at each quality level (no gauge: adaptation off, level 0)
+    level_names = levels_for(backend or Settings().backend)
+    levels = [0] * len(level_names)      # sources at each quality level (no gauge: adaptation off, level 0)
     for a in after:
         for name, value in a.items():
             if name.startswith("beatbus_quality_level{") and 0 < value < len(levels):
                 levels[int(value)] += 1
-    levels[0] = sum(leases) - levels[1] - levels[2]
+    levels[0] = sum(leases) - sum(levels[1:])
     capture, delivery = tap.capture, tap.delivery
     proc_cpu = sum(cpu[p.name] for p in procs)                     # % of one core, all processors
     p99 = 1e3 * _pct(capture, 99)
     return {
         "sources": sources, "processors": processors, "backend": backend or Settings().backend, "assign": assign,
         "adaptive": Settings().adaptive if adaptive is None else adaptive, "quality_levels": levels,
+        "quality_level_names": level_names,
         "duration_s": duration, "broker": broker_name, "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
         "file": file, "process_names": [p.name for p in procs],
         "cpu_percent": cpu, "rss_mb": rss, "leases": leases, "beats": tap.beats,
@@ -424,8 +427,8 @@ def _print_run(r: dict) -> None:
     print(f"| capture-to-event latency (ms) | {cap[50]:.0f} | {cap[99]:.0f} | {r['capture_latency_max_ms']:.0f} |")
     print(f"| emitted-to-read latency (ms) | {dl[50]:.1f} | {dl[99]:.1f} | {r['delivery_latency_max_ms']:.1f} |")
     print(f"| checkpoint lag (s) | {cl['p50']:.2f} | {cl['p99']:.2f} | {cl['max']:.2f} |")
-    lv = r["quality_levels"]
-    print(f"\nquality levels at the end: {lv[0]} sources at 0 ({r['backend']}), {lv[1]} at 1 (small), {lv[2]} at 2 (dsp)")
+    at = ", ".join(f"{n} at {i} ({name})" for i, (n, name) in enumerate(zip(r["quality_levels"], r["quality_level_names"])))
+    print(f"\nquality levels at the end (sources): {at}")
     print(f"\n{r['beats']} beats ({r['beats_per_s']:.1f}/s); {r['cpu_percent_per_source']:.2f} % of a core per source: "
           f"{r['sources_per_core']:.0f} sources per core at this cost; "
           f"{'keeps up' if r['keeps_up'] else 'does NOT keep up'} (x real time >= 0.98, no gaps, "
@@ -458,10 +461,10 @@ def bench_load(*, sources: int | list[int] = 50, processors: int = 1, duration: 
           f"default environment\n")
     print("| broker | sources | processor CPU (% of one core) | CPU per source (% of a core) | sources per core | "
           "x real time (worst) | frames lost | capture-to-event p50 (ms) | p99 (ms) | broker CPU (%) | keeps up | "
-          "adaptive | levels 0/1/2 at the end |")
+          f"adaptive | sources per level at the end ({', '.join(results[0]['quality_level_names'])}) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        lv = "/".join(str(n) for n in r["quality_levels"])
+        lv = ", ".join(str(n) for n in r["quality_levels"])
         print(f"| {r['broker']} | {r['sources']} | {r['processor_cpu_percent']:.0f} | {r['cpu_percent_per_source']:.2f} | "
               f"{r['sources_per_core']:.0f} | {min(r['realtime']):.2f} | {sum(r['frames_dropped']):.0f} | "
               f"{r['capture_latency_ms'][50]:.0f} | {r['capture_latency_ms'][99]:.0f} | "

@@ -25,7 +25,7 @@ from beatbus.log import get_logger
 from beatbus.metrics import BEATS, BPM, STAGE_LATENCY
 from beatbus.schemas import BeatEvent, StreamEnd
 
-from .adaptive import costs_for, levels_for
+from .adaptive import costs_for, level_named, levels_for
 from .batch import BeatBatch
 from .intensity import BeatIntensity
 from .processor import BeatProcessor
@@ -84,24 +84,28 @@ class BeatService(AudioStreamService):
 
     # -- adaptive quality -----------------------------------------------------------------
     def quality_ladder(self, state: BeatState) -> tuple[tuple[str, ...], tuple[float, ...]]:
-        """The configured backend, then the cheaper ones whose extra is installed."""
+        """The configured backend, then the cheaper levels whose backend's extra is installed."""
         proc = state.processor
         levels = [proc.backend]
-        for backend in levels_for(proc.backend)[1:]:
+        for name in levels_for(proc.backend)[1:]:
             try:
-                BeatProcessor(backend=backend, sr=proc.sr, device=proc.device)
+                self._level_processor(name, proc)
             except (ConfigError, ImportError, ValueError) as exc:
-                log.warning("adaptive quality skips a backend", extra={"backend": backend, "error": str(exc)})
+                log.warning("adaptive quality skips a level", extra={"level": name, "error": str(exc)})
                 continue
-            levels.append(backend)
+            levels.append(name)
         return tuple(levels), costs_for(tuple(levels))
 
+    @staticmethod
+    def _level_processor(name: str, like: BeatProcessor) -> BeatProcessor:
+        lv = level_named(name)
+        return BeatProcessor(backend=lv.backend, sr=like.sr, device=like.device, **lv.tracker)
+
     def set_quality(self, src: OwnedSource, level: int) -> None:
-        """Swap the source's processor for one with the level's backend; beat and bar counts carry
-        on, and the new processor's time 0 is the current stream position (as for a join)."""
+        """Swap the source's processor for one of the level's backend and tracker settings; beat and
+        bar counts carry on, and the new processor's time 0 is the current stream position (as for a join)."""
         old = self.batch.remove(src.name)
-        backend = self.governor.levels[level]
-        new = self._make() if level == 0 else BeatProcessor(backend=backend, sr=old.sr, device=old.device)
+        new = self._make() if level == 0 else self._level_processor(self.governor.levels[level], old)
         self.batch.add(src.name, new)
         src.state.processor = new
         if src.expected is not None:

@@ -1,4 +1,5 @@
-"""Adaptive quality through a real broker: the real BeatService degrades a source beatnet -> small -> dsp.
+"""Adaptive quality through a real broker: the real BeatService degrades a source beatnet -> small -> dsp
+-> dsp-4/4.
 
 Overload is forced with the documented ``adaptive_high_load`` setting set so low that any load
 counts. The audio (a 120 BPM click) is published in 5 s bursts, the next one once the processor
@@ -51,7 +52,7 @@ def test_overloaded_processor_degrades_a_source_step_by_step_keeping_beat_number
         eventually(lambda: "default" in svc.owned, what="source adopted")
         assert _level() == 0
         click, t0, index = ClickSource(120, realtime=False), time.time_ns(), 0
-        for level in (1, 2):
+        for level in (1, 2, 3):
             index = _publish_burst(bus, click, index, t0)
             eventually(lambda lv=level: _level() == lv, timeout=40, what=lambda lv=level: f"level {lv}, gauge {_level()}")
         index = _publish_burst(bus, click, index, t0)
@@ -69,12 +70,15 @@ def test_overloaded_processor_degrades_a_source_step_by_step_keeping_beat_number
     # makes the first burst slow): then no beat carries beatnet; the steps after it are the point
     assert runs in (["beatnet", "small", "dsp"], ["small", "dsp"]), backends
     assert [b.beat for b in beats] == list(range(len(beats)))            # numbering carries on
-    assert all(b.timestamp < 15.0 + 0.05 for b in beats)
-    truth = np.array([t for t, _ in click_times(120, 16.0, 4)])
+    assert all(b.timestamp < 4 * BURST_S + 0.05 for b in beats)
+    truth = np.array([t for t, _ in click_times(120, 21.0, 4)])
     assert max(np.min(np.abs(truth - b.timestamp)) for b in beats) < 0.03   # on the stream clock
     gaps = np.diff([b.timestamp for b in beats])
     assert np.all(np.abs(gaps / 0.5 - np.round(gaps / 0.5)) < 0.08) and gaps.min() > 0.45, gaps
     assert gaps.max() < 3.01, gaps                                         # a short re-lock at each switch
-    for name in ("small", "dsp"):
-        same = [b.timestamp for b in beats if b.backend == name]
-        assert len(same) >= 3 and np.allclose(np.diff(same), 0.5, atol=0.04), (name, same)
+    # dsp-4/4 is the dsp backend tracking one meter: the same backend on its beats, one restart among them
+    for name, restarts in (("small", 0), ("dsp", 1)):
+        same = np.array([b.timestamp for b in beats if b.backend == name])
+        steps = np.diff(same)
+        assert len(same) >= 6 and np.sum(steps > 0.75) <= restarts, (name, same)
+        assert np.allclose(steps[steps <= 0.75], 0.5, atol=0.04), (name, same)

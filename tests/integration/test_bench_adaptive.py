@@ -15,12 +15,13 @@ def test_bench_load_runs_each_count_with_and_without_adaptation_and_reports_the_
     r = beatbus_cmd("bench", "load", "--sources", "2", "--duration", "4", "--warmup", "3", "--adaptive", "both",
                     "--json", str(out), timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| keeps up | adaptive | levels 0/1/2 at the end |" in r.stdout
-    assert "quality levels at the end: 2 sources at 0 (beatnet)" in r.stdout
+    assert "| keeps up | adaptive | sources per level at the end (beatnet, small, dsp, dsp-4/4) |" in r.stdout
+    assert "quality levels at the end (sources): 2 at 0 (beatnet), 0 at 1 (small), 0 at 2 (dsp), 0 at 3 (dsp-4/4)" \
+        in r.stdout
     on, off = json.loads(out.read_text())
     assert (on["adaptive"], off["adaptive"]) == (True, False)
     # two sources are far from loading a processor: nothing degrades
-    assert on["quality_levels"] == off["quality_levels"] == [2, 0, 0]
+    assert on["quality_levels"] == off["quality_levels"] == [2, 0, 0, 0]
     assert on["beats"] > 0 and off["beats"] > 0
 
 

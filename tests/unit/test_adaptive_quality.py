@@ -1,7 +1,7 @@
 """QualityGovernor (adaptive quality) on synthetic load sequences: no Redis, no clock."""
 import pytest
 
-from beatbus.processors.beat.adaptive import costs_for, levels_for
+from beatbus.processors.beat.adaptive import Level, costs_for, level_named, levels_for
 from beatbus.quality import QualityGovernor
 
 
@@ -31,10 +31,16 @@ def gov3(**kw):
 
 
 def test_levels_skip_backends_not_cheaper_than_the_configured_one():
-    assert levels_for("beatnet") == ("beatnet", "small", "dsp")
-    assert levels_for("small") == ("small", "dsp")
-    assert levels_for("dsp") == ("dsp",)
-    assert levels_for("hls") == ("hls", "small", "dsp")      # unknown cost: the most expensive
+    assert levels_for("beatnet") == ("beatnet", "small", "dsp", "dsp-4/4")
+    assert levels_for("small") == ("small", "dsp", "dsp-4/4")
+    assert levels_for("dsp") == ("dsp", "dsp-4/4")
+    assert levels_for("hls") == ("hls", "small", "dsp", "dsp-4/4")      # unknown cost: the most expensive
+
+
+def test_the_bottom_level_is_dsp_tracking_one_meter():
+    bottom = level_named("dsp-4/4")
+    assert (bottom.backend, dict(bottom.tracker)) == ("dsp", {"meters": (4,)})
+    assert level_named("beatnet") == Level("beatnet", "beatnet")         # a configured backend: itself
 
 
 def test_sustained_overload_degrades_newest_first_one_source_per_cooldown_down_to_the_cheapest():
@@ -98,13 +104,13 @@ def test_a_growing_lag_is_overload_a_constant_or_shrinking_one_is_not():
     assert steps and steps[0][1:] == ("c", 1)
 
 
-def test_sources_come_and_go_and_a_dsp_configuration_never_changes():
+def test_sources_come_and_go_and_a_dsp_configuration_goes_down_one_meter_only():
     g = gov3()
     g.remove("c")
     assert [(s, lv) for _, s, lv in run(g, [1.2] * 12)] == [("b", 2)]
     g = beat_governor("dsp")
     g.add("a")
-    assert run(g, [9.0] * 100) == []
+    assert [(s, lv) for _, s, lv in run(g, [9.0] * 100)] == [("a", 1)]        # dsp-4/4, then nothing
     with pytest.raises(ValueError):
         beat_governor(high=0)
     with pytest.raises(ValueError):
@@ -172,4 +178,4 @@ def test_far_over_capacity_a_source_moves_straight_to_the_level_the_projection_n
     for i in range(40):
         g.add(f"s{i:02d}")
     steps = run(g, [3.0] * 11)                  # 2 s over: one decision
-    assert [(s, lv) for _, s, lv in steps] == [(f"s{i}", 2) for i in range(39, 34, -1)]
+    assert [(s, lv) for _, s, lv in steps] == [(f"s{i}", 3) for i in range(39, 34, -1)]
