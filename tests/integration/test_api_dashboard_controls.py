@@ -157,7 +157,10 @@ def test_tempo_section_intensity_and_led_displays_follow_the_live_daemons(stack,
     # tempo: the processor's BPM of the 150 BPM song, as the REST API reads it from the broker
     eventually(lambda: abs(float(text(browser, "bpm")) - SONG_BPM) < 3, timeout=20,
                what=lambda: f"BPM near {SONG_BPM} (shown {text(browser, 'bpm')!r})")
-    assert abs(float(text(browser, "bpm")) - stack.state()["bpm"]) < 3
+    # the page and the API read the newest beat at two moments: in the song's breakdown the tracker's
+    # tempo moves a few BPM per beat, so they are compared until both saw the same stretch
+    eventually(lambda: abs(float(text(browser, "bpm")) - stack.state()["bpm"]) < 3, timeout=20,
+               what=lambda: f"the shown BPM {text(browser, 'bpm')!r} near the API's {stack.state()['bpm']}")
     assert re.fullmatch(r"\d+\.[1-4]", text(browser, "position")), text(browser, "position")
     counts = set()
     eventually(lambda: counts.add(int(text(browser, "beat-count"))) or len(counts) >= 3, timeout=10,
@@ -224,7 +227,8 @@ def test_the_source_picker_switches_every_display_to_the_picked_source(stack, br
                what=lambda: f"the dashboard on second (status {text(browser, 'status')!r})")
     eventually(lambda: abs(float(text(browser, "bpm")) - CLICK_BPM) < 3, timeout=20,
                what=lambda: f"the click's BPM (shown {text(browser, 'bpm')!r})")
-    assert abs(float(text(browser, "bpm")) - stack.state("second")["bpm"]) < 3
+    eventually(lambda: abs(float(text(browser, "bpm")) - stack.state("second")["bpm"]) < 3, timeout=20,
+               what=lambda: f"the shown BPM {text(browser, 'bpm')!r} near the API's {stack.state('second')['bpm']}")
     Select(browser.find_element(By.ID, "source-select")).select_by_visible_text("default")
     eventually(lambda: abs(float(text(browser, "bpm")) - SONG_BPM) < 3, timeout=20,
                what=lambda: f"back on the song's BPM (shown {text(browser, 'bpm')!r})")
