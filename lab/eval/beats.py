@@ -458,7 +458,7 @@ def tune_dir(dirs: str | Path | Sequence[str | Path], backend: str, specs: Seque
     def score(path: Path, beats: list[Beat]) -> dict:
         return score_beats(beats, *load_annotations(annotation_path(path)))
 
-    n = len(paths) * (tuning.backend_variants(grid) + len(tuning.combinations(grid))
+    n = len(paths) * (len(tuning.backend_variants(grid)) + len(tuning.combinations(grid))
                       + (0 if {} in tuning.combinations(grid) else 1))
     with Progress("tune beats", n, "steps") as bar:
         res = tuning.tune(paths, groups, backend, grid, score=score, metrics=[m for m in METRICS if m != "rtf"],

@@ -97,9 +97,10 @@ def split(config: dict) -> tuple[tuple, dict]:
             {k: v for k, v in config.items() if k not in BACKEND_KEYS})
 
 
-def backend_variants(grid: dict[str, list]) -> int:
-    """How many activation sets the grid needs (one per combination of backend settings, the default's too)."""
-    return len({split(c)[0] for c in [{}, *combinations(grid)]})
+def backend_variants(grid: dict[str, list]) -> list[tuple]:
+    """The activation sets the grid needs: one per combination of backend settings (as :func:`split`
+    gives them), the default's first."""
+    return list(dict.fromkeys(split(c)[0] for c in [{}, *combinations(grid)]))
 
 
 @dataclass
@@ -163,7 +164,7 @@ def tune(paths: Sequence[Path], groups: Sequence[str], backend: str, grid: dict[
     if {} not in combos:
         combos = [{}] + combos  # the shipped setting, the baseline every fold is compared with
     replays: dict[tuple, list[Replay]] = {}  # per backend setting: every file's activations
-    for variant in dict.fromkeys(split(c)[0] for c in combos):
+    for variant in backend_variants(grid):
         replays[variant] = []
         for p in paths:
             if progress is not None:
