@@ -762,14 +762,20 @@ class Lease:
 
 
 class Outage:
-    """A state that logs its changes once: down (a warning with the first error) and back (info)."""
+    """A state that logs its changes once: down (a warning with the first error) and back (info).
 
-    def __init__(self, down: str, back: str, **extra):
+    ``remind_s``: while it stays down, the warning is logged again this often (None: never).
+    """
+
+    def __init__(self, down: str, back: str, *, remind_s: float | None = None, **extra):
         self.down_msg, self.back_msg, self.extra, self.down = down, back, extra, False
+        self.remind_s, self._logged = remind_s, 0.0
 
     def failed(self, exc: Exception) -> None:
-        if not self.down:
+        now = time.monotonic()
+        if not self.down or (self.remind_s is not None and now - self._logged >= self.remind_s):
             log.warning(self.down_msg, extra={**self.extra, "error": str(exc)[:200]})
+            self._logged = now
         self.down = True
 
     def ok(self) -> None:
@@ -778,27 +784,29 @@ class Outage:
         self.down = False
 
 
-_REMIND_S = 60.0                      # an outage that goes on is logged again this often
-_outages: dict[str, float] = {}       # what failed -> when that was last logged
+# Broker outages are kept per call, not per process: with a Redis Cluster one slot's master can be
+# down while others answer, and a process-wide "back" would flap.
+_broker_outages: dict[str, Outage] = {}
 
 
 def note_reconnect(exc: Exception, what: str) -> None:
     """Count one broker failure (the caller backs off and retries); log it once per outage of ``what``
     (a daemon retries many times a second), again only every minute while it lasts."""
     BROKER_RECONNECTS.inc()
-    now = time.monotonic()
-    if now - _outages.get(what, -_REMIND_S) >= _REMIND_S:
-        _outages[what] = now
-        log.warning("broker unavailable; retrying (logged again when it is back, or in a minute)",
-                    extra={"during": what, "error": str(exc)[:200]})
+    outage = _broker_outages.get(what)
+    if outage is None:
+        outage = _broker_outages[what] = Outage(
+            "broker unavailable; retrying (logged again when it is back, or in a minute)", "broker back",
+            remind_s=60.0, during=what)
+    outage.failed(exc)
 
 
 def note_back(what: str) -> None:
-    """A call that failed (:func:`note_reconnect`) worked again: say so once. Outages are kept per
-    call, not per process: with a Redis Cluster one slot's master can be down while others answer.
-    Cheap when there was none (a dict lookup): call it after every success of a noted call."""
-    if _outages.pop(what, None) is not None:
-        log.info("broker back", extra={"during": what})
+    """A call that failed (:func:`note_reconnect`) worked again: say so once. Cheap when there was
+    no outage (a dict lookup): call it after every success of a noted call."""
+    outage = _broker_outages.get(what)
+    if outage is not None:
+        outage.ok()
 
 
 def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, default=()):
