@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -689,6 +689,13 @@ class Group:
 
     def ack(self, *entry_ids: str) -> int:
         return self.bus.redis.xack(self.stream, self.group, *entry_ids) if entry_ids else 0
+
+    def keep(self, entry_ids: Sequence[str]) -> None:
+        """Mark entries this consumer is still working on (a trigger in flight) as alive: their idle
+        time restarts and their delivery count stays (XCLAIM JUSTID), so :meth:`claim_stale` neither
+        claims them nor, claim after claim, dead-letters them while they are merely slow."""
+        if entry_ids:
+            self.bus.redis.xclaim(self.stream, self.group, self.consumer, 0, list(entry_ids), justid=True)
 
     def claim_stale(self, count: int = 50) -> list[Entry]:
         """XAUTOCLAIM entries idle past ``claim_idle_ms``; dead-letter those delivered too often.

@@ -217,8 +217,12 @@ class TriggerService(Service):
         if now < self._next_janitor:
             return []
         self._next_janitor = now + max(0.05, self.settings.claim_idle_ms / 2000)
+        in_flight: dict[str, list[str]] = {}
+        for entry_id, entry in self._open.items():
+            in_flight.setdefault(entry.stream, []).append(entry_id)
         claimed = []
         for src in self.sources.values():
+            src.group.keep(in_flight.get(src.group.stream, ()))
             claimed += [e for e in src.group.claim_stale() if e[1] not in self._open]
         return claimed
 

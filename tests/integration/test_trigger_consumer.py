@@ -288,6 +288,24 @@ def test_janitor_delivers_what_a_crashed_consumer_left_pending(bus, settings, re
     assert bus.redis.xpending(stream, "trigger")["pending"] == 0
 
 
+def test_a_slow_receiver_never_gets_entries_in_flight_dead_lettered(bus, settings, receiver):
+    """Entries wait unacknowledged while their triggers are in flight. The janitor claims entries idle
+    past claim_idle_ms (200 ms here) and dead-letters those claimed too often: before the consumer kept
+    its own entries alive, a receiver taking 1.5 s got them dead-lettered (and acknowledged, so the
+    stream looked drained while triggers were still on their way; stop 35's CI)."""
+    stream = keys.stream(SRC, "beats")
+    receiver.set_fault(status=None, delay_ms=1500)      # every answer a 200, after 1.5 s
+    svc = make_service(bus, settings, receiver)
+    with running(svc):
+        for i in range(8):
+            publish(bus, "beats", beat_event(i))
+        assert wait_for(lambda: len(ok(receiver.received())) == 8, timeout=20)
+        assert wait_for(lambda: drained(bus), timeout=10)
+    assert bus.redis.xrange(keys.dead_letter(stream)) == []
+    assert svc.outcomes == {"delivered": 8}
+    assert sorted(r["body"]["beat"] for r in ok(receiver.received())) == list(range(8))
+
+
 def test_malformed_beat_entry_is_dead_lettered_and_the_consumer_lives(bus, settings, receiver):
     stream = keys.stream(SRC, "beats")
     svc = make_service(bus, settings, receiver)
