@@ -26,7 +26,7 @@ from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG, FRAMES_DROPPED, LEASES_HELD, QUALITY_LEVEL, SOURCE_UP, child
-from beatbus.quality import Decision, QualityGovernor
+from beatbus.quality import FULL, Decision, QualityGovernor
 from beatbus.runtime import Service, instance_id
 from beatbus.schemas import AudioEntry, AudioFrame, BeatEvent, StreamEnd, pcm_to_float
 
@@ -336,12 +336,15 @@ class AudioStreamService(Service):
         if src is None:
             return
         self.set_quality(src, d.level)
-        self._show_quality(d.source, d.level, d.name)
+        label = self._show_quality(d.source, d.level, d.name)
         log.info("quality level changed", extra={"source": d.source, "role": self.role, "level": d.level,
-                                                 "quality": d.name, "load": round(d.load, 3)})
+                                                 "quality": label, "load": round(d.load, 3)})
 
-    def _show_quality(self, name: str, level: int, label: str) -> None:
-        """The level on /metrics and its name in the source's ``keys.quality`` hash (the API's source state)."""
+    def _show_quality(self, name: str, level: int, label: str) -> str:
+        """The level on /metrics and its name in the source's ``keys.quality`` hash (the API's source
+        state): :data:`~beatbus.quality.FULL` at level 0 for every stage, so a reader needs no ladder
+        to tell a stage below full quality. Returns the name published."""
+        label = FULL if level == 0 else label
         QUALITY_LEVEL.labels(name, self.role).set(level)
         what = f"publish quality level ({self.role})"
         try:
@@ -350,6 +353,7 @@ class AudioStreamService(Service):
             note_reconnect(exc, what)
         else:
             note_back(what)
+        return label
 
     def _publish(self, out: dict[str, list], touched: set[str]) -> None:
         """Publish the output and checkpoint the audio read, in one round trip."""

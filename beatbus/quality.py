@@ -48,7 +48,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["QualityGovernor", "Decision", "RESTORE_RATIO", "LAG_BUDGET_S", "FLOOR_CREEP", "STEP_TARGET"]
+__all__ = ["FULL", "QualityGovernor", "Decision", "RESTORE_RATIO", "LAG_BUDGET_S", "FLOOR_CREEP", "STEP_TARGET"]
+
+FULL = "full"    # what every stage publishes for its level 0 (the beat stage: its configured backend)
 
 RESTORE_RATIO = 0.7                  # restore below this share of the degrade threshold
 LAG_BUDGET_S = 0.05                  # excess lag that counts as overload (the bench's 150 ms p99 less look-ahead)

@@ -107,8 +107,7 @@ async function refreshState() {
 
 // adaptive quality: the stages that serve this source below full quality under load
 function showQuality(q) {
-  const full = { intensity: "full", structure: "full" };
-  const low = Object.entries(q).filter(([role, level]) => role !== "beat" && level !== full[role])
+  const low = Object.entries(q).filter(([, level]) => level !== "full")
     .sort(([a], [b]) => a.localeCompare(b));
   $("quality-row").hidden = !low.length;
   $("quality").textContent = low.map(([role, level]) => `${role} ${level}`).join(" · ");

@@ -21,6 +21,7 @@ from beatbus.bus import Bus
 from beatbus.config import Settings
 from beatbus.errors import ConfigError
 from beatbus.metrics import STAGE_LATENCY
+from beatbus.quality import FULL
 from beatbus.schemas import BeatEvent, IntensityEvent, StreamEnd
 
 from .events import TransitionEvent
@@ -31,7 +32,7 @@ __all__ = ["IntensityService", "IntensityState", "TRANSITIONS"]
 
 # adaptive quality: features of every hop, then of every second one (one frame per 40 ms: the
 # per-frame work halves, two thirds of the CPU remain; the step restarts the source's adaptive range and transition history)
-LEVELS = ("full", "half")
+LEVELS = (FULL, "half")
 HOPS = (1, 2)
 COSTS = (1.0, 0.65)          # CPU per second of audio relative to full (README, Adaptive quality)
 TRANSITIONS = Counter("beatbus_transitions_total", "Energy transitions and tempo changes detected", ["kind"])

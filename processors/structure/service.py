@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from beatbus import keys
 from beatbus.audio_stage import AudioStreamService, BeatEntry, OwnedSource
 from beatbus.metrics import STAGE_LATENCY
+from beatbus.quality import FULL
 from beatbus.schemas import BeatEvent, SectionEvent, StreamEnd
 
 from .online import OnlineStructure, SectionUpdate
@@ -26,7 +27,7 @@ __all__ = ["StructureService", "SECTION_UPDATES"]
 
 # adaptive quality: every frame, every second one (the song so far is kept), then no analysis
 # ("shed": no sections until the load allows it again, then a new analysis from there)
-LEVELS = ("full", "half", "shed")
+LEVELS = (FULL, "half", "shed")
 STRIDES = (1, 2)
 SHED = 2
 COSTS = (1.0, 0.75, 0.1)     # CPU per second of audio relative to full (README, Adaptive quality)

@@ -125,8 +125,10 @@ def test_dashboard_shows_which_stage_serves_the_source_below_full_quality(stack,
         assert not browser.find_element("id", "quality-row").is_displayed()
         stack.bus.redis.hset(quality, mapping={"intensity": "half", "structure": "shed", "beat": "dsp"})
         assert _until(lambda: browser.find_element("id", "quality-row").is_displayed(), 15), "no 'under load' line"
-        assert _text(browser, "quality") == "intensity half · structure shed"
+        assert _text(browser, "quality") == "beat dsp · intensity half · structure shed"
         stack.bus.redis.hset(quality, mapping={"intensity": "full", "structure": "full"})
+        assert _until(lambda: _text(browser, "quality") == "beat dsp", 15), _text(browser, "quality")
+        stack.bus.redis.hset(quality, "beat", "full")
         assert _until(lambda: not browser.find_element("id", "quality-row").is_displayed(), 15)
     finally:
         stack.bus.redis.delete(quality)

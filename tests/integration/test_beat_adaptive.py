@@ -51,6 +51,7 @@ def test_overloaded_processor_degrades_a_source_step_by_step_keeping_beat_number
     try:
         eventually(lambda: "default" in svc.owned, what="source adopted")
         assert _level() == 0
+        assert bus.redis.hget(keys.quality("default"), "beat") == b"full"       # level 0, whatever the backend
         click, t0, index = ClickSource(120, realtime=False), time.time_ns(), 0
         for level in (1, 2, 3):
             index = _publish_burst(bus, click, index, t0)
@@ -61,6 +62,7 @@ def test_overloaded_processor_degrades_a_source_step_by_step_keeping_beat_number
     finally:
         runner.join(timeout=60)
     assert not runner.is_alive()
+    assert bus.redis.hget(keys.quality("default"), "beat") == b"dsp-4/4"
 
     beats = [e for e in (from_fields(f) for _, f in bus.redis.xrange(keys.stream("default", "beats")))
              if isinstance(e, BeatEvent)]
