@@ -24,6 +24,7 @@ the trigger client and not itself.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,6 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # the stdlib's listen backlog is 5: a burst of new connections from the trigger client's pool
+    # (32 by default) overflowed it and the kernel reset some (ReadError), which opened the client's
+    # breaker; Go's net/http listens with the system's limit, as this does
+    request_queue_size = socket.SOMAXCONN
     owner: ReferenceReceiver
 
 

@@ -44,6 +44,36 @@ def test_consume_trigger_daemon_posts_to_the_reference_receiver(broker, bus):
         assert rc == 0 and "Traceback" not in err, err
 
 
+def test_a_burst_of_beats_reaches_the_receiver_whole(broker, bus):
+    """160 beats at once (as after a reconnect): the daemon opens its whole pool (32 connections) at
+    once. The receiver listened with the stdlib's backlog of 5, the kernel reset some connections,
+    five resets in a row opened the daemon's breaker and beats were dropped (stop 35's CI)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    rx = spawn("dev", "error-generator", "--port", str(port))
+    consumer = None
+    try:
+        assert rx.stdout.readline().startswith(f"BEATBUS_ERROR_GENERATOR_URL={url}")
+        consumer = spawn("consume", "trigger", "--sources", "burst", "--max-age", "30",
+                         env={"REDIS_URL": broker.url, "BEATBUS_ERROR_GENERATOR_URL": url,
+                              "BEATBUS_METRICS_ADDR": "off"})
+        stream = keys.stream("burst", "beats")
+        assert wait_for(lambda: bus.redis.exists(stream) and bus.redis.xinfo_groups(stream), timeout=20)
+        pipe = bus.pipeline()
+        for i in range(160):
+            bus.publish(stream, beat_event(i, source="burst"), maxlen=1000, pipeline=pipe)
+        pipe.execute()
+        assert wait_for(lambda: len(httpx.get(f"{url}/received", trust_env=False).json()) >= 160, timeout=30)
+        got = httpx.get(f"{url}/received", trust_env=False).json()
+        assert sorted(r["body"]["beat"] for r in got if r["status"] == 200) == list(range(160))
+    finally:
+        if consumer is not None:
+            rc, _out, err = stop(consumer)
+            assert rc == 0 and "Traceback" not in err, err
+            assert "circuit breaker" not in err, err
+        stop(rx)
+
+
 @pytest.mark.parametrize("args, env, needle", [
     (["consume", "trigger"], {"REDIS_URL": "redis://127.0.0.1:1/0"},
      "no error generator URL: pass --error-generator-url or set BEATBUS_ERROR_GENERATOR_URL"),
