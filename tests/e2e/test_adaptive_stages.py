@@ -1,7 +1,7 @@
-"""Issue #21 item 2: the intensity and structure daemons degrade under load, the unwatched source first.
+"""Issue #21 item 2: the beat, intensity and structure daemons degrade under load, the unwatched source first.
 
 The real `beatbus` commands as processes against a redis-server the test starts: two click
-producers, ``api``, and ``intensity run`` / ``structure run`` with ``--adaptive-high-load`` so low
+producers, ``api``, and ``process`` / ``intensity run`` / ``structure run`` with ``--adaptive-high-load`` so low
 that any load is overload (the documented setting: every source goes down the whole ladder, each in
 one step - the projection never fits - one source every 2 s at most). A dashboard's WebSocket (the
 `websockets` client) follows source ``seen`` only. Checked from outside: the daemons' /metrics
@@ -26,6 +26,7 @@ from websockets.sync.client import connect as ws_connect
 
 from beatbus import keys
 from beatbus.bus import Bus
+from beatbus.schemas import from_fields
 
 from support.daemons import Daemon, daemon_env
 from support.procs import RedisServer, eventually, free_port, wait_for
@@ -103,8 +104,9 @@ def test_stages_degrade_the_unwatched_source_first_and_show_it_everywhere(tmp_pa
 
         overload = ["--adaptive-high-load", "1e-6", "--log-format", "json"]
         # port 0: each binds a free port and logs it (a port picked here could be taken meanwhile)
-        stages = {role: start(role, [role, "run", *overload, "--metrics-addr", "127.0.0.1:0"])
-                  for role in ("intensity", "structure")}
+        commands = {"beat": ["process"], "intensity": ["intensity", "run"], "structure": ["structure", "run"]}
+        stages = {role: start(role, [*cmd, *overload, "--metrics-addr", "127.0.0.1:0"])
+                  for role, cmd in commands.items()}
         everyone = [api, *producers, *stages.values()]
         for role, d in stages.items():
             found = wait_for(lambda d=d: METRICS_URL.search(d.stderr()) or not d.alive(), START_TIMEOUT_S)
@@ -135,12 +137,20 @@ def test_stages_degrade_the_unwatched_source_first_and_show_it_everywhere(tmp_pa
         time.sleep(2.0)
         assert bus.redis.xlen(keys.stream(UNSEEN, "intensity")) >= before + 20      # ~20 events/s at half rate too
 
+        # beats: both sources at the bottom of the ladder (dsp tracking 4/4), still beating, from dsp
+        eventually(lambda: all(_levels(ports["beat"]).get((s, "beat")) == 3 for s in (SEEN, UNSEEN)), 90,
+                   what=lambda: f"beat levels {_levels(ports['beat'])}")
+        time.sleep(2.0)                   # beats decided since the step (a click at 120 BPM: 4 in 2 s)
+        newest = [from_fields(f) for _, f in bus.redis.xrevrange(keys.stream(UNSEEN, "beats"), count=3)]
+        assert len(newest) == 3 and {b.backend for b in newest} == {"dsp"}, newest
+        assert time.time() - newest[0].emitted_at < 2.0, "beats stopped after the last step"
+
         # the same levels, by name, through redis-cli and the API (what the dashboard polls)
-        hash_text = _redis_cli(redis.url, "HGETALL", keys.quality(UNSEEN))
-        assert hash_text.split() == ["intensity", "half", "structure", "shed"] or \
-            sorted(zip(hash_text.split()[::2], hash_text.split()[1::2])) == [("intensity", "half"), ("structure", "shed")]
+        names = {"beat": "dsp-4/4", "intensity": "half", "structure": "shed"}
+        hash_text = _redis_cli(redis.url, "HGETALL", keys.quality(UNSEEN)).split()
+        assert dict(zip(hash_text[::2], hash_text[1::2])) == names, hash_text
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/api/sources/{UNSEEN}", timeout=10) as r:
-            assert json.load(r)["quality"] == {"intensity": "half", "structure": "shed"}
+            assert json.load(r)["quality"] == names
         assert dashboard.messages > 0
 
         # each change is logged once, with its source, stage and level name
@@ -149,3 +159,6 @@ def test_stages_degrade_the_unwatched_source_first_and_show_it_everywhere(tmp_pa
                   if '"quality level changed"' in line]
         assert [(e["source"], e["quality"]) for e in logged] == [(UNSEEN, "shed"), (SEEN, "shed")]
         assert all(e["role"] == "structure" for e in logged)
+        logged = [json.loads(line) for line in stages["beat"].stderr().splitlines() if '"quality level changed"' in line]
+        assert sorted((e["source"], e["quality"], e["role"]) for e in logged) == \
+            [(SEEN, "dsp-4/4", "beat"), (UNSEEN, "dsp-4/4", "beat")], logged
