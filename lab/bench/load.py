@@ -375,7 +375,9 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
     audio_s = [f * 441 / 22050 for f in frames]                    # seconds of audio each processor consumed
     cost = [cpu[p.name] / 100 * duration / a * 1000 if a else float("nan") for p, a in zip(procs, audio_s)]
     realtime = [a / (duration * max(1, n)) for a, n in zip(audio_s, leases)]
-    level_names = levels_for(backend or Settings().backend)
+    defaults = Settings()                # what the daemons run with where the bench sets nothing
+    backend = backend or defaults.backend
+    level_names = levels_for(backend)
     levels = [0] * len(level_names)      # sources at each quality level (no gauge: adaptation off, level 0)
     for a in after:
         for name, value in a.items():
@@ -386,8 +388,8 @@ def _load_once(sources: int, *, processors: int, duration: float, warmup: float,
     proc_cpu = sum(cpu[p.name] for p in procs)                     # % of one core, all processors
     p99 = 1e3 * _pct(capture, 99)
     return {
-        "sources": sources, "processors": processors, "backend": backend or Settings().backend, "assign": assign,
-        "adaptive": Settings().adaptive if adaptive is None else adaptive, "quality_levels": levels,
+        "sources": sources, "processors": processors, "backend": backend, "assign": assign,
+        "adaptive": defaults.adaptive if adaptive is None else adaptive, "quality_levels": levels,
         "quality_level_names": level_names,
         "duration_s": duration, "broker": broker_name, "cores": os.cpu_count(), "load_average": os.getloadavg()[0],
         "file": file, "process_names": [p.name for p in procs],
