@@ -1,8 +1,10 @@
 """Shared fixtures: a real broker (the embedded Valkey server), never a fake. Helpers are in support/."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import sys
 
 import pytest
@@ -25,9 +27,38 @@ def pytest_sessionstart(session):
                     "checkout)", returncode=4)
 
 
+def _children() -> dict[int, str]:
+    """pid -> command line of this process's children still running (from /proc)."""
+    out = {}
+    for d in os.scandir("/proc"):
+        if not d.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                with open(f"/proc/{d.name}/cmdline", "rb") as f:
+                    out[int(d.name)] = f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def _kill_leftovers() -> None:
+    """Commands a failing test left running go with the run (said once), not on with the machine."""
+    left = _children() if sys.platform == "linux" else {}
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if left:
+        sys.stderr.write(f"tests: killed {len(left)} command(s) left running: {sorted(left.values())[:5]}\n")
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """Under CI (``CI=true``, the full install) a skipped test is a failure: a skip there means a
+    """Commands failing tests left running are killed. Under CI (``CI=true``, the full install) a skipped
+    test is a failure: a skip there means a
     missing install step or a dependency that broke, not a test that does not apply."""
+    _kill_leftovers()
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes") or exitstatus != 0:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

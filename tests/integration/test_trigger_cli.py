@@ -36,11 +36,13 @@ def test_consume_trigger_daemon_posts_to_the_reference_receiver(broker, bus):
         assert httpx.post(f"http://127.0.0.1:{port}/control", json={"status": 42},
                           trust_env=False).status_code == 400
     finally:
-        if consumer is not None:
-            rc, _out, err = stop(consumer)
-            assert rc == 0 and "Traceback" not in err, err
-            assert "triggers -> http://127.0.0.1:" in err
-        rc, _out, err = stop(rx)
+        try:
+            if consumer is not None:
+                rc, _out, err = stop(consumer)
+                assert rc == 0 and "Traceback" not in err, err
+                assert "triggers -> http://127.0.0.1:" in err
+        finally:                      # the receiver goes even when the consumer's checks fail
+            rc, _out, err = stop(rx)
         assert rc == 0 and "Traceback" not in err, err
 
 
@@ -67,11 +69,14 @@ def test_a_burst_of_beats_reaches_the_receiver_whole(broker, bus):
         got = httpx.get(f"{url}/received", trust_env=False).json()
         assert sorted(r["body"]["beat"] for r in got if r["status"] == 200) == list(range(160))
     finally:
-        if consumer is not None:
-            rc, _out, err = stop(consumer)
-            assert rc == 0 and "Traceback" not in err, err
-            assert "circuit breaker" not in err, err
-        stop(rx)
+        try:
+            if consumer is not None:
+                rc, _out, err = stop(consumer)
+                assert rc == 0 and "Traceback" not in err, err
+                assert "circuit breaker" not in err, err
+        finally:                      # the receiver goes even when the consumer's checks fail
+            rc, _out, err = stop(rx)
+        assert rc == 0 and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("args, env, needle", [
