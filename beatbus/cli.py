@@ -18,7 +18,7 @@ from . import __version__
 from .commands import add_common_options, cli_settings, connect
 from .config import Settings, load_settings
 from .deprecation import add_deprecated_option
-from .errors import BeatbusError, ConfigError
+from .errors import BeatbusError, ConfigError, missing_extra
 from .log import get_logger, setup_logging
 from .processors.beat.cli import add_backend_options, make_processor
 from .producers.cli import add_mic_device_option, open_audio
@@ -62,6 +62,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         led_plan = plan_led(settings, outputs=args.led, effect=args.effect, pixels=args.pixels,
                             source=settings.source)
+    make_processor(settings)()  # fail fast on a missing extra or model, before anything starts
+    if args.error_generator_url:
+        from beatbus.consumers.trigger.delivery import check_client
+
+        check_client()
     audio = open_audio(kind, args, settings)
     with connect(settings, embedded_ok=True) as bus:
         terminal = TerminalConsumer(bus, settings=settings, sources=[settings.source])
@@ -271,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BeatbusError as exc:
         print(f"beatbus: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        missing = missing_extra(exc)
+        if missing is None:         # not an optional package: a bug, shown in full
+            raise
+        print(f"beatbus: error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

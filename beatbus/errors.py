@@ -59,3 +59,29 @@ def require(module: str, extra: str, what: str):
         raise DependencyError(
             f"{what} needs the '{module}' package: pip install 'beatbus[{extra}]'"
         ) from exc
+
+
+# Import name -> the optional extra (pyproject.toml) that installs it: a lighter install
+# (BEATBUS_EXTRAS=audio) lacks them, and a command reaching one must say what to install, not
+# show a traceback. tests/unit/test_extras.py keeps this equal to pyproject's extras.
+EXTRA_OF = {
+    "pyaudio": "audio", "librosa": "audio", "pulsectl": "audio",
+    "torch": "ml", "BeatNet": "ml", "mir_eval": "ml",
+    "fastapi": "api", "uvicorn": "api", "httpx": "api", "websockets": "api", "multipart": "api",
+    "rq": "gen", "transformers": "gen", "music21": "gen",
+    "hls4ml": "hls", "qkeras": "hls", "tensorflow": "hls", "pyparsing": "hls", "yaml": "hls",
+    "zeroconf": "wled",
+    "pythonosc": "clock", "mido": "clock", "rtmidi": "clock",
+}
+
+
+def missing_extra(exc: ImportError) -> DependencyError | None:
+    """The one-line error for an import of a package an extra installs; None for any other (a bug)."""
+    if isinstance(exc, DependencyError):
+        return exc
+    name = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(name)
+    if extra is None:
+        return None
+    return DependencyError(f"this command needs the '{name}' package: pip install 'beatbus[{extra}]' "
+                           "(or the full install: ./install.sh)")

@@ -22,16 +22,21 @@ import threading
 import time
 from dataclasses import dataclass
 
-import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
 from beatbus.bus import Backoff
+from beatbus.errors import require
+
+try:
+    import httpx
+except ImportError:    # the audio install has no HTTP client: every other command still runs there
+    httpx = None       # type: ignore[assignment]
 from beatbus.log import get_logger
 from beatbus.metrics import owned_by, publish_role
 
 from .config import TriggerConfig
 
-__all__ = ["Trigger", "Outcome", "Result", "BreakerState", "CircuitBreaker", "Delivery", "DeliveryThread",
+__all__ = ["check_client", "Trigger", "Outcome", "Result", "BreakerState", "CircuitBreaker", "Delivery", "DeliveryThread",
            "TRIGGERS", "TRIGGER_ATTEMPTS", "CIRCUIT_STATE", "TRIGGER_LATENCY", "count_outcome"]
 
 log = get_logger("trigger.delivery")
@@ -156,6 +161,12 @@ class CircuitBreaker:
         self._probe = False
 
 
+def check_client() -> None:
+    """Raise DependencyError, naming the extra, where the HTTP client is not installed."""
+    if httpx is None:
+        require("httpx", "api", "the error-generator trigger client")
+
+
 def _status_class(status: int) -> str:
     return f"{status // 100}xx" if 200 <= status < 600 else "error"
 
@@ -170,6 +181,7 @@ class Delivery:
     """
 
     def __init__(self, config: TriggerConfig):
+        check_client()
         self.config = config
         self.endpoint = config.endpoint
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset)

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from beatbus.errors import DependencyError
+
 from .backends import TEMPO_PRIOR
 from .network import NetworkActivation
 
@@ -36,7 +38,7 @@ try:  # torch is an optional dependency (the ``ml`` extra)
     from torch import nn
     from torch.nn import functional as F
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(ML_EXTRA_HINT) from exc
+    raise DependencyError(ML_EXTRA_HINT) from exc
 
 
 def weights_path(model: int = 1) -> Path:
@@ -53,12 +55,12 @@ def weights_path(model: int = 1) -> Path:
         raise ValueError(f"model={model!r} must be 1, 2 or 3 (BeatNet's published weights)")
     spec = importlib.util.find_spec("BeatNet")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(ML_EXTRA_HINT)
+        raise DependencyError(ML_EXTRA_HINT)
     for loc in spec.submodule_search_locations:
         p = Path(loc) / "models" / f"model_{model}_weights.pt"
         if p.is_file():
             return p
-    raise ImportError(f"{ML_EXTRA_HINT} (no models/model_{model}_weights.pt in the installed BeatNet)")
+    raise DependencyError(f"{ML_EXTRA_HINT} (no models/model_{model}_weights.pt in the installed BeatNet)")
 
 
 class BDA(nn.Module):

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from beatbus.errors import DependencyError
+
 from .bda import resolve_device
 from .network import NetworkActivation
 
@@ -26,7 +28,7 @@ try:  # torch is an optional dependency (the ``ml`` extra)
     import torch
     from torch import nn
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("backend 'small' needs torch: pip install 'beatbus[ml]'") from exc
+    raise DependencyError("backend 'small' needs torch: pip install 'beatbus[ml]'") from exc
 
 __all__ = ["DEFAULT_CHECKPOINT", "SmallNet", "NumpySmall", "SmallActivation", "load_small", "shared_small"]
 
