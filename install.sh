@@ -49,4 +49,6 @@ fi
 # beatbus itself, editable, with nothing resolved beyond the lock.
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 .venv/bin/python -m pip check
-echo "install: done. Try: .venv/bin/beatbus run --click 120 --duration 5"
+try=".venv/bin/beatbus run --click 120 --duration 10"
+[ "$EXTRAS" = audio ] && try="$try --backend dsp"     # no torch in this install
+echo "install: done. Try: $try"

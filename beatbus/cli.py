@@ -51,9 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = cli_settings(args)
     if args.metrics_addr is None and settings.metrics_addr == Settings().metrics_addr:
         settings = load_settings({**vars(args), "metrics_addr": "off"}, config_file=args.config)
+    given = [name for name, on in (("a file", args.path), ("--click", args.click is not None), ("--mic", args.mic)) if on]
+    if len(given) != 1:
+        raise ConfigError("give one audio source: a file, --click BPM or --mic" +
+                          (f" (got {' and '.join(given)})" if given else ""))
     kind = "click" if args.click is not None else "mic" if args.mic else "file"
-    if kind == "file" and not args.path:
-        raise ConfigError("give an audio file, --click BPM or --mic")
     if kind == "click":
         args.bpm = args.click
     led_plan = None
@@ -221,13 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mic", action="store_true",
                    help="capture from an audio input (PyAudio): a microphone, or what this computer plays")
     add_mic_device_option(r)
-    r.add_argument("--duration", type=float, help="stop after this many seconds")
+    r.add_argument("--duration", type=float,
+                   help="stop after this many seconds of wall-clock time (with --fast, a file may end sooner)")
     r.add_argument("--fast", action="store_true", help="files: as fast as possible instead of real time")
     r.add_argument("--loop", action="store_true", help="files: start over at the end")
     r.add_argument("--meter", type=int, default=4, help="click: beats per bar")
     r.add_argument("--led", action="append", metavar="URL",
                    help="also drive LEDs: ddp://host, sacn://host, artnet://host, opc://host, wled://host, "
-                        "terminal:// (repeatable)")
+                        "terminal://, web://NAME (a browser preview; its URL is printed), ws://HOST:PORT "
+                        "(repeatable)")
     r.add_argument("--effect", help="LED effect (see `beatbus consume led --list-effects`)")
     r.add_argument("--pixels", type=int, help="LED pixel count")
     r.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",

@@ -159,22 +159,11 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 # -- eval, synth, dev -----------------------------------------------------------------
-def cmd_eval(args: argparse.Namespace) -> int:
-    setup_logging("warning")
-    rest = list(args.rest)
-    targets = {"beats": "beatbus.lab.eval.beats", "sections": "beatbus.lab.eval.sections",
-               "harmony": "beatbus.lab.eval.harmony"}
-    if not rest or rest[0] not in targets:
-        raise ConfigError("usage: beatbus eval beats DIR [DIR ...] [--backend NAME ...] [--json FILE] | "
-                          "beatbus eval sections DIR [--mode online|offline] [--backend NAME] [--json FILE] | "
-                          "beatbus eval harmony DIR [--beats annotations|tracker] [--limit N] [--json FILE]")
-    import importlib
+def cmd_eval_beats(args: argparse.Namespace) -> int:
+    from .eval.beats import run
 
-    try:
-        eval_main = importlib.import_module(targets[rest[0]]).main
-    except ImportError as exc:
-        raise ConfigError(f"{rest[0]} evaluation is unavailable: {exc}") from None
-    return int(eval_main(rest[1:]) or 0)
+    setup_logging("warning")
+    return run(args)
 
 
 def cmd_synth_songs(args: argparse.Namespace) -> int:
@@ -475,6 +464,7 @@ def _register_hls(commands: dict) -> None:
 def register(commands: dict) -> None:
     """Add every lab command to the ``beatbus`` parser."""
     from .bench import intensity as intensity_bench
+    from .eval import beats as beats_eval
     from .eval import harmony as harmony_eval
     from .eval import intensity as intensity_eval
     from .eval import sections
@@ -482,9 +472,18 @@ def register(commands: dict) -> None:
     top = commands["top"]
     _register_bench(top)
 
-    e = top.add_parser("eval", help="evaluation (e.g. `beatbus eval beats DIR`)", add_help=False)
-    e.add_argument("rest", nargs=argparse.REMAINDER)
-    e.set_defaults(func=cmd_eval)
+    evaluate = subcommands(commands, "eval", "accuracy against annotations: beats, sections, harmony")
+    p = evaluate.add_parser("beats", help="beat, downbeat and tempo accuracy of the trackers (mir_eval), per group",
+                            description=beats_eval.__doc__.splitlines()[0], epilog=beats_eval.EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    beats_eval.add_arguments(p)
+    p.set_defaults(func=cmd_eval_beats)
+    p = evaluate.add_parser("sections", help="section boundaries and labels (same as `beatbus structure eval`)")
+    sections.add_arguments(p)
+    p.set_defaults(func=cmd_structure_eval)
+    p = evaluate.add_parser("harmony", help="key, chord and change-timing accuracy (same as `beatbus harmony eval`)")
+    harmony_eval.add_arguments(p)
+    p.set_defaults(func=cmd_harmony_eval)
 
     _register_synth(top)
 

@@ -55,6 +55,7 @@ __all__ = [
     "tune_dir",
     "format_tuning",
     "add_arguments",
+    "run",
     "main",
 ]
 
@@ -585,7 +586,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="beatbus eval beats", description=__doc__.splitlines()[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate (or tune) as the parsed arguments of :func:`add_arguments` say; returns 0."""
     if args.tune:
         if len(args.backend or []) > 1:
             raise ConfigError("--tune takes one --backend")

@@ -38,7 +38,10 @@ def test_the_audio_install_runs_the_dsp_pipeline_and_names_the_missing_extra_els
         return subprocess.run([beatbus, *args], cwd=tree, env=cli_env(), capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)
 
-    ok = run("run", "--click", "120", "--duration", "4", "--backend", "dsp")
+    # what the install says to try next
+    hint = r.stdout.strip().splitlines()[-1]
+    assert hint.startswith("install: done. Try: .venv/bin/beatbus run "), r.stdout
+    ok = run(*hint.split(".venv/bin/beatbus ", 1)[1].split())
     assert ok.returncode == 0 and "Traceback" not in ok.stderr, ok.stderr[-2000:]
     assert "120.0 BPM" in ok.stdout and "end of stream" in ok.stdout, ok.stdout[-2000:]
 

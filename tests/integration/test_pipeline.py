@@ -235,7 +235,8 @@ def test_cli_analyze_json_and_csv(tmp_path):
     (["produce", "click"], {}, "no broker: set REDIS_URL"),
     (["run", "--click", "120", "--duration", "1"], {"BEATBUS_HOP": "7"}, "hop"),
     (["run", "--click", "0", "--duration", "1"], {}, "bpm"),
-    (["eval", "nothing"], {}, "usage: beatbus eval beats"),
+    (["run", "--click", "120", "--mic"], {}, "give one audio source: a file, --click BPM or --mic (got --click and --mic)"),
+    (["eval", "beats", "/no/such/dir"], {}, "/no/such/dir: no such folder or file"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, env, needle):
     corrupt = tmp_path / "corrupt.wav"
