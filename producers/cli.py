@@ -6,7 +6,7 @@ import argparse
 from beatbus.commands import add_common_options, cli_settings, connect
 from beatbus.config import Settings
 from beatbus.deprecation import add_deprecated_option
-from beatbus.errors import ConfigError
+from beatbus.errors import AudioSourceError, ConfigError
 
 from . import Source, list_devices, open_source
 
@@ -56,9 +56,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if not devices:
-        print("no audio input devices found: no sound card, and no sound server (PulseAudio / PipeWire) answered "
-              "(README: Capture what the computer plays)")
-        return 1
+        raise AudioSourceError("no audio input devices found: no sound card, and no sound server (PulseAudio / "
+                               "PipeWire) answered (README: Capture what the computer plays)")
     rows = [("-" if d["index"] is None else str(d["index"]), d["kind"], d["name"],
              ", ".join(filter(None, [d["description"], f"{d['max_input_channels']} ch",
                                      f"{d['default_sample_rate']:.0f} Hz",

@@ -236,6 +236,7 @@ def test_cli_analyze_json_and_csv(tmp_path):
     (["run", "--click", "120", "--duration", "1"], {"BEATBUS_HOP": "7"}, "hop"),
     (["run", "--click", "0", "--duration", "1"], {}, "bpm"),
     (["run", "--click", "120", "--mic"], {}, "give one audio source: a file, --click BPM or --mic (got --click and --mic)"),
+    (["devices"], {"PULSE_SERVER": "unix:/nonexistent/pulse"}, "no audio input devices found"),   # no sound card here
     (["eval", "beats", "/no/such/dir"], {}, "/no/such/dir: no such folder or file"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, env, needle):
