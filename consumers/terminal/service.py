@@ -64,5 +64,14 @@ class TerminalConsumer(Service):
             elif isinstance(ev, StreamEnd):
                 self.ended.add(ev.source)
                 console(self.out).line(f"-- {ev.source}: end of stream at {ev.timestamp:.2f}s ({ev.reason}), "
-                                       f"{self.beats} beats")
+                                       f"{self._counted()}")
         return not (self.exit_on_end and self.ended >= set(self.sources))
+
+    def drain(self) -> None:
+        # stopped before the stream's end (--duration, Ctrl-C, SIGTERM): a closing line all the same
+        for source in self.sources:
+            if source not in self.ended:
+                console(self.out).line(f"-- {source}: stopped before the end of the stream, {self._counted()}")
+
+    def _counted(self) -> str:
+        return f"{self.beats} beat" + ("" if self.beats == 1 else "s")

@@ -41,6 +41,14 @@ def test_run_file_in_real_time_prints_the_annotated_beats():
     assert f >= BEAT_F_FLOOR, f"run {SONG.name}: beat F {f:.3f} < {BEAT_F_FLOOR}"
 
 
+def test_run_stopped_by_duration_says_so_in_its_last_line():
+    r = beatbus_cmd("run", str(SONG), "--duration", "6", "--backend", "dsp", timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    last = r.stdout.strip().splitlines()[-1]
+    beats = sum(" BPM " in line for line in r.stdout.splitlines())
+    assert beats >= 3 and last == f"-- default: stopped before the end of the stream, {beats} beats", r.stdout
+
+
 def test_analyze_json_finds_the_annotated_beats_and_tempo():
     r = beatbus_cmd("analyze", str(SONG), "--json", timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
