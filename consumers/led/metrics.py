@@ -1,11 +1,13 @@
 """Prometheus metrics of the LED consumer (labels: ``device`` from the config, small fixed words)."""
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from beatbus.metrics import owned_by
 
-__all__ = ["FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "OUTPUT_UP", "SEND_LATENESS", "EVENTS_IGNORED",
+__all__ = ["forget_device", "FRAMES", "FRAMES_SKIPPED", "OUTPUT_ERRORS", "OUTPUT_UP", "SEND_LATENESS", "EVENTS_IGNORED",
            "AMBIENT", "OFFSET", "TAPS", "SETUP_COMMANDS"]
 
 FRAMES = Counter("beatbus_led_frames_total", "Frames sent to an LED output", ["device", "kind"])
@@ -24,3 +26,12 @@ TAPS = Counter("beatbus_led_taps_total", "Calibration taps", ["result"])
 owned_by("led", AMBIENT, OFFSET)      # unlabelled: only a process rendering LEDs publishes them
 SETUP_COMMANDS = Counter("beatbus_led_setup_commands_total",
                          "Setup commands (from the dashboard / API) this LED consumer answered, by result", ["result"])
+
+
+def forget_device(name: str) -> None:
+    """Drop a removed (or disabled) device's series: a device that went down and was then removed would
+    otherwise report ``beatbus_led_output_up 0`` until a restart, and BeatbusLedOutputDown fire all along."""
+    for metric, labels in ((FRAMES, (name, "regular")), (FRAMES, (name, "beat")), (FRAMES_SKIPPED, (name,)),
+                           (OUTPUT_ERRORS, (name,)), (OUTPUT_UP, (name,)), (SEND_LATENESS, (name,))):
+        with contextlib.suppress(KeyError):             # never sent, never failed: no series
+            metric.remove(*labels)

@@ -47,7 +47,7 @@ from beatbus.runtime import Service
 from beatbus.schemas import BeatEvent, ControlEvent, Event, LedCommand, StreamEnd
 
 from .config import Device, LedConfig, check_reachable, load_led_toml
-from .metrics import SETUP_COMMANDS
+from .metrics import SETUP_COMMANDS, forget_device
 from .outputs import Output
 from .preview import PreviewRelay
 from .render import DeviceRunner
@@ -386,6 +386,7 @@ class LedService(Service):
             runners.append(self._runner(device).start())
         for r in old.values():              # removed or disabled: the thread blanks the strip and ends
             r.stop(STOP_OLD_S)
+            forget_device(r.device.name)
         self.runners = runners
         self.preview.set_runners(runners)
 
