@@ -26,15 +26,15 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from beatbus.bus import Backoff
 from beatbus.errors import require
+from beatbus.log import get_logger
+from beatbus.metrics import owned_by, publish_role
+
+from .config import TriggerConfig
 
 try:
     import httpx
 except ImportError:    # the audio install has no HTTP client: every other command still runs there
     httpx = None       # type: ignore[assignment]
-from beatbus.log import get_logger
-from beatbus.metrics import owned_by, publish_role
-
-from .config import TriggerConfig
 
 __all__ = ["check_client", "Trigger", "Outcome", "Result", "BreakerState", "CircuitBreaker", "Delivery", "DeliveryThread",
            "TRIGGERS", "TRIGGER_ATTEMPTS", "CIRCUIT_STATE", "TRIGGER_LATENCY", "count_outcome"]
