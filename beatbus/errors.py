@@ -49,13 +49,14 @@ class DependencyError(BeatbusError, ImportError):
     """An optional dependency (an extra) is missing."""
 
 
-def require(module: str, extra: str, what: str):
-    """Import ``module`` or raise DependencyError naming the extra to install."""
+def require(module: str, what: str):
+    """Import ``module`` or raise DependencyError naming the extra (:data:`EXTRA_OF`) that installs it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        extra = EXTRA_OF[module.split(".")[0]]
         raise DependencyError(
             f"{what} needs the '{module}' package: pip install 'beatbus[{extra}]'"
         ) from exc

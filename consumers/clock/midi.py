@@ -44,7 +44,7 @@ class MidiSink(Protocol):
 
 
 def _mido():
-    return require("mido", "clock", "the MIDI clock")
+    return require("mido", "the MIDI clock")
 
 
 def midi_messages(cue: Cue) -> list:
@@ -92,7 +92,7 @@ def open_virtual_port(name: str) -> MidiSink:
         The port cannot be opened: one line naming the cause (no ALSA sequencer here...).
     """
     mido = _mido()
-    require("rtmidi", "clock", "the MIDI clock's virtual port")
+    require("rtmidi", "the MIDI clock's virtual port")
     try:
         backend = mido.Backend("mido.backends.rtmidi", load=True)
     except ImportError as exc:

@@ -67,7 +67,7 @@ def parse_target(text: str) -> OscTarget:
 
 
 def _builder():
-    return require("pythonosc.osc_message_builder", "clock", "the OSC clock").OscMessageBuilder
+    return require("pythonosc.osc_message_builder", "the OSC clock").OscMessageBuilder
 
 
 def _build(address: str, *args) -> bytes:

@@ -164,7 +164,7 @@ class CircuitBreaker:
 def check_client() -> None:
     """Raise DependencyError, naming the extra, where the HTTP client is not installed."""
     if httpx is None:
-        require("httpx", "api", "the error-generator trigger client")
+        require("httpx", "the error-generator trigger client")
 
 
 def _status_class(status: int) -> str:

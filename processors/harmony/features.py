@@ -33,7 +33,7 @@ def chroma_filterbank(sr: int, n_fft: int) -> np.ndarray:
     """
     from beatbus.errors import require
 
-    filters = require("librosa.filters", "audio", "harmony analysis")
+    filters = require("librosa.filters", "harmony analysis")
     return np.asarray(filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, n_chroma=12), dtype=np.float32)
 
 
