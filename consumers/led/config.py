@@ -221,6 +221,12 @@ def _default_name(spec: OutputSpec) -> str:
     return spec.host if spec.scheme == "web" and spec.host else f"{spec.scheme}:{spec.host}" if spec.host else spec.scheme
 
 
+def device_name(dc: DeviceConfig) -> str:
+    """The name ``dc`` gets: its own (or its URL's ``name=``), else its default from the URL."""
+    spec, merged = _merged(dc)
+    return merged["name"] or _default_name(spec)
+
+
 def resolve_device(dc: DeviceConfig, config: LedConfig, *, name: str | None = None, shared: bool = True) -> Device:
     """Validate one device (URL, limits, effect, segments); ``config`` fills what it leaves None.
 

@@ -28,7 +28,7 @@ from beatbus.config import state_dir
 from beatbus.errors import ConfigError
 from beatbus.schemas import LedCommand
 
-from .config import Device, DeviceConfig, LedConfig, device_record, resolve_device, resolve_devices
+from .config import Device, DeviceConfig, LedConfig, device_name, device_record, resolve_device, resolve_devices
 
 __all__ = ["LedSetup", "PresetLook", "SetupError", "SetupStore", "setup_path", "seed_digest", "seed_setup",
            "resolve_setup", "apply_command"]
@@ -191,10 +191,14 @@ def _merge_effect_config(old: dict[str, Any], patch: Any) -> dict[str, Any]:
 def _add(setup: LedSetup, fields: dict[str, Any], config: LedConfig) -> list[DeviceConfig]:
     if "output" not in fields:
         raise SetupError(422, "device: output is required (e.g. ddp://192.168.1.50)")
-    record = _record(dict(fields), config, name=fields.get("name") or None, shared=True)
-    if setup.find(record.name) is not None:
-        raise SetupError(409, f"LED device {record.name!r} exists: give the new one another name")
-    return [*setup.devices, record]
+    # the name first: a taken one is a conflict (409), whatever else is wrong with the new device
+    try:
+        name = fields.get("name") or device_name(msgspec.convert(dict(fields), DeviceConfig))
+    except (msgspec.ValidationError, ConfigError):
+        name = None  # _record says what is wrong
+    if name and setup.find(name) is not None:
+        raise SetupError(409, f"LED device {name!r} exists: give the new one another name")
+    return [*setup.devices, _record(dict(fields), config, name=fields.get("name") or None, shared=True)]
 
 
 def _update(setup: LedSetup, name: str | None, fields: dict[str, Any], config: LedConfig) -> list[DeviceConfig]:

@@ -174,6 +174,9 @@ def test_refused_commands_answer_one_line_and_the_daemon_runs_on(bus, led_settin
              "speed=99 is out of range"),
             ("add_device", {"fields": {"output": "web://x", "colour": "red"}}, 422, "unknown field `colour`"),
             ("add_device", {"fields": {"output": "web://a"}}, 409, "LED device 'a' exists"),
+            # a taken name is the conflict to report, even when the new device has other faults too
+            ("add_device", {"fields": {"output": "web://a", "segments": [{"start": 0, "stop": 6}, {"start": 4, "stop": 8}]}},
+             409, "LED device 'a' exists"),
             ("update_device", {"device": "zz", "fields": {"pixels": 3}}, 404, "no LED device 'zz'"),
             ("update_device", {"device": "a", "fields": {"name": "b"}}, 422, "keeps its name"),
             ("update_device", {"device": "a", "fields": {"segments": [{"start": 5, "stop": 20}]}}, 422,
