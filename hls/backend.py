@@ -136,5 +136,5 @@ def factory(*, sr: int, device: str, model: int, onset_weight: float | None) -> 
     project ``$BEATBUS_HLS_PROJECT``, else the default one, on the CPU (``device`` and ``model`` do
     not apply)."""
     check_sr("hls", sr)
-    require("hls4ml", "hls", "backend 'hls'")
+    require("hls4ml", "backend 'hls'")
     return HlsActivation(onset_weight=onset_weight)

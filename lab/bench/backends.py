@@ -143,7 +143,7 @@ def limit_threads(pin: bool, tensorflow: bool) -> str:
 def _require_torch(backend: str) -> None:
     from beatbus.errors import require
 
-    require("torch", "ml", f"bench backend {backend!r}")
+    require("torch", f"bench backend {backend!r}")
 
 
 def _activations(backend: str, device: str, streams: int) -> list:
@@ -222,7 +222,7 @@ def csim_step(project: Path | None = None) -> Callable[[np.ndarray], object]:
     """The ``hls`` backend's per-frame call of the C-simulation library (compiled once if missing)."""
     from beatbus.errors import require
 
-    require("hls4ml", "hls", "bench backend 'csim'")
+    require("hls4ml", "bench backend 'csim'")
     from beatbus.hls.backend import CsimStep, ensure_library
     from beatbus.hls.model import DEFAULT_WEIGHTS
     from beatbus.hls.project import DEFAULT_PROJECT
