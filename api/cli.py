@@ -80,12 +80,22 @@ def cmd_api(args: argparse.Namespace) -> int:
         app = create_app(bus, settings, trigger=trigger, limits=limits, routers=routers, guard=guard,
                          cors_origins=origins)
         sock = bind(args.host, args.port)
-        auth = (f"API keys required ({len(guard.store.keys())} in {guard.store.path})" if keyed else
+        auth = (f"API keys required ({_key_sources(guard.store)})" if keyed else
                 f"no API keys in {guard.store.path}: open to this machine only (127.0.0.1)")
         print(f"beatbus: API and dashboard on http://{args.host}:{sock.getsockname()[1]}/ (OpenAPI at /docs); "
               f"triggers -> {redact_url(trigger.url) if trigger.url else 'not configured'}; {auth}",
               file=sys.stderr, flush=True)
         return serve(app, host=args.host, port=args.port, log_level=settings.log_level, sock=sock)
+
+
+def _key_sources(store) -> str:
+    """``2 in /path/api-keys.json, 1 from BEATBUS_API_KEYS``: where the keys that open the API come from."""
+    keys = store.keys()
+    n_file = sum(k.origin == "file" for k in keys)
+    parts = [f"{n_file} in {store.path}"] if n_file else []
+    if len(keys) > n_file:
+        parts.append(f"{len(keys) - n_file} from BEATBUS_API_KEYS")
+    return ", ".join(parts)
 
 
 def _store(args: argparse.Namespace):

@@ -29,16 +29,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _NoColor(logging.Filter):
-    """uvicorn attaches a terminal-coloured copy of each message; beatbus logs are plain."""
+class _Plain(logging.Filter):
+    """uvicorn attaches a terminal-coloured copy of each message; beatbus logs are plain. And its
+    WebSocket handshake lines carry the path with its query string, where a client may have put an
+    API key (refused there, but logged): the query is cut from every path uvicorn logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.__dict__.pop("color_message", None)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_no_query(a) for a in record.args)
         return True
 
 
+def _no_query(arg):
+    if isinstance(arg, str) and arg.startswith("/") and "?" in arg:
+        return arg.split("?", 1)[0] + "?..."
+    return arg
+
+
 for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-    logging.getLogger(_name).addFilter(_NoColor())
+    logging.getLogger(_name).addFilter(_Plain())
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -5,6 +5,9 @@ import stat
 import time
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from support.procs import beatbus_cmd, free_port, spawn, stop
 
@@ -69,7 +72,12 @@ def test_api_with_file_and_env_keys(broker, tmp_path):
         for token in (file_token, env_token):
             r = httpx.get(f"{url}/api/sources", headers={"Authorization": f"Bearer {token}"}, trust_env=False)
             assert r.status_code == 200, r.text
+        # a key in a query string is refused, and uvicorn's handshake line must not log it either
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"ws://127.0.0.1:{port}/ws/alpha?key={file_token}", open_timeout=5).close()
+        assert refused.value.response.status_code == 401
     finally:
         rc, out, err = stop(proc)
-    assert rc == 0 and "API keys required (2 in" in err, err
+    assert rc == 0 and f"API keys required (1 in {keys_file}, 1 from BEATBUS_API_KEYS)" in err, err
+    assert "/ws/alpha?..." in err            # the refusal is logged, without its query
     assert file_token not in err + out and env_token not in err + out
