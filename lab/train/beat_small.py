@@ -317,6 +317,12 @@ def real_dataset(data_dirs: Sequence[str | Path], *, seed: int, distill: float =
         if not found:
             raise ConfigError(f"--data {d}: no annotated audio (<name>.beats/.jams/.txt next to <name>.flac/...)")
         files += found
+    # a pseudo-labelled file with nothing kept (`# keep none`) trains nothing, and held out it would
+    # leave the held-out loss empty: it takes no part in the split
+    nothing = [f for f in files if read_annotations(annotation_path(f)).keep == ()]
+    if nothing:
+        log(f"annotated recordings: {len(nothing)} with no kept stretch left out: {', '.join(f.stem for f in nothing)}")
+    files = [f for f in files if f not in nothing]
     train_files, held_files = split_files(files, seed=seed, held_out=held_out)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "beatbus" / "real"
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from beatbus.errors import DependencyError
+from beatbus.errors import ConfigError, DependencyError
 
 from .bda import resolve_device
 from .network import NetworkActivation
@@ -158,17 +158,25 @@ def load_small(path: str | Path | None = None, *, device: str = "cpu") -> SmallN
 
     Raises
     ------
-    FileNotFoundError
-        When the checkpoint does not exist (train one with ``beatbus train beat-small``).
+    ConfigError
+        When the checkpoint does not exist (train one with ``beatbus train beat-small``) or is not
+        a ``small`` checkpoint (named as coming from ``$BEATBUS_SMALL_CHECKPOINT`` when it does).
     """
     if path is None:
         path = os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT
     p = Path(path)
+    where = f" ({CHECKPOINT_ENV})" if str(p) == os.environ.get(CHECKPOINT_ENV) else ""
     if not p.is_file():
-        raise FileNotFoundError(f"no small-model checkpoint at {str(p)!r}: run 'beatbus train beat-small --out {p}'")
-    ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    net = SmallNet(**ckpt["config"])
-    net.load_state_dict(ckpt["state_dict"], strict=True)
+        raise ConfigError(f"no small-model checkpoint at {str(p)!r}{where}: "
+                          f"run 'beatbus train beat-small --out {p}'")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        net = SmallNet(**ckpt["config"])
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except Exception as exc:  # noqa: BLE001  (pickle, zip, shape and key errors all mean one thing here)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{str(p)!r}{where} is not a small-model checkpoint "
+                          f"(one written by 'beatbus train beat-small'): {first}") from None
     return net.to(resolve_device(device)).eval()
 
 

@@ -77,7 +77,13 @@ def test_label_keeps_confident_stretches_of_a_real_recording(tmp_path: Path) -> 
 
 def test_train_on_recordings_and_a_synthetic_song_then_track_live(data, songs, tmp_path, monkeypatch) -> None:
     out = tmp_path / "small.pt"
-    r = beatbus_cmd("train", "beat-small", "--data", str(data), "--songs", "1", "--val-songs", "0",
+    mixed = tmp_path / "mixed"            # the recordings, and one whose pseudo-labels kept nothing
+    mixed.mkdir()
+    for f in data.iterdir():
+        (mixed / f.name).symlink_to(f.resolve())
+    (mixed / "nothing_kept.flac").symlink_to(BEATS_DIR / "hainsworth_001.flac")
+    (mixed / "nothing_kept.beats").write_text("# keep none\n")
+    r = beatbus_cmd("train", "beat-small", "--data", str(mixed), "--songs", "1", "--val-songs", "0",
                     "--songs-dir", str(songs), "--seed", "11", "--epochs", "1", "--out", str(out),
                     "--cache-dir", str(tmp_path / "cache"), timeout=300)
     assert r.returncode == 0, r.stderr
@@ -85,6 +91,7 @@ def test_train_on_recordings_and_a_synthetic_song_then_track_live(data, songs, t
     assert np.isfinite(res["train_loss"]) and np.isfinite(res["held_out_loss"]) and res["val_loss"] is None
     assert "epoch 1/1" in r.stdout and "held-out recordings" in r.stdout
     assert "2 training" in r.stdout and "1 held out" in r.stdout
+    assert "1 with no kept stretch left out: nothing_kept" in r.stdout   # never the held-out file
     net = load_small(out)
     meta = torch.load(out, weights_only=True)["meta"]
     assert meta["held_out"] and set(meta["held_out"]) < set(FILES)
@@ -145,3 +152,15 @@ def test_bad_training_data_is_one_line(tmp_path: Path) -> None:
     r = beatbus_cmd("train", "beat-small", "--data", str(tmp_path), "--songs", "0", "--out", str(tmp_path / "o.pt"),
                     timeout=120)
     assert r.returncode != 0 and "no annotated audio" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_missing_or_broken_checkpoint_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    clip = str(BEATS_DIR / "madmom_sample.flac")
+    for ckpt, text in ((tmp_path / "missing.pt", "no small-model checkpoint at"),
+                       (broken, "is not a small-model checkpoint")):
+        r = beatbus_cmd("eval", "beats", clip, "--backend", "small", env={CHECKPOINT_ENV: str(ckpt)}, timeout=120)
+        last = r.stderr.strip().splitlines()[-1]
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+        assert last.startswith("beatbus: error: ") and text in last and CHECKPOINT_ENV in last, last
