@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from beatbus.errors import ConfigError
+
 __all__ = ["run_bench", "format_table", "add_arguments", "main"]
 
 CHUNK = 441  # samples per tick: 20 ms at 22050 Hz
@@ -41,6 +43,11 @@ def _load_streams(n: int, seconds: float, audio_dir: Path | None) -> list[np.nda
 
     need = int(seconds * SR)
     files = sorted(audio_dir.glob("*.flac")) if audio_dir is not None and audio_dir.is_dir() else []
+    if not files and audio_dir is not None and Path(audio_dir).resolve() != DEFAULT_AUDIO.resolve():
+        # click tracks stand in only for the default folder (a checkout without ../shared): a folder
+        # the user named must be there
+        raise ConfigError(f"--audio {audio_dir}: no such folder" if not Path(audio_dir).is_dir()
+                          else f"--audio {audio_dir}: no .flac files in it")
     signals: list[np.ndarray] = []
     cache: dict[Path, np.ndarray] = {}
     for i in range(n):
