@@ -21,7 +21,6 @@ from beatbus.log import setup_logging
 __all__ = ["register", "parse_numbers"]
 
 # not imported from processors.beat.small: that imports torch, too slow for ``beatbus --help``
-_SMALL_CKPT = Path(__file__).resolve().parent.parent / "processors" / "beat" / "data" / "small.pt"
 _SONGS_DIR = Path.home() / ".cache" / "beatbus" / "synth"
 _REAL_CACHE = Path.home() / ".cache" / "beatbus" / "real"
 
@@ -446,7 +445,8 @@ def _register_hls(commands: dict) -> None:
     p.add_argument("--data", type=Path, action="append", metavar="DIR",
                    help="recordings (files or folders) distilled on besides the --songs (repeatable; --songs 0: "
                         "recordings only); the targets are the checkpoint's own outputs, so no annotation is needed")
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help=f"weights prefix (default {DEFAULT_WEIGHTS})")
+    p.add_argument("--out", type=Path, required=True,
+                   help=f"weights prefix (the shipped ones are {DEFAULT_WEIGHTS}: never overwritten by default)")
     p.set_defaults(func=cmd_hls_train)
 
     p = hls.add_parser("csim", help="C simulation vs QKeras vs torch on the dev songs")
@@ -498,8 +498,9 @@ def register(commands: dict) -> None:
     p = train.add_parser("beat-small", help="train the small beat activation model on synthetic songs and "
                                             "annotated recordings")
     _data_opts(p, epochs=40)
-    p.add_argument("--out", type=Path, default=_SMALL_CKPT,
-                   help="checkpoint (default: the shipped processors/beat/data/small.pt)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="checkpoint to write (the shipped one, processors/beat/data/small.pt, is never overwritten "
+                        "by default)")
     p.add_argument("--distill", type=float, default=0.3, help="share of BeatNet model 1 in the targets (default 0.3)")
     p.add_argument("--augment", type=int, default=0,
                    help="degraded copies (EQ, reverb, noise, codecs, ...) per training song or recording "
