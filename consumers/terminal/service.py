@@ -1,4 +1,5 @@
-"""Terminal consumer: prints each beat as ``time  bar.beat  bpm  confidence  bar-graph``.
+"""Terminal consumer: prints each beat as ``time  bar.beat  bpm  confidence  bar-graph`` (led by the
+source's name when it follows several).
 
 A fan-out reader (plain XREAD from ``$``): it shows what is happening now and never
 holds up other consumers.
@@ -49,7 +50,7 @@ class TerminalConsumer(Service):
         self.color = out.isatty() if color is None else color
         self.exit_on_end = exit_on_end
         self.ended: set[str] = set()
-        self.beats = 0
+        self.beats = dict.fromkeys(self.sources, 0)   # per source: each closing line counts its own
         self.events = EventReader(bus, [keys.stream(s, keys.StreamKind.BEATS) for s in self.sources],
                                   what="read beats", block_ms=settings.block_ms)
 
@@ -59,19 +60,27 @@ class TerminalConsumer(Service):
     def step(self, stop: threading.Event) -> bool:
         for _stream, _entry_id, ev in self.events.read(stop, count=100):
             if isinstance(ev, BeatEvent):
-                self.beats += 1
-                console(self.out).line(format_beat(ev, color=self.color))   # above an LED status line
+                self.beats[ev.source] = self.beats.get(ev.source, 0) + 1
+                line = format_beat(ev, color=self.color)
+                if len(self.sources) > 1:       # several sources interleave: say whose beat it is
+                    line = f"{ev.source:>{self._width}}  {line}"
+                console(self.out).line(line)   # above an LED status line
             elif isinstance(ev, StreamEnd):
                 self.ended.add(ev.source)
                 console(self.out).line(f"-- {ev.source}: end of stream at {ev.timestamp:.2f}s ({ev.reason}), "
-                                       f"{self._counted()}")
+                                       f"{self._counted(ev.source)}")
         return not (self.exit_on_end and self.ended >= set(self.sources))
 
     def drain(self) -> None:
         # stopped before the stream's end (--duration, Ctrl-C, SIGTERM): a closing line all the same
         for source in self.sources:
             if source not in self.ended:
-                console(self.out).line(f"-- {source}: stopped before the end of the stream, {self._counted()}")
+                console(self.out).line(f"-- {source}: stopped before the end of the stream, {self._counted(source)}")
 
-    def _counted(self) -> str:
-        return f"{self.beats} beat" + ("" if self.beats == 1 else "s")
+    @property
+    def _width(self) -> int:
+        return max(map(len, self.sources))
+
+    def _counted(self, source: str) -> str:
+        n = self.beats.get(source, 0)
+        return f"{n} beat" + ("" if n == 1 else "s")
