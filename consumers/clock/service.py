@@ -77,7 +77,8 @@ class ClockService(Service):
         self.beats = keys.stream(self.source, keys.StreamKind.BEATS)
         self.events = EventReader(bus, [self.beats, keys.stream(self.source, keys.StreamKind.SECTIONS)],
                                   kind=Event, what="read beats", block_ms=settings.block_ms)
-        self.section: str | None = None
+        self.section: str | None = None       # the label of the open confirmed section sent last ...
+        self.section_start = float("-inf")      # ... and where that section starts
 
     def setup(self) -> None:
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
@@ -95,13 +96,22 @@ class ClockService(Service):
                 BUS_LAG.labels("beats").set(max(0.0, time.time() - ev.emitted_at))
                 self.runner.beat(ev)
             elif isinstance(ev, SectionEvent):
-                if ev.label != self.section:
-                    self.section = ev.label
-                    self.runner.section(ev.label, ev.confidence)
+                self._on_section(ev)
             elif isinstance(ev, StreamEnd) and stream == self.beats:     # the beat processor's end of the stream
                 self.runner.end()
                 ended = True
         return not (ended and self.exit_on_end)
+
+    def _on_section(self, ev: SectionEvent) -> None:
+        """Send the playing section's label when it changes. Only a confirmed (or revised) section that
+        is still open counts, as for the trigger's patterns: a tentative one may vanish, and a section
+        confirmed or relabelled after it closed is the past, not what plays now."""
+        if ev.status == "tentative" or ev.end is not None or ev.start < self.section_start - 1e-6:
+            return
+        self.section_start = ev.start
+        if ev.label != self.section:
+            self.section = ev.label
+            self.runner.section(ev.label, ev.confidence)
 
     def drain(self) -> None:
         self.runner.stop()

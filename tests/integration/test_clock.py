@@ -16,7 +16,7 @@ import pytest
 
 from beatbus import keys
 from beatbus.bus import Bus
-from beatbus.schemas import AudioFrame, from_fields
+from beatbus.schemas import AudioFrame, SectionEvent, from_fields
 
 from support.daemons import Daemon, daemon_env
 from support.procs import beatbus_cmd, eventually
@@ -103,6 +103,45 @@ def test_clock_sends_osc_beats_bars_on_the_click_and_stops_at_its_end(redis_serv
     t0 = first.wall_ns / 1e9
     offsets = (arrivals - t0 + 0.25) % 0.5 - 0.25          # to the nearest click beat, signed (+ = late)
     assert np.percentile(np.abs(offsets), 50) < 0.040, np.round(offsets * 1000, 1)
+
+
+def test_osc_section_follows_the_playing_confirmed_section_only(redis_server, tmp_path):
+    """The structure daemon's stream as it really runs: tentative sections, a section confirmed after it
+    closed, a relabel of a past section. Only the playing (open, confirmed) section's label changes are
+    sent, as the trigger's patterns follow confirmed sections only."""
+    env = daemon_env(REDIS_URL=redis_server.url, BEATBUS_METRICS_ADDR="off", BEATBUS_SOURCE="sec")
+    stream = keys.stream("sec", keys.StreamKind.SECTIONS)
+
+    def section(start, label, status, end=None):
+        now = time.time()
+        return SectionEvent(source="sec", start=start, end=end, system_time=now, emitted_at=now, label=label,
+                            confidence=0.5, status=status)
+
+    sequence = [
+        section(0.0, "unknown", "tentative"),
+        section(0.0, "intro", "confirmed"),                 # sent: intro plays
+        section(10.3, "chorus", "tentative"),               # may vanish: not sent
+        section(0.0, "intro", "confirmed", end=10.3),       # the intro closing: the past
+        section(10.3, "verse", "confirmed"),                # sent: verse plays
+        section(0.0, "outro", "revised", end=10.3),         # a relabel of the past: not sent
+        section(10.3, "chorus", "revised"),                 # the playing section relabelled: sent
+        section(10.3, "chorus", "confirmed"),               # the same label again: nothing new
+    ]
+    with OscReceiver() as rx:
+        clock = Daemon("clock", ["clock", "run", "--osc", f"127.0.0.1:{rx.port}"], env=env, workdir=tmp_path).start()
+        try:
+            eventually(lambda: clock.poll_ready() or not clock.alive(), 60, "the clock to be ready")
+            bus = Bus.connect(redis_server.url)
+            try:
+                for ev in sequence:
+                    bus.publish(stream, ev, maxlen=100)
+            finally:
+                bus.close()
+            eventually(lambda: len(rx.of("/beatbus/section")) >= 3 or not clock.alive(), 20, "three section messages")
+            time.sleep(0.5)                                  # nothing else may follow
+        finally:
+            clock.stop()
+    assert [a[0] for _, a in rx.of("/beatbus/section")] == ["intro", "verse", "chorus"], rx.messages
 
 
 def test_midi_without_an_alsa_sequencer_is_one_line_and_exit_2():
