@@ -159,6 +159,7 @@ class ClockScheduler:
     _run: int = 0
     _tempo_jumps: int = 0
     _song16: int = 0                      # 16ths since the start, whole bars
+    _bar_no: int = 0                      # the clock's own bar count: the tracker's at the start, then +1 a bar
     _bar_meter: int = 4                   # meter of the bar in progress
     _tempo_sent: float | None = None
     _pending: list[Cue] = field(default_factory=list)
@@ -299,11 +300,13 @@ class ClockScheduler:
         meter, bpm = self._bars.meter, self.bpm
         cues = []
         if self.tick == 0:
-            self.running, self._song16, self._bar_meter = True, 0, meter
+            self.running, self._song16, self._bar_meter, self._bar_no = True, 0, meter, bar
             cues.append(Cue(due, "start"))
         elif bib == 1:
             self._song16 += 4 * self._bar_meter     # whole bars: a moved downbeat realigns the receiver
             self._bar_meter = meter
+            self._bar_no += 1                       # never skipped or repeated when the tracker renumbers
+        bar = self._bar_no
         if bib == 1:
             cues.append(Cue(due, "bar", beat=b, bar=bar, meter=meter, song_position=self._song16))
         if self._tempo_sent is None or abs(bpm - self._tempo_sent) >= self.tempo_step_bpm:

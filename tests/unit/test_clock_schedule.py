@@ -160,6 +160,25 @@ def test_a_phase_jump_resyncs_ticks_stay_in_order_and_a_moved_downbeat_realigns_
     assert 2.5 in np.round(np.diff(downbeats), 3)
 
 
+def test_bar_numbers_are_the_clocks_own_count_whatever_the_tracker_says():
+    """The tracker renumbers bars (a moved downbeat, a meter it changes its mind about): bar cues still
+    count up by one from the tracker's bar at the start, and every beat cue carries its bar's number."""
+    sched = ClockScheduler()
+    beats = _beats(80, shift_bib_at=30)
+    renumbered = [(k, t, b, n, bib, bar + (7 if k >= 50 else 0) - (3 if 60 <= k < 65 else 0))
+                  for k, t, b, n, bib, bar in beats]
+    cues = [c for _, c in drive(sched, renumbered, until=T0 + 40)]
+    bars = [c.bar for c in cues if c.kind == "bar"]
+    assert len(bars) > 10 and bars == list(range(bars[0], bars[0] + len(bars)))
+    assert bars[0] == next(c for c in cues if c.kind == "beat").bar
+    current = None
+    for c in cues:
+        if c.kind == "bar":
+            current = c.bar
+        elif c.kind == "beat":
+            assert c.bar == current
+
+
 def test_the_stream_end_stops_at_once_and_the_next_lock_starts_again():
     sched, sink = ClockScheduler(), RecordingSink()
     first = _beats(20)
