@@ -98,8 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not settings.redis_url:      # so that `beatbus api` and the other daemons can join this pipeline
             print(f"beatbus: other beatbus commands join it with REDIS_URL={bus.url}", file=sys.stderr, flush=True)
         try:
+            # stopped (--duration, Ctrl-C): the producer first, so the end of the stream reaches every
+            # reader, a clock or LED daemon joined through REDIS_URL too
             return run_services([*consumers, *stages, processor, producer], metrics_addr=settings.metrics_addr,
-                                until=[terminal], duration=args.duration)
+                                until=[terminal], duration=args.duration, sources=[producer])
         finally:
             if dashboard is not None:
                 dashboard.stop()

@@ -162,15 +162,22 @@ class Service:
 
 
 def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
-                 until: Sequence[Service] | None = None, duration: float | None = None) -> int:
+                 until: Sequence[Service] | None = None, duration: float | None = None,
+                 sources: Sequence[Service] = ()) -> int:
     """Run services in threads until a signal, ``duration`` or the ``until`` services finish.
 
     Services start in the given order, each after the previous one's ``setup`` finished.
+    ``sources`` (a whole pipeline in one process, ``beatbus run``) stop first: their end-of-stream
+    markers then flow through the other stages, so every reader, in this process or another, sees
+    the stream end; the rest stop when the ``until`` services finished (or the stop budget is spent).
+    A second signal stops everything at once.
 
     Returns 0 on a clean stop, 1 if a service died with an unexpected error; re-raises a
     BeatbusError (a user error such as an unreadable file) for the CLI to print.
     """
     stop = threading.Event()
+    halt = threading.Event()                       # asked to stop: a signal, or the run is over
+    source_stop = threading.Event() if sources else stop
     for s in services:
         publish_role(s.name)
     bound = serve_metrics(metrics_addr, role=services[0].name if services else None)
@@ -179,7 +186,9 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
 
     def _on_signal(signum, _frame):
         log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        if halt.is_set():
+            stop.set()                             # a second signal: no ordered stop
+        halt.set()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -189,10 +198,10 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     # Start in order, each once the previous is ready, so readers exist before writers.
     threads = []
     for s in services:
-        t = threading.Thread(target=s.run, args=(stop,), name=s.name, daemon=True)
+        t = threading.Thread(target=s.run, args=(source_stop if s in sources else stop,), name=s.name, daemon=True)
         t.start()
         threads.append(t)
-        while not (s.ready.wait(0.05) or s.done.is_set() or stop.is_set()):
+        while not (s.ready.wait(0.05) or s.done.is_set() or halt.is_set()):
             pass
     # What exists now (libraries, models) lives as long as the process: out of the collector's
     # sight, a full collection scans only what the loops allocate (with torch loaded one took
@@ -205,7 +214,7 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     started = time.monotonic()
     waiters = list(until) if until is not None else list(services)
     try:
-        while not stop.is_set():
+        while not halt.is_set():
             if any(s.error for s in services):
                 break
             if all(s.done.is_set() for s in waiters):
@@ -216,13 +225,20 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
             if wd_every is not None and watchdog.due(now) \
                     and all(now - s.tick < 2 * wd_every or s.done.is_set() for s in services):
                 watchdog.ping(now)
-            stop.wait(min(wd_every or 0.1, 0.1))
+            halt.wait(min(wd_every or 0.1, 0.1))
     finally:
         sd_notify("STOPPING=1")
-        stop.set()
         # one bound for every drain together, well inside systemd's TimeoutStopSec (30 s): a drain
         # blocked on a broker that does not answer must not hold the process past it
         deadline = time.monotonic() + STOP_S
+        if sources and not stop.is_set():
+            source_stop.set()
+            # half the budget for the end markers to reach the readers, the rest for the drains
+            follow = time.monotonic() + STOP_S / 2
+            while time.monotonic() < follow and not stop.is_set() and not any(s.error for s in services) \
+                    and not all(s.done.is_set() for s in waiters):
+                time.sleep(0.05)
+        stop.set()
         for t in threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = [s.name for s, t in zip(services, threads) if t.is_alive()]

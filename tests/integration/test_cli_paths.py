@@ -8,6 +8,8 @@ file with labelled sections whose boundaries land near the annotated ones. Defau
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import mir_eval
 import numpy as np
@@ -41,12 +43,20 @@ def test_run_file_in_real_time_prints_the_annotated_beats():
     assert f >= BEAT_F_FLOOR, f"run {SONG.name}: beat F {f:.3f} < {BEAT_F_FLOOR}"
 
 
-def test_run_stopped_by_duration_says_so_in_its_last_line():
-    r = beatbus_cmd("run", str(SONG), "--duration", "6", "--backend", "dsp", timeout=120)
+def test_run_stopped_by_duration_ends_the_stream_for_every_reader(redis_server):
+    """Stopped before the file's end, the pipeline still ends its streams (producer first, its end marker
+    through the processor): a clock or LED daemon joined to the same broker sees the end too."""
+    r = beatbus_cmd("run", str(SONG), "--duration", "6", "--backend", "dsp", env={"REDIS_URL": redis_server.url},
+                    timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     last = r.stdout.strip().splitlines()[-1]
     beats = sum(" BPM " in line for line in r.stdout.splitlines())
-    assert beats >= 3 and last == f"-- default: stopped before the end of the stream, {beats} beats", r.stdout
+    assert beats >= 3 and re.fullmatch(rf"-- default: end of stream at [5-7]\.\d\ds \(stopped\), {beats} beats", last), \
+        r.stdout
+    # read from outside: the last entry of the beats stream is the end, as a daemon reading it would see
+    out = subprocess.run(["redis-cli", "-u", redis_server.url, "--raw", "XREVRANGE", "bb:{default}:beats", "+", "-",
+                          "COUNT", "1"], capture_output=True, text=True, timeout=10).stdout
+    assert '"type":"stream_end"' in out.replace(" ", "") and '"reason":"stopped"' in out.replace(" ", ""), out
 
 
 def test_analyze_json_finds_the_annotated_beats_and_tempo():
