@@ -13,6 +13,7 @@ out of range are rejected loudly with the key named.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -134,13 +135,26 @@ def state_dir(env: dict[str, str] | None = None) -> Path:
     return Path(env.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "beatbus"
 
 
+# The tables a config file may hold besides the core's keys: each belongs to a stage's own loader
+# (stage_table); any other name is a typo that would otherwise be ignored without a word.
+TABLES = ("beatbus", "api", "clock", "generate", "led", "trigger")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     doc = read_toml(path)
+    unknown = sorted(k for k, v in doc.items() if isinstance(v, dict) and k not in TABLES)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown table {', '.join(f'[{k}]' for k in unknown)} "
+                          f"(tables: {', '.join(f'[{k}]' for k in TABLES)})")
+    flat = {k: v for k, v in doc.items() if not isinstance(v, dict)}
     if "beatbus" in doc:
+        if flat:
+            raise ConfigError(f"config file {path}: {', '.join(sorted(flat))} outside the [beatbus] table: "
+                              "put the core's keys either at the top or in [beatbus], not both")
         return doc["beatbus"]
     # Flat file: the core's keys are the top-level scalars; tables such as [led] or
     # [trigger] belong to their stages' own loaders (stage_table).
-    return {k: v for k, v in doc.items() if not isinstance(v, dict)}
+    return flat
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
@@ -180,4 +194,19 @@ def load_settings(flags: dict[str, Any] | None = None, *, config_file: str | os.
         # strict=False lets env strings become ints/floats; ranges are still enforced.
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+        raise ConfigError(f"invalid configuration{_origin(str(exc), flags, env, config_file)}: {exc}") from None
+
+
+def _origin(message: str, flags: dict[str, Any] | None, env: dict[str, str], config_file) -> str:
+    """`` (BEATBUS_BLOCK_MS)``: where the value msgspec refused (``... at `$.block_ms```) came from."""
+    m = re.search(r"at `\$\.(\w+)`", message)
+    if not m:
+        return ""
+    key = m.group(1)
+    if (flags or {}).get(key) is not None:
+        return f" (--{key.replace('_', '-')})"
+    name = "REDIS_URL" if key == "redis_url" and env.get("REDIS_URL") else f"BEATBUS_{key.upper()}"
+    if env.get(name):
+        return f" ({name})"
+    path = config_file or env.get("BEATBUS_CONFIG")
+    return f" (config file {path})" if path else ""

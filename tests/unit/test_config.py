@@ -41,6 +41,33 @@ def test_unknown_file_key_rejected(tmp_path):
         load_settings({}, config_file=cfg, env={})
 
 
+def test_unknown_tables_and_keys_in_two_places_are_refused(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('source = "s"\n[clokc]\nosc = ["127.0.0.1:9000"]\n')
+    with pytest.raises(ConfigError, match=r"unknown table \[clokc\] \(tables: \[beatbus\], \[api\], \[clock\]"):
+        load_settings({}, config_file=cfg, env={})
+    cfg.write_text('source = "flat"\n[beatbus]\nlog_level = "debug"\n')
+    with pytest.raises(ConfigError, match=r"source outside the \[beatbus\] table"):
+        load_settings({}, config_file=cfg, env={})
+    cfg.write_text('source = "flat"\n[led]\npixels = 30\n')       # a stage's table beside flat core keys
+    assert load_settings({}, config_file=cfg, env={}).source == "flat"
+
+
+@pytest.mark.parametrize("where, needle", [
+    ({"env": {"BEATBUS_BLOCK_MS": "abc"}}, "(BEATBUS_BLOCK_MS)"),
+    ({"flags": {"block_ms": "abc"}}, "(--block-ms)"),
+    ({"file": "block_ms = 'abc'\n"}, "(config file "),
+])
+def test_a_refused_value_says_where_it_came_from(tmp_path, where, needle):
+    cfg = None
+    if "file" in where:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(where["file"])
+    with pytest.raises(ConfigError) as exc:
+        load_settings(where.get("flags", {}), config_file=cfg, env=where.get("env", {}))
+    assert str(exc.value).startswith(f"invalid configuration {needle}") and "block_ms" in str(exc.value)
+
+
 def test_missing_and_broken_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings({}, config_file=tmp_path / "nope.toml", env={})
