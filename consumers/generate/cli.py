@@ -24,7 +24,8 @@ __all__ = ["register"]
 
 
 def _gen_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("generation (flags > BEATBUS_GENERATE_* env > [generate] in TOML)")
+    g = p.add_argument_group("generation (flags > BEATBUS_GENERATE_<KEY> env (the models: BEATBUS_MUSICGEN_MODEL, "
+                               "BEATBUS_MUSICGEN_MELODY_MODEL, BEATBUS_CLAP_MODEL; BEATBUS_STATE_DIR) > [generate] in TOML)")
     g.add_argument("--state-dir", dest="state_dir", help=DESCRIPTIONS["state_dir"])
     g.add_argument("--queue", help=DESCRIPTIONS["queue"])
     g.add_argument("--musicgen-model", dest="musicgen_model", help=DESCRIPTIONS["musicgen_model"])

@@ -26,6 +26,7 @@ import msgspec
 
 from beatbus import keys
 from beatbus.config import layered, state_dir
+from beatbus.deprecation import deprecated
 from beatbus.errors import ConfigError
 
 __all__ = ["GenerateConfig", "load_generate_config", "DESCRIPTIONS", "default_state_dir", "job_timeout",
@@ -33,6 +34,8 @@ __all__ = ["GenerateConfig", "load_generate_config", "DESCRIPTIONS", "default_st
 
 M = msgspec.Meta
 SECTION_LABELS = ("intro", "verse", "chorus", "bridge", "outro")
+# settings whose environment name is not BEATBUS_GENERATE_<KEY>: the model locations (a worker's too)
+# and the state directory every stage shares; BEATBUS_GENERATE_<KEY> still works for them, and says so
 _ENV_ALIASES = {"musicgen_model": "BEATBUS_MUSICGEN_MODEL", "musicgen_melody_model": "BEATBUS_MUSICGEN_MELODY_MODEL",
                 "clap_model": "BEATBUS_CLAP_MODEL", "state_dir": "BEATBUS_STATE_DIR"}
 
@@ -139,7 +142,14 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
             if val:
                 out[key] = [s.strip() for s in val.split(",") if s.strip()]
             continue
-        val = env.get(f"BEATBUS_GENERATE_{key.upper()}") or env.get(_ENV_ALIASES.get(key, ""), "")
+        stage_name = f"BEATBUS_GENERATE_{key.upper()}"
+        if key in _ENV_ALIASES:      # one name per concept: the model paths and the shared state dir
+            val = env.get(_ENV_ALIASES[key], "")
+            if not val and env.get(stage_name):
+                deprecated(stage_name, _ENV_ALIASES[key])
+                val = env[stage_name]
+        else:
+            val = env.get(stage_name, "")
         if val:
             out[key] = val
     if "state_dir" not in out and env.get("STATE_DIRECTORY"):

@@ -92,6 +92,15 @@ def test_config_sources_and_precedence(tmp_path):
     assert labels == ["verse", "outro"]
 
 
+def test_one_environment_name_per_generation_setting(capsys):
+    """The model paths and the state dir have one name each; BEATBUS_GENERATE_<KEY> works for them and says so."""
+    both = {"BEATBUS_MUSICGEN_MODEL": "/models/new", "BEATBUS_GENERATE_MUSICGEN_MODEL": "/models/old"}
+    assert load_generate_config({}, env=both).musicgen_model == "/models/new"
+    assert load_generate_config({}, env={"BEATBUS_GENERATE_STATE_DIR": "/srv/old"}).state_dir == "/srv/old"
+    err = capsys.readouterr().err
+    assert "beatbus: warning: BEATBUS_GENERATE_STATE_DIR is deprecated; use BEATBUS_STATE_DIR" in err
+
+
 @pytest.mark.parametrize("flags, needle", [
     ({"policy": "sometimes"}, "policy"), ({"every_bars": 0}, "every_bars"), ({"overlap_seconds": 20,
                                                                              "window_seconds": 10}, "overlap"),
