@@ -58,6 +58,7 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 MAX_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10000
 DEAD_MARK_TTL_S = 3600      # long past any reader's lag: a later reader of the entry finds the mark
+REJECT_LOG_EVERY_S = 60.0   # a stream's rejected entries: one log line a minute, every one counted
 ENDS_KEPT, ENDS_TTL_S = 100, 24 * 3600   # genuine end ids remembered per stream (as long as a checkpoint)
 
 # XADD a StreamEnd and record its id, in one step; with a lease key (KEYS[3]), only while ARGV[2] holds it.
@@ -126,6 +127,7 @@ class Bus:
     def __init__(self, url: str, *, name: str = "beatbus"):
         self.url = url
         self.name = name
+        self._reject_lines: dict[tuple[str, str], list] = {}   # (stream, reason) -> [last line at, since then]
         scheme, sep, rest = url.partition("://")
         self.cluster = scheme in CLUSTER_SCHEMES
         common = dict(socket_timeout=5, socket_connect_timeout=3, health_check_interval=15, client_name=name)
@@ -259,11 +261,26 @@ class Bus:
         mark it moves it."""
         try:
             if self.redis.set(keys.dead_letter_mark(stream, entry_id), 1, nx=True, ex=DEAD_MARK_TTL_S):
-                what = "malformed entry" if reason == "malformed" else "unverified stream end"
-                log.warning(f"{what} dead-lettered", extra={"stream": stream, "id": entry_id, "error": detail})
+                self._log_reject(stream, entry_id, reason, detail)
                 self.dead_letter(stream, entry_id, fields, reason, detail=detail)
         except BROKER_ERRORS:
             pass  # the entry is still in its stream; the caller's count records the loss of context
+
+    def _log_reject(self, stream: str, entry_id: str, reason: str, detail: str) -> None:
+        """One line per stream and reason a minute: a bad writer must not flood the journal (every
+        entry is still counted and dead-lettered; the next line says how many came in between)."""
+        now = time.monotonic()
+        seen = self._reject_lines.get((stream, reason))
+        if seen is not None and now - seen[0] < REJECT_LOG_EVERY_S:
+            seen[1] += 1
+            return
+        what = "malformed entry" if reason == "malformed" else "unverified stream end"
+        extra = {"stream": stream, "id": entry_id, "error": detail}
+        if seen is not None and seen[1]:
+            extra["more_since_last_line"] = seen[1]
+        log.warning(f"{what} dead-lettered (more on this stream: one line a minute, all in {keys.dead_letter(stream)})",
+                    extra=extra)
+        self._reject_lines[(stream, reason)] = [now, 0]
 
     # -- registry and checkpoints -----------------------------------------------------
     def heartbeat(self, source: str, *, pipeline=None) -> None:

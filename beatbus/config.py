@@ -54,7 +54,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 DESCRIPTIONS: dict[str, str] = {
-    "redis_url": "Broker URL (redis://, rediss://, unix://, or redis+cluster:// for a Redis Cluster). Unset: an embedded server for `beatbus run`.",
+    "redis_url": ("Broker URL (redis://, rediss://, unix://, or redis+cluster:// for a Redis Cluster). "
+                  "Unset: an embedded server for `beatbus run`."),
     "rq_url": "Redis for the generation job queue (rq needs a plain Redis, not a cluster). "
               "Unset: the broker (REDIS_URL).",
     "source": "Source name: which audio stream a daemon produces or consumes.",

@@ -22,7 +22,8 @@ def cmd_consume_terminal(args: argparse.Namespace) -> int:
 
 def register(commands: dict) -> None:
     """Add ``consume terminal`` to the ``beatbus`` parser."""
-    ct = subcommands(commands, "consume", "consumer daemons").add_parser("terminal", help="print beats (led by the source name when it follows several)")
+    ct = subcommands(commands, "consume", "consumer daemons").add_parser(
+        "terminal", help="print beats (led by the source name when it follows several)")
     ct.add_argument("--sources", nargs="*", help="sources to follow (default: the configured --source)")
     ct.add_argument("--exit-on-end", action="store_true", help="exit when every source has ended")
     add_common_options(ct)

@@ -16,7 +16,8 @@ def _reading(bus) -> bool:
 
 
 def test_several_sources_are_told_apart_and_counted_apart(broker, bus):
-    proc = spawn("consume", "terminal", "--sources", "alpha", "be", "--exit-on-end", env={"REDIS_URL": broker.url, "NO_COLOR": "1"})
+    proc = spawn("consume", "terminal", "--sources", "alpha", "be", "--exit-on-end",
+                 env={"REDIS_URL": broker.url, "NO_COLOR": "1"})
     try:
         deadline = time.monotonic() + 30
         while not _reading(bus) and time.monotonic() < deadline and proc.poll() is None:
@@ -36,3 +37,25 @@ def test_several_sources_are_told_apart_and_counted_apart(broker, bus):
     assert [ln.split()[0] for ln in beats] == ["alpha"] * 3 + ["be"] * 2, out
     assert any(ln.startswith("-- alpha: end of stream") and ln.endswith(", 3 beats") for ln in lines), out
     assert any(ln.startswith("-- be: end of stream") and ln.endswith(", 2 beats") for ln in lines), out
+
+
+def test_a_flood_of_malformed_entries_is_counted_whole_and_logged_once(broker, bus):
+    """A bad writer's 50 entries: every one dead-lettered, one log line (state changes, not packets)."""
+    proc = spawn("consume", "terminal", "--sources", "mal", "--exit-on-end", env={"REDIS_URL": broker.url})
+    try:
+        deadline = time.monotonic() + 30
+        while not _reading(bus) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        stream = keys.stream("mal", keys.StreamKind.BEATS)
+        for i in range(50):
+            bus.redis.xadd(stream, {"data": f"garbage{i}"})
+        deadline = time.monotonic() + 20
+        while bus.redis.xlen(keys.dead_letter(stream)) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bus.redis.xlen(keys.dead_letter(stream)) == 50
+        bus.publish(stream, StreamEnd(source="mal", timestamp=1.0), maxlen=1000)
+        proc.wait(timeout=10)
+    finally:
+        rc, _out, err = stop(proc)
+    assert rc == 0, err
+    assert sum("malformed entry dead-lettered" in line for line in err.splitlines()) == 1, err
