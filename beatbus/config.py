@@ -32,7 +32,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str | None = None
     rq_url: str | None = None
     source: Annotated[str, M(pattern=keys.NAME_PATTERN)] = "default"
-    metrics_addr: str = "auto"
+    # 'auto', 'off' or HOST:PORT, checked here so a bad value stops a command before it prints anything
+    metrics_addr: Annotated[str, M(pattern=r"^(?:[Aa][Uu][Tt][Oo]|[Oo][Ff][Ff]|\S*:\d{1,5})$")] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     sr: Annotated[int, M(ge=8000, le=96000)] = 22050
@@ -195,7 +196,22 @@ def load_settings(flags: dict[str, Any] | None = None, *, config_file: str | os.
         # strict=False lets env strings become ints/floats; ranges are still enforced.
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration{_origin(str(exc), flags, env, config_file)}: {exc}") from None
+        raise ConfigError(f"invalid configuration{_origin(str(exc), flags, env, config_file)}: "
+                          f"{_readable(str(exc), merged)}") from None
+
+
+# what a pattern-checked setting must look like, said in words instead of its regular expression
+_SHAPES = {"metrics_addr": "HOST:PORT, 'auto' or 'off'",
+           "source": "1-64 of A-Z a-z 0-9 _ . -",
+           "backend": "a backend name (lower case, digits and _)"}
+
+
+def _readable(message: str, merged: dict[str, Any]) -> str:
+    m = re.search(r"matching regex .* - at `\$\.(\w+)`", message)
+    if not m or m.group(1) not in _SHAPES:
+        return message
+    key = m.group(1)
+    return f"{key} {merged.get(key)!r} must be {_SHAPES[key]}"
 
 
 def _origin(message: str, flags: dict[str, Any] | None, env: dict[str, str], config_file) -> str:

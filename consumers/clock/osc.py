@@ -51,8 +51,10 @@ def parse_target(text: str) -> OscTarget:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> a resolved UDP target; ConfigError on anything else."""
     host, sep, port = str(text).strip().rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit():
         raise ConfigError(f"OSC target {text!r} must be HOST:PORT, e.g. 127.0.0.1:9000")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(f"OSC target {text!r}: port {port} is not 1-65535")
     try:
         ipaddress.ip_address(host)
         flags = socket.AI_NUMERICHOST

@@ -211,7 +211,8 @@ def _songs(path: Path) -> list[Path]:
     if path.is_file() and path.suffix == ".json":
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such folder")
+        raise FileNotFoundError(f"{path}: not a folder of synthetic songs (a song's .json plan names one)" if path.exists()
+                                else f"{path}: no such folder")
     return sorted(p for p in path.glob("*.json")
                   if (p.with_suffix(".flac").exists() or p.with_suffix(".wav").exists()) and p.with_suffix(".beats").exists())
 

@@ -160,6 +160,7 @@ def test_midi_without_an_alsa_sequencer_is_one_line_and_exit_2():
 @pytest.mark.parametrize("args, needle", [
     ([], "the clock goes nowhere: give --osc HOST:PORT"),
     (["--osc", "127.0.0.1"], "must be HOST:PORT"),
+    (["--osc", "127.0.0.1:99999"], "port 99999 is not 1-65535"),
     (["--osc", "127.0.0.1:9000", "--output-latency-ms", "-3"], "output_latency_ms"),
     (["--osc", "127.0.0.1:9000"], "cannot reach broker"),
 ])

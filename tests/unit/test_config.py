@@ -28,6 +28,7 @@ def test_config_file_from_env_and_beatbus_table(tmp_path):
     ({"block_ms": 5000}, "block_ms"),
     ({"backend": "Magic Backend!"}, "backend"),
     ({"source": "bad name"}, "source"),
+    ({"metrics_addr": "bogus"}, "metrics_addr"),
 ])
 def test_bad_values_name_the_key(flags, needle):
     with pytest.raises(ConfigError, match=needle):
