@@ -100,7 +100,7 @@ def test_bench_trigger_prints_a_latency_table(tmp_path):
                     timeout=120)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    assert "p50 ms" in lines[-2] and "p99 ms" in lines[-2]
-    assert lines[-1].split()[:4] == ["2", "4.0", "16", "16"]          # every trigger arrived
+    assert lines[-3].startswith("| sources |") and "| p50 ms | p99 ms |" in lines[-3]
+    assert [c.strip() for c in lines[-1].strip("|").split("|")][:5] == ["2", "4.0", "16", "16", "0"]  # all arrived once
     doc = orjson.loads(out.read_bytes())
     assert doc["duplicates"] == 0 and doc["p50_ms"] > 0
