@@ -18,9 +18,10 @@ The rule (``high`` is the ``adaptive_high_load`` setting, default 0.85):
   over the sources of a round, averaged over ``window``. A stage close to saturation keeps up on
   average but serves each source in longer and longer rounds: its load may sit just under
   ``high`` while its latency doubles. A constant offset (another host's clock) is no excess.
-- *Overloaded*: load > ``high``, or excess lag > ``lag_budget`` (0.05 s), or the largest lag of a
-  source exceeds ``max_lag`` and has grown by more than 5 % of the elapsed time over the last
-  ``degrade_hold`` seconds (falling behind).
+- *Overloaded*: load > ``high``, or, with the load at least ``low`` (below it the stage is idle and
+  a lag comes from upstream: a broker outage, a producer catching up), excess lag > ``lag_budget``
+  (0.05 s) or the largest lag of a source exceeds ``max_lag`` and has grown by more than 5 % of the
+  elapsed time over the last ``degrade_hold`` seconds (falling behind).
 - *Degrade* one source one level when overloaded has held for ``degrade_hold`` seconds (2) and
   ``degrade_cooldown`` seconds (2) have passed since the last change. Over the load threshold, as
   many one-level steps at once as bring the load projected with the levels' costs down to
@@ -148,7 +149,10 @@ class QualityGovernor:
         if len(self.levels) == 1 or not self._level:
             return []
 
-        if self.load > self.high or self.excess_lag > self.lag_budget or self._falling_behind(now):
+        # a lag counts only while the stage is busy: an idle one's lag comes from upstream (a broker
+        # outage, a producer catching up), and a cheaper level would not shorten it
+        lagging = self.load >= self.low and (self.excess_lag > self.lag_budget or self._falling_behind(now))
+        if self.load > self.high or lagging:
             self._fits_since = None
             self._over_since = now if self._over_since is None else self._over_since
             if (now - self._over_since >= self.degrade_hold and now - self._changed_at >= self.degrade_cooldown):

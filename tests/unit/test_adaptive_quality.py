@@ -100,8 +100,18 @@ def test_a_growing_lag_is_overload_a_constant_or_shrinking_one_is_not():
     assert g.excess_lag == 0.0
     g = gov3()                                  # a new owner catching up from a checkpoint
     assert run(g, [0.1] * 100, t0=20, lags=lambda t: {"a": max(0.0, 10 - (t - 20))}) == []
-    steps = run(g, [0.1] * 30, t0=50, lags=lambda t: {"b": 0.6 + 0.3 * (t - 50)})
+    steps = run(g, [0.7] * 30, t0=50, lags=lambda t: {"b": 0.6 + 0.3 * (t - 50)})
     assert steps and steps[0][1:] == ("c", 1)
+
+
+def test_an_idle_stage_is_not_degraded_for_a_lag_from_upstream():
+    """A broker outage: no audio for 5 s, then the backlog caught up in a few seconds, the stage nearly
+    idle throughout (a single source, 3 % load): its lag is the outage's, and a cheaper level would
+    not shorten it."""
+    g = gov3()
+    assert run(g, [0.03] * 20, lags=lambda t: {"a": 0.05}) == []
+    assert run(g, [0.03] * 50, t0=20, lags=lambda t: {"a": 0.05 + (t - 20)}) == []          # the outage
+    assert run(g, [0.03] * 40, t0=25, lags=lambda t: {"a": max(0.05, 5.05 - 2.0 * (t - 25))}) == []
 
 
 def test_sources_come_and_go_and_a_dsp_configuration_goes_down_one_meter_only():
