@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from beatbus.errors import ConfigError  # noqa: E402
 from beatbus.lab.train.beat_small import frame_targets, train_small  # noqa: E402
 from beatbus.processors.beat.bda import BeatNetActivation  # noqa: E402
 from beatbus.processors.beat.processor import BeatProcessor  # noqa: E402
@@ -76,7 +77,7 @@ def test_shipped_checkpoint_is_small_and_loads() -> None:
     assert DEFAULT_CHECKPOINT.is_file() and DEFAULT_CHECKPOINT.stat().st_size < 1_000_000
     net = load_small()
     assert sum(p.numel() for p in net.parameters()) < 50_000
-    with pytest.raises(FileNotFoundError, match="beatbus train beat-small"):
+    with pytest.raises(ConfigError, match="beatbus train beat-small"):
         load_small(DEFAULT_CHECKPOINT.with_name("missing.pt"))
 
 
