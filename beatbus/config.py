@@ -159,15 +159,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
+def _env_name(key: str, env: dict[str, str]) -> str | None:
+    """The variable a core setting is read from: ``BEATBUS_<KEY>``, for the broker also ``REDIS_URL``."""
+    for name in (f"BEATBUS_{key.upper()}", *(("REDIS_URL",) if key == "redis_url" else ())):
+        if env.get(name):
+            return name
+    return None
+
+
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if env.get("REDIS_URL"):
-        out["redis_url"] = env["REDIS_URL"]
-    for key in Settings.__struct_fields__:
-        val = env.get(f"BEATBUS_{key.upper()}")
-        if val is not None and val != "":
-            out[key] = val
-    return out
+    return {key: env[name] for key in Settings.__struct_fields__ if (name := _env_name(key, env))}
 
 
 def layered(fields, *, table: str | None, from_env, flags: dict[str, Any] | None,
@@ -202,7 +203,7 @@ def load_settings(flags: dict[str, Any] | None = None, *, config_file: str | os.
 
 # what a pattern-checked setting must look like, said in words instead of its regular expression
 _SHAPES = {"metrics_addr": "HOST:PORT, 'auto' or 'off'",
-           "source": "1-64 of A-Z a-z 0-9 _ . -",
+           "source": keys.NAME_RULE,
            "backend": "a backend name (lower case, digits and _)"}
 
 
@@ -222,8 +223,8 @@ def _origin(message: str, flags: dict[str, Any] | None, env: dict[str, str], con
     key = m.group(1)
     if (flags or {}).get(key) is not None:
         return f" (--{key.replace('_', '-')})"
-    name = "REDIS_URL" if key == "redis_url" and env.get("REDIS_URL") else f"BEATBUS_{key.upper()}"
-    if env.get(name):
+    name = _env_name(key, env)
+    if name:
         return f" ({name})"
     path = config_file or env.get("BEATBUS_CONFIG")
     return f" (config file {path})" if path else ""

@@ -11,7 +11,8 @@ from functools import lru_cache
 from .errors import ConfigError
 from .schemas.events import NAME_PATTERN  # the one source-name pattern
 
-__all__ = ["StreamKind", "Role", "NAME_PATTERN", "check_source", "stream", "parse", "source_of", "dead_letter",
+__all__ = ["StreamKind", "Role", "NAME_PATTERN", "NAME_RULE", "check_name", "check_source",
+           "stream", "parse", "source_of", "dead_letter",
            "dead_letter_mark", "stream_ends", "lease", "instances",
            "producer_claim", "checkpoint", "watched", "quality", "trigger_dedup", "generation_inflight",
            "generation_owner", "SOURCES", "PREFIX",
@@ -29,6 +30,7 @@ LED_CONSUMERS = f"{PREFIX}:led:consumers"  # sorted set: LED consumer name -> la
 LED_SETUP = f"{PREFIX}:led:setup"      # hash: LED consumer name -> JSON of its setup (devices, presets)
 LED_REPLY_TTL_S = 30                   # an answer nobody took (the API gave up waiting) goes away
 _NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = "1-64 of A-Z a-z 0-9 _ . -"  # NAME_PATTERN in words, for errors
 _STREAM_RE = re.compile(rf"^{PREFIX}:\{{([^}}]*)\}}:([^:]*)$")
 
 
@@ -54,11 +56,16 @@ class Role:
     STATEFUL = (BEAT, INTENSITY, STRUCTURE, HARMONY)   # own a source by lease and checkpoint it
 
 
+def check_name(name: str, what: str) -> str:
+    """Validate a name that goes into keys and URLs (:data:`NAME_PATTERN`); ``what`` names it in the error."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(f"{what} {name!r} is invalid: use {NAME_RULE}")
+    return name
+
+
 def check_source(source: str) -> str:
-    """Validate a source name (letters, digits, ``_ . -``; 1-64 chars)."""
-    if not isinstance(source, str) or not _NAME_RE.match(source):
-        raise ConfigError(f"source name {source!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
-    return source
+    """Validate a source name."""
+    return check_name(source, "source name")
 
 
 def stream(source: str, kind: str) -> str:

@@ -176,7 +176,7 @@ def run_services(services: Sequence[Service], *, metrics_addr: str = "off",
     BeatbusError (a user error such as an unreadable file) for the CLI to print.
     """
     stop = threading.Event()
-    halt = threading.Event()                       # asked to stop: a signal, or the run is over
+    halt = threading.Event()                       # a signal asked to stop (the other ends break the loop)
     source_stop = threading.Event() if sources else stop
     for s in services:
         publish_role(s.name)

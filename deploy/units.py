@@ -205,10 +205,7 @@ def _split_named(spec: str, what: str) -> tuple[str, str]:
         example = {"producer": "'stage=mic --mic-device 2'", "clock": "'stage=--osc 10.0.0.7:9000'"}
         raise ConfigError(f"--{what} {spec!r} must be NAME=ARGS, e.g. --{what} "
                           + example.get(what, "'strip=--output ddp://10.0.0.20'"))
-    try:
-        keys.check_source(name)
-    except ConfigError:
-        raise ConfigError(f"--{what} name {name!r} must be 1-64 of A-Z a-z 0-9 _ . -") from None
+    keys.check_name(name, f"--{what} name")
     return name, " ".join(args.split())
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import sys
 import threading
@@ -84,28 +83,40 @@ class LedPlan:
     setup: LedSetup = dataclasses.field(default_factory=LedSetup)
     consumer: str = DEFAULT_CONSUMER
     store: SetupStore | None = None
+    seeded: bool = False    # setup seeded from the flags / TOML, not saved yet: the consumer saves it on start
 
 
-def _load_setup(cfg: LedConfig, store: SetupStore | None) -> LedSetup:
-    """The saved setup when it was seeded from these flags / TOML, else a new one seeded from them (saved)."""
+def _load_setup(cfg: LedConfig, store: SetupStore | None) -> tuple[LedSetup, bool]:
+    """The saved setup when it was seeded from these flags / TOML, else a new one seeded from them.
+
+    The second value says the setup is new: the consumer writes it when it starts, so a start that is
+    refused (no broker, a bad flag found later) leaves the saved file as it was.
+    """
     if store is None:
-        return seed_setup(cfg)
+        return seed_setup(cfg), False
     saved = store.load()
     if saved is not None and saved.seed == seed_digest(cfg):
         log.info("LED setup loaded", extra={"path": str(store.path), "devices": len(saved.devices),
                                             "presets": len(saved.presets)})
-        return saved
-    setup = seed_setup(cfg, presets=saved.presets if saved is not None else None)
-    if saved is not None:
-        prev = store.keep_previous()
-        log.warning("the flags / TOML name other LED devices than the saved setup was seeded from: starting "
-                    "again from them", extra={"path": str(store.path), "previous": str(prev)})
+        return saved, False
+    return seed_setup(cfg, presets=saved.presets if saved is not None else None), True
+
+
+def save_seeded(plan: LedPlan) -> None:
+    """Write a setup just seeded from the flags / TOML, keeping a different saved one beside it."""
+    store = plan.store
+    if store is None or not plan.seeded:
+        return
     try:
-        store.save(setup)
+        prev = store.keep_previous()
+        if prev is not None:
+            log.warning("the flags / TOML name other LED devices than the saved setup was seeded from: starting "
+                        "again from them", extra={"path": str(store.path), "previous": str(prev)})
+        store.save(plan.setup)
     except OSError as exc:
         raise ConfigError(f"LED setup {store.path}: cannot save it ({exc.strerror or exc})") from None
-    log.info("LED setup seeded from the flags / TOML", extra={"path": str(store.path), "devices": len(setup.devices)})
-    return setup
+    plan.seeded = False
+    log.info("LED setup seeded from the flags / TOML", extra={"path": str(store.path), "devices": len(plan.setup.devices)})
 
 
 def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | None = None,
@@ -145,9 +156,8 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
         raise ConfigError(f"LED config: {exc}") from None
     if store is None and not cfg.devices:
         raise ConfigError("no LED outputs: give --output URL (e.g. ddp://192.168.1.50) or [[led.devices]]")
-    if not isinstance(name, str) or not re.match(keys.NAME_PATTERN, name):
-        raise ConfigError(f"LED consumer name {name!r} is invalid: use 1-64 of A-Z a-z 0-9 _ . -")
-    setup = _load_setup(cfg, store)
+    keys.check_name(name, "LED consumer name")
+    setup, seeded = _load_setup(cfg, store)
     try:
         devices = resolve_setup(setup, cfg)
     except ConfigError as exc:
@@ -164,7 +174,7 @@ def plan_led(settings: Settings, *, outputs: Iterable[str] = (), effect: str | N
             log.warning("output not reachable yet; starting anyway and retrying it with backoff",
                         extra={"device": d.name, "error": str(exc)})
     return LedPlan(config=cfg, devices=devices, source=keys.check_source(cfg.source or settings.source),
-                   setup=setup, consumer=name, store=store)
+                   setup=setup, consumer=name, store=store, seeded=seeded)
 
 
 class LedService(Service):
@@ -230,6 +240,7 @@ class LedService(Service):
 
     # -- service --------------------------------------------------------------------
     def setup(self) -> None:
+        save_seeded(self.plan)
         if sys.getswitchinterval() > SWITCH_INTERVAL_S:
             sys.setswitchinterval(SWITCH_INTERVAL_S)
         for r in self.runners:          # lights first: they never wait for the broker

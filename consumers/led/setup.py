@@ -154,13 +154,17 @@ def resolve_setup(setup: LedSetup, config: LedConfig) -> list[Device]:
 
 
 # -- commands ------------------------------------------------------------------------------
-def _record(doc: dict[str, Any], config: LedConfig, *, name: str | None, shared: bool) -> DeviceConfig:
-    """A device record from a document of device keys, validated (SetupError 422)."""
-    where = f"device {name}" if name else "device"
+def _convert(doc: dict[str, Any], name: str | None) -> DeviceConfig:
+    """A document of device keys as a DeviceConfig (SetupError 422 naming the device)."""
     try:
-        dc = msgspec.convert(doc, DeviceConfig)
+        return msgspec.convert(doc, DeviceConfig)
     except msgspec.ValidationError as exc:
-        raise SetupError(422, f"{where}: {exc}") from None
+        raise SetupError(422, f"device {name}: {exc}" if name else f"device: {exc}") from None
+
+
+def _record(dc: DeviceConfig | dict[str, Any], config: LedConfig, *, name: str | None, shared: bool) -> DeviceConfig:
+    """A device record, resolved against the config (SetupError 422)."""
+    dc = _convert(dc, name) if isinstance(dc, dict) else dc
     try:
         device = resolve_device(dc, config, name=name, shared=shared)
     except ConfigError as exc:
@@ -192,13 +196,18 @@ def _add(setup: LedSetup, fields: dict[str, Any], config: LedConfig) -> list[Dev
     if "output" not in fields:
         raise SetupError(422, "device: output is required (e.g. ddp://192.168.1.50)")
     # the name first: a taken one is a conflict (409), whatever else is wrong with the new device
+    given = fields.get("name") or None
     try:
-        name = fields.get("name") or device_name(msgspec.convert(dict(fields), DeviceConfig))
-    except (msgspec.ValidationError, ConfigError):
-        name = None  # _record says what is wrong
+        dc: DeviceConfig | None = msgspec.convert(dict(fields), DeviceConfig)
+    except msgspec.ValidationError:
+        dc = None  # _record says what is wrong, after the name check
+    name = given
+    if name is None and dc is not None:
+        with contextlib.suppress(ConfigError):  # a bad URL: _record says so
+            name = device_name(dc)
     if name and setup.find(name) is not None:
         raise SetupError(409, f"LED device {name!r} exists: give the new one another name")
-    return [*setup.devices, _record(dict(fields), config, name=fields.get("name") or None, shared=True)]
+    return [*setup.devices, _record(dc or dict(fields), config, name=given, shared=True)]
 
 
 def _update(setup: LedSetup, name: str | None, fields: dict[str, Any], config: LedConfig) -> list[DeviceConfig]:

@@ -15,15 +15,16 @@ import pytest
 
 from beatbus import keys
 from beatbus.config import load_settings
+from beatbus.consumers.led.config import DeviceConfig, LedConfig
 from beatbus.consumers.led.metrics import SETUP_COMMANDS
 from beatbus.consumers.led.service import LedService, plan_led
-from beatbus.consumers.led.setup import SetupStore
+from beatbus.consumers.led.setup import SetupStore, seed_setup
 from beatbus.errors import ConfigError
 from beatbus.metrics import MALFORMED
 from beatbus.schemas import LedCommand
 
 from support.led import UdpCapture, parse_ddp
-from support.procs import eventually
+from support.procs import beatbus_cmd, eventually, free_port
 
 FPS = 30
 
@@ -150,9 +151,13 @@ def test_the_saved_setup_is_reloaded_while_the_seed_is_the_same_and_a_new_seed_s
     again = plan_led(led_settings, **seed, store=store, check="off")
     assert [(d.name, d.effect, d.reverse) for d in again.devices] == [("a", "strobe", True), ("b", "beat_flash", False)]
     assert set(again.setup.presets["show"]) == {"a", "b"} and set(again.setup.presets) == {"show"}
-    # other flags (a redeploy): seeded again from them, the old file kept beside, presets kept
+    # other flags (a redeploy): seeded again from them, the old file kept beside once the consumer
+    # starts, presets kept; a plan alone (a start refused later) changes no file
     other = plan_led(led_settings, outputs=["ddp://127.0.0.1:4049?name=c"], store=store, check="off")
     assert [d.name for d in other.devices] == ["c"] and "show" in other.setup.presets
+    assert not (tmp_path / "led.json.prev").exists() and [d.name for d in store.load().devices] == ["a", "b"]
+    with Running(bus, led_settings, other):
+        assert [d.name for d in store.load().devices] == ["c"]
     previous = msgspec.json.decode((tmp_path / "led.json.prev").read_bytes())
     assert [d["name"] for d in previous["devices"]] == ["a", "b"]
     # a file that is not a setup: one line naming it
@@ -202,3 +207,21 @@ def test_refused_commands_answer_one_line_and_the_daemon_runs_on(bus, led_settin
         assert [d["name"] for d in ask(bus, "save_preset", preset="p")["setup"]["devices"]] == ["a"]
         assert svc.error is None and svc.runners[0]._thread.is_alive()
     assert [d.name for d in store.load().devices] == ["a"]
+
+
+def test_a_refused_consume_led_leaves_the_saved_setup_as_it_was(tmp_path):
+    """`consume led` with new flags but no broker: one line, and neither a new file nor a moved one."""
+    state = tmp_path / "state"
+    r = beatbus_cmd("consume", "led", "--output", "ddp://127.0.0.1:4048", "--check", "off",
+                    env={"BEATBUS_STATE_DIR": str(state), "REDIS_URL": ""}, timeout=60)
+    assert r.returncode == 2 and "no broker" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (state / "led").exists()
+    # a setup saved from other flags stays where it is (not moved aside to led.json.prev)
+    store = SetupStore(state / "led" / "led.json")
+    store.save(seed_setup(LedConfig(devices=[DeviceConfig(output="web://kept")])))
+    before = store.path.read_bytes()
+    r = beatbus_cmd("consume", "led", "--output", "ddp://127.0.0.1:4048", "--check", "off",
+                    "--redis-url", f"redis://127.0.0.1:{free_port()}", env={"BEATBUS_STATE_DIR": str(state)},
+                    timeout=60)
+    assert r.returncode == 2 and "cannot reach broker" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert store.path.read_bytes() == before and sorted(p.name for p in store.path.parent.iterdir()) == ["led.json"]

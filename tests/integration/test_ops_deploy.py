@@ -189,7 +189,7 @@ def test_verify_catches_a_broken_unit_and_a_mistyped_argument(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["deploy", "install", "--producer", "stage"], "must be NAME=ARGS"),
-    (["deploy", "install", "--producer", "a b=mic"], "must be 1-64 of"),
+    (["deploy", "install", "--producer", "a b=mic"], "name 'a b' is invalid: use 1-64 of"),
     (["deploy", "install", "--processors", "40"], "--processors 40 must be 0-19"),
     (["deploy", "install", "--producer", "x=mic", "--producer", "x=click"], "'x' is given twice"),
     (["deploy", "install", "--user", "bad user!"], "--user 'bad user!' must be NAME"),
