@@ -21,7 +21,7 @@ from .deps import Guard
 from .hub import EventHub
 from .led_preview import LedPreviews
 from .rhythm import RhythmMode
-from .routes import analyze, dashboard, events, health, led, rhythm, sources
+from .routes import analyze, dashboard, docs, events, health, led, rhythm, sources
 from .sources import live_sources
 from .state import ApiLimits, ApiState
 
@@ -93,6 +93,7 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
     """
     limits = limits or ApiLimits()
     app = _App(title="beatbus", version=__version__, lifespan=_lifespan, max_body_size=limits.body_bytes,
+               docs_url=None, redoc_url=None,            # served by routes.docs, without a CDN
                exception_handlers=EXCEPTION_HANDLERS,
                description="Real-time rhythm events: sources, triggers, rhythm mode, live dashboard.")
     app.state.guard = guard or Guard()
@@ -107,6 +108,6 @@ def create_app(bus: Bus, settings: Settings, *, trigger: TriggerConfig | None = 
 
     app.include_router(health.router)
     app.include_router(analyze.router, max_body_size=limits.upload_bytes)     # audio uploads
-    for router in (rhythm.router, sources.router, events.router, led.router, *routers, dashboard.router):
+    for router in (rhythm.router, sources.router, events.router, led.router, *routers, docs.router, dashboard.router):
         app.include_router(router)
     return app

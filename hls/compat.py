@@ -8,6 +8,7 @@ restores both names before importing qkeras, so QGRU / QLSTM work.
 from __future__ import annotations
 
 import os
+import warnings
 
 from beatbus.errors import DependencyError
 
@@ -18,7 +19,11 @@ HLS_EXTRA_HINT = "the hls path needs tensorflow 2.14, qkeras, hls4ml and pyparsi
 
 def import_qkeras():
     """Patch TF 2.14 for qkeras 0.9.0 and return the ``qkeras`` module."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up banner is noise on the CLI
+    # TF's start-up banner and its CUDA plugins' "Unable to register cuDNN factory" lines (ERROR level,
+    # printed on every CPU-only start) are noise on the CLI; a real TF failure is a Python exception
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Keras warns on serialising qkeras' quantizers, which hls4ml reads back correctly
+    warnings.filterwarnings("ignore", message=r"The `keras\.constraints\.serialize\(\)` API", category=UserWarning)
     try:
         import tensorflow as tf
         from tensorflow.python.ops import array_ops

@@ -33,6 +33,8 @@ POST     /api/led/presets/{name}/apply    control    apply one (:mod:`.led`)
 DELETE   /api/led/presets/{name}          control    delete one (:mod:`.led`)
 WS       /ws/led/{device}                 read       an LED device's frames (RGB bytes) (:mod:`.led`)
 GET      /                                (open)     the dashboard, and ``/static`` (:mod:`.dashboard`)
+GET      /docs, /redoc                    (open)     the OpenAPI document (``/openapi.json``) in
+                                                     Swagger UI / ReDoc, no CDN (:mod:`.docs`)
 =======  ===============================  =========  ==========================================
 """
 __all__: list[str] = []

@@ -181,14 +181,16 @@ def from_pretrained(cls: Any, name: str, *, what: str, kind: str, **kwargs) -> A
     env = MODEL_ENV.get(kind, "")
     hint = f"; or set {env}=DIR (saved by save_pretrained)" if env else ""
     if looks_like_path(name):
+        # the user named this directory (by a flag, the TOML or the variable): say what belongs there
         local = Path(name).expanduser()
+        where = "; give a directory saved by save_pretrained, or a Hugging Face model id"
         if not local.exists():
-            raise ModelUnavailable(f"{what} directory {local} does not exist{hint}")
+            raise ModelUnavailable(f"{what} directory {local} does not exist{where}")
         try:
             with _bars_on_terminal_only():
                 return cls.from_pretrained(str(local), local_files_only=True, **kwargs)
         except (OSError, ValueError) as exc:
-            raise ModelUnavailable(f"{what} in {local} cannot be loaded ({_first_line(exc)}){hint}") from None
+            raise ModelUnavailable(f"{what} in {local} cannot be loaded ({_first_line(exc)}){where}") from None
     folder = hub_snapshot(name, what=what, hint=hint)
     try:
         with _bars_on_terminal_only():

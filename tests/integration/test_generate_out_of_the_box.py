@@ -116,6 +116,16 @@ def test_a_model_neither_cached_nor_downloadable_is_one_clear_line(tmp_path, dea
     assert not (tmp_path / "x.wav").exists()
 
 
+def test_a_model_directory_that_is_not_there_is_one_line_about_that_directory(tmp_path, dead_hub):
+    """--model names a path: the error is about that path, not a variable the user did not set."""
+    r = beatbus("generate", "musicgen", "--local", "--model", str(tmp_path / "nothing-here"), "--duration", "5",
+                "--out", str(tmp_path / "x.wav"), env=user_env(tmp_path, dead_hub))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if "loading model" not in ln]
+    assert lines == [f"beatbus: error: MusicGen model directory {tmp_path / 'nothing-here'} does not exist; give a "
+                     "directory saved by save_pretrained, or a Hugging Face model id"], r.stderr
+
+
 def test_models_load_from_the_hugging_face_cache_layout_without_the_hub(tmp_path, broker):
     to_hf_cache(build_tiny_musicgen(tmp_path / "built"), tmp_path / "hf", "tiny-org/musicgen")
     env = user_env(tmp_path, f"http://127.0.0.1:{free_port()}", BEATBUS_MUSICGEN_MODEL="tiny-org/musicgen")

@@ -121,6 +121,8 @@ def test_a_fine_tuned_checkpoint_goes_down_the_fpga_path(tuned, data, tmp_path) 
     assert json.loads(r.stdout.strip().splitlines()[-1])["out"] == str(weights)
     r = beatbus_cmd("hls", "convert", "--weights", str(weights), "--out", str(project), timeout=600)
     assert r.returncode == 0, r.stderr
+    # what it says is beatbus's own lines, not TensorFlow's CUDA-plugin or Keras's serialisation noise
+    assert all(ln.startswith("beatbus: ") for ln in r.stderr.strip().splitlines()), r.stderr
     res_file = tmp_path / "csim.json"
     r = beatbus_cmd("hls", "csim", "--project", str(project), "--weights", str(weights), "--checkpoint", str(tuned),
                     "--audio", str(BEATS_DIR / "simac_01.flac"), "--frames", "800", "--json", str(res_file),
