@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import os
+import signal
 import sys
+import threading
 from typing import Any
 
 import msgspec
@@ -183,9 +186,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from .broker import EmbeddedBroker
 
     setup_logging("info")
@@ -275,9 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread (a daemon's loop handles it itself, beatbus/runtime.py)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so a benchmark, evaluation or training job killed by a
+    # supervisor removes its temporary folders and stops its child processes first
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except BeatbusError as exc:
@@ -291,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except _Terminated:
+        # cleaned up: now end as the signal asked (a shell or systemd sees "killed by SIGTERM")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return 0
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
-from support.procs import beatbus_cmd
+from support.procs import beatbus_cmd, eventually, spawn
 
 
 def test_bench_load_prints_cpu_lag_and_latency_tables_for_a_node_and_a_cluster(tmp_path):
@@ -53,3 +55,30 @@ def test_bench_soak_samples_rss_and_judges_growth(tmp_path):
 def test_bench_rejects_nonsense_sizes():
     r = beatbus_cmd("bench", "load", "--sources", "0")
     assert r.returncode == 2 and "--sources: '0': source counts must be positive" in r.stderr
+
+
+def test_bench_load_killed_by_sigterm_removes_its_folder_and_daemons(tmp_path):
+    """A supervisor's SIGTERM mid-run: the bench unwinds as on Ctrl-C, then dies by the signal."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = spawn("bench", "load", "--sources", "2", "--duration", "120", "--warmup", "2", env={"TMPDIR": str(tmp)})
+    try:
+        logs = eventually(lambda: list(tmp.glob("beatbus-load-*/processor-1.log")), timeout=120,
+                          what="the bench's processor daemon")
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
+        assert children, "no child processes"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, proc.stderr.read()[-2000:]
+    assert not logs[0].parent.exists() and list(tmp.iterdir()) == []
+    eventually(lambda: not [c for c in children if Path(f"/proc/{c}").exists()], timeout=15,
+               what="the bench's daemons to stop")
+
+
+def _parent(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
