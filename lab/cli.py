@@ -96,8 +96,8 @@ def cmd_bench_scenes(args: argparse.Namespace) -> int:
     from .bench.scenes import bench_scenes
 
     setup_logging("warning")
-    return bench_scenes(args.songs_dir, count=args.count, every_bars=args.every_bars, build_recall=args.build_recall,
-                        seed=args.seed, fps=args.fps, json_path=args.json)
+    return bench_scenes(args.songs_dir, count=args.count, every_bars=args.every_bars, seed=args.seed, fps=args.fps,
+                        json_path=args.json)
 
 
 def cmd_bench_trigger(args: argparse.Namespace) -> int:
@@ -351,9 +351,7 @@ def _register_bench(top) -> None:
                     help=f"songs of 'beatbus synth songs' (default {_SONGS_DIR})")
     sc.add_argument("--count", type=int, default=10, help="songs to replay, the first by name (default 10)")
     sc.add_argument("--every-bars", dest="every_bars", type=int, default=8, help="phrase of the phrase mode row")
-    sc.add_argument("--build-recall", dest="build_recall", type=float, default=0.69,
-                    help="share of build-ups the intensity stage sees (default 0.69, measured on synthetic songs)")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the delays and missed build-ups")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the beats' delivery delays")
     sc.add_argument("--fps", type=float, default=60.0)
     sc.add_argument("--json", metavar="OUT", help="also write results to this file")
     sc.set_defaults(func=cmd_bench_scenes)

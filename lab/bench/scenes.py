@@ -12,11 +12,10 @@ The state is fed the annotated events with the delays of the real stages:
   would confirm it: ``C + 2`` beats after it, ``C`` its confirmation window
   (``min(kernel, max(4, 3 bars), max(4 beats, 4 s))``, :mod:`processors.structure.online`),
   + 0.15 s; no tentative events (the scenes do not use them);
-- build-ups: the intensity stage's rule: seen ``clip(bar / 2, 0.6, 1.5)`` s + 0.1 s after the
-  build starts (on its downbeat), the drop predicted at the start + the first of 1, 2, 4, 8 bars
-  still ahead, re-predicted 1/4 bar after a predicted time passes without the drop; a build-up is
-  seen at all with probability ``--build-recall`` (seeded; 0.69 was measured on the synthetic set);
-- drops and breakdowns: 0.25 s after they happen.
+- build-ups (with their foreseen drops), drops and breakdowns: what the real intensity stage
+  detects in the song's audio (its features and :class:`~processors.intensity.predict.TransitionDetector`,
+  bar times from the annotated beats 0.1 s late, as ``beatbus intensity eval``), each published
+  ``STAGE_S`` after the audio that decided it: its misses and false alarms included.
 
 The replay ends half a beat after the last annotated beat (the lights then go ambient: a change
 the structure stage would confirm after the song ended is not shown, and not counted).
@@ -40,6 +39,7 @@ from beatbus.errors import ConfigError
 __all__ = ["Song", "load_song", "song_events", "replay", "score", "bench_scenes", "MODES"]
 
 WALL0 = 1_700_000_000.0        # the simulated wall clock of each song's sample 0
+STAGE_S = 0.05                 # the intensity stage's capture-to-publish time after its deciding frame
 ON_BAR_S = 0.07                # a change within 70 ms of an annotated downbeat is on the bar line
 MODES = {
     "sections": {"on_sections": True, "on_drops": False, "every_bars": 0},
@@ -55,10 +55,9 @@ class Song:
     beat_in_bar: np.ndarray
     meter: int
     sections: list[tuple[float, str]]     # (start, label)
-    builds: list[tuple[float, float]]     # (start, drop time)
     drops: list[float]
-    breakdowns: list[float]
     duration: float
+    audio: Path
 
 
 def load_song(meta: Path) -> Song:
@@ -70,12 +69,14 @@ def load_song(meta: Path) -> Song:
         song = Song(name=meta.stem, beats=rows[:, 0], beat_in_bar=rows[:, 1].astype(int),
                     meter=int(doc["beats_per_bar"]),
                     sections=[(float(s["start"]), str(s["label"])) for s in doc["sections"]],
-                    builds=[(float(t["time"]), float(t["end"])) for t in trans if t["kind"] == "build-up"],
                     drops=[float(t["time"]) for t in trans if t["kind"] == "drop"],
-                    breakdowns=[float(t["time"]) for t in trans if t["kind"] == "breakdown"],
-                    duration=float(doc.get("music_end", doc["duration"])))
+                    duration=float(doc.get("music_end", doc["duration"])),
+                    audio=next((a for a in (meta.with_suffix(".flac"), meta.with_suffix(".wav")) if a.is_file()),
+                               meta.with_suffix(".flac")))
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise ConfigError(f"{meta}: not a synthetic song of beatbus synth songs ({exc})") from None
+    if not song.audio.is_file():
+        raise ConfigError(f"{meta}: no audio beside it ({song.audio.name} or .wav)")
     if len(song.beats) < 4:
         raise ConfigError(f"{meta}: fewer than 4 annotated beats")
     return song
@@ -91,9 +92,11 @@ def _confirm_beats(meter: int, ibi: float) -> int:
     return c + 2
 
 
-def song_events(song: Song, *, rng: np.random.Generator, build_recall: float = 0.69) -> list[tuple[float, object]]:
+def song_events(song: Song, *, rng: np.random.Generator) -> list[tuple[float, object]]:
     """``(publish stream time, event)`` of what the real stages would publish for ``song``, in order."""
-    from beatbus.schemas import BeatEvent, SectionEvent, TransitionEvent
+    from beatbus.lab.eval.intensity import detect_file
+    from beatbus.processors.intensity.events import transition_event
+    from beatbus.schemas import BeatEvent, SectionEvent
 
     t, bib, m = song.beats, song.beat_in_bar, song.meter
     out: list[tuple[float, object]] = []
@@ -119,38 +122,21 @@ def song_events(song: Song, *, rng: np.random.Generator, build_recall: float = 0
         at = (t[j] if j < len(t) else t[-1] + (j - len(t) + 1) * ibi) + 0.15
         out.append((at, SectionEvent(source="bench", start=start, system_time=WALL0 + start, emitted_at=0.0,
                                      label=label, confidence=0.8, status="confirmed")))
-    for start, drop in song.builds:
-        if rng.random() >= build_recall:
-            continue
-        i = beat_index(start)
-        bar_s = float(np.median(np.diff(t[max(0, i - 8):i + 1]))) * m if i >= 2 else float(t[1] - t[0]) * m
-        now = start + float(np.clip(bar_s / 2, 0.6, 1.5)) + 0.1
-        for bars in (1, 2, 4, 8):
-            pred = start + bars * bar_s
-            if pred <= now + 0.1 * bar_s:
-                continue
-            out.append((now, TransitionEvent(source="bench", kind="build-up", timestamp=start, system_time=WALL0 + start,
-                                             detected_time=now, emitted_at=0.0, confidence=0.8, predicted_time=pred,
-                                             predicted_system_time=WALL0 + pred)))
-            now = pred + 0.25 * bar_s                 # re-predicted then, if the drop has not come
-            if now >= drop:
-                break
-    for kind, times in (("drop", song.drops), ("breakdown", song.breakdowns)):
-        for x in times:
-            out.append((x + 0.25, TransitionEvent(source="bench", kind=kind, timestamp=x, system_time=WALL0 + x,
-                                                  detected_time=x + 0.25, emitted_at=0.0, confidence=0.8)))
+    for tr in detect_file(song.audio):
+        if tr.kind != "tempo-change":
+            out.append((tr.detected_at + STAGE_S, transition_event(tr, source="bench", stream_time=lambda x: x,
+                                                                   wall=lambda x: WALL0 + x, now=0.0)))
     out.sort(key=lambda e: e[0])
     return out
 
 
-def replay(song: Song, config: dict, *, seed: int = 0, build_recall: float = 0.69, fps: float = 60.0,
+def replay(song: Song, config: dict, events: list[tuple[float, object]], *, fps: float = 60.0,
            pixels: int = 60) -> list:
-    """Render ``song`` through LedState + the scenes effect; its SceneChanges (times in stream s)."""
+    """Render ``song``'s ``events`` (:func:`song_events`) through LedState + the scenes effect; its
+    SceneChanges (times in stream s)."""
     from beatbus.consumers.led.effects import create_effect
     from beatbus.consumers.led.state import LedState
 
-    rng = np.random.default_rng([seed, sum(song.name.encode())])
-    events = song_events(song, rng=rng, build_recall=build_recall)
     clock = [WALL0]
     state = LedState(clock=lambda: clock[0])
     fx = create_effect("scenes", pixels, config)
@@ -207,35 +193,39 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
 
-def bench_scenes(songs_dir: Path, *, count: int = 10, every_bars: int = 8, build_recall: float = 0.69, seed: int = 0,
-                 fps: float = 60.0, pixels: int = 60, json_path: str | None = None) -> int:
+def bench_scenes(songs_dir: Path, *, count: int = 10, every_bars: int = 8, seed: int = 0, fps: float = 60.0,
+                 pixels: int = 60, json_path: str | None = None) -> int:
     """Run every mode over the first ``count`` songs of ``songs_dir``; print the table (and write JSON)."""
     from beatbus.progress import Progress
 
-    for name, value, ok in (("--count", count, count >= 1), ("--build-recall", build_recall, 0.0 <= build_recall <= 1.0),
-                            ("--fps", fps, 1.0 <= fps <= 200.0), ("--every-bars", every_bars, 1 <= every_bars <= 64)):
+    for name, value, ok in (("--count", count, count >= 1), ("--fps", fps, 1.0 <= fps <= 200.0),
+                            ("--every-bars", every_bars, 1 <= every_bars <= 64)):
         if not ok:
-            raise ConfigError(f"{name}={value:g} is out of range (count >= 1, build recall 0..1, fps 1..200, "
-                              f"every bars 1..64)")
+            raise ConfigError(f"{name}={value:g} is out of range (count >= 1, fps 1..200, every bars 1..64)")
     metas = sorted(p for p in Path(songs_dir).glob("*.json") if p.with_suffix(".beats").is_file())[:count]
     if not metas:
         raise ConfigError(f"no synthetic songs in {songs_dir}: render some with "
                           f"`beatbus synth songs {songs_dir} --count {count}`")
     songs = [load_song(p) for p in metas]
     rows = []
-    with Progress("bench scenes", len(songs) * len(MODES), "songs") as bar:
+    with Progress("bench scenes", len(songs) * (1 + len(MODES)), "songs") as bar:
+        events = []
+        for song in songs:       # the stages' events, once per song (the intensity stage runs on its audio)
+            bar.set(bar.done, note=f"events: {song.name}")
+            events.append(song_events(song, rng=np.random.default_rng([seed, sum(song.name.encode())])))
+            bar.update(1)
         for mode, cfg in MODES.items():
             config = {**cfg, "every_bars": cfg.get("every_bars", every_bars)}
             scores = []
-            for song in songs:
+            for song, evs in zip(songs, events):
                 bar.set(bar.done, note=f"{mode}: {song.name}")
-                scores.append(score(song, replay(song, config, seed=seed, build_recall=build_recall, fps=fps,
-                                                 pixels=pixels)))
+                scores.append(score(song, replay(song, config, evs, fps=fps, pixels=pixels)))
                 bar.update(1)
             label = mode.replace("phrase", f"every {every_bars} bars")
             rows.append(_row(label, scores))
     print(f"scenes on {len(songs)} synthetic songs from {songs_dir} ({sum(s.duration for s in songs) / 60:.1f} min, "
-          f"{fps:g} fps, annotated events with the stages' delays, build-up recall {build_recall:g})")
+          f"{fps:g} fps; annotated beats and sections with the stages' delays, transitions from the intensity "
+          "stage run on the audio)")
     print("| mode | changes (section/drop/phrase) | off the bar line | abs offset to downbeat p50/p95 ms "
           "| lag after boundary p50/p95 ms | drops changed on their downbeat | missed boundaries |")
     print("|---|---|---|---|---|---|---|")

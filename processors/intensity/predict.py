@@ -349,7 +349,9 @@ class TransitionDetector:
             return None
         for bars in (1, 2, 4, 8):
             t = self.build["start"] + bars * self.bar_s
-            if t > self.now + 0.1 * self.bar_s:
+            # no margin: a build-up is seen late in it (its ramp must rise half a bar first), and a bar
+            # line a few frames ahead is the drop more often than the one after (bench: intensity eval)
+            if t > self.now:
                 self.build["predicted"] = t
                 return round(t, 4)
         return None

@@ -24,7 +24,7 @@ from beatbus.metrics import STAGE_LATENCY
 from beatbus.quality import FULL
 from beatbus.schemas import BeatEvent, IntensityEvent, StreamEnd
 
-from .events import TransitionEvent
+from .events import TransitionEvent, transition_event
 from .features import IntensityFeatures
 from .predict import Transition, TransitionDetector
 
@@ -93,16 +93,8 @@ class IntensityService(AudioStreamService):
     # -- events ---------------------------------------------------------------------
     def _transition(self, src: OwnedSource, tr: Transition, now: float) -> TransitionEvent:
         TRANSITIONS.labels(tr.kind).inc()
-        ts = max(src.stream_time(tr.time), 0.0)
-        pred = src.stream_time(tr.predicted_time) if tr.predicted_time is not None else None
-        return TransitionEvent(
-            source=src.name, kind=tr.kind, timestamp=ts, system_time=src.wall(ts, now),
-            detected_time=max(src.stream_time(tr.detected_at), 0.0), emitted_at=now,
-            confidence=float(np.clip(tr.confidence, 0, 1)), predicted_time=pred,
-            predicted_system_time=src.wall(pred, now) if pred is not None else None,
-            bpm_from=None if tr.bpm_from is None else float(np.clip(tr.bpm_from, 0, 400)),
-            bpm_to=None if tr.bpm_to is None else float(np.clip(tr.bpm_to, 0, 400)),
-            loudness_from=tr.level_from, loudness_to=tr.level_to)
+        return transition_event(tr, source=src.name, stream_time=src.stream_time, wall=lambda t: src.wall(t, now),
+                                now=now)
 
     def _summary(self, src: OwnedSource, frames: list, now: float) -> IntensityEvent:
         last = frames[-1]
