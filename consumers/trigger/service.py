@@ -222,8 +222,15 @@ class TriggerService(Service):
             in_flight.setdefault(entry.stream, []).append(entry_id)
         claimed = []
         for src in self.sources.values():
-            src.group.keep(in_flight.get(src.group.stream, ()))
-            claimed += [e for e in src.group.claim_stale() if e[1] not in self._open]
+            # per source: on a cluster, a node that is down (until its replica takes over) stops the
+            # claims of its own sources only; raising here would drop every source's beats of this round
+            try:
+                src.group.keep(in_flight.get(src.group.stream, ()))
+                claimed += [e for e in src.group.claim_stale() if e[1] not in self._open]
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, f"claim stale beats of {src.name}")
+            else:
+                note_back(f"claim stale beats of {src.name}")
         return claimed
 
     def step(self, stop: threading.Event) -> bool:
@@ -231,7 +238,6 @@ class TriggerService(Service):
             self._discover()
             entries = self._read_beats()
             entries += self._janitor()
-            section_entries = self.sections.read(count=100, block_ms=0)
             self._backoff.reset()
             note_back("read beats")
         except redis.ResponseError as exc:
@@ -244,6 +250,13 @@ class TriggerService(Service):
             self._backoff.wait(stop)
             self._settle()
             return True
+        try:       # sections are state: a failed read (a node down) leaves them as they were this round
+            section_entries = self.sections.read(count=100, block_ms=0)
+        except BROKER_ERRORS as exc:
+            note_reconnect(exc, "read sections")
+            section_entries = []
+        else:
+            note_back("read sections")
         for stream, entry_id, fields in section_entries:
             ev = self.bus.decode(stream, entry_id, fields, Event)
             src = self.sources.get(keys.source_of(stream))

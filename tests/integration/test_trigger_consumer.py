@@ -1,8 +1,6 @@
 """Trigger consumer against the reference receiver (a test double of the Go service) over real HTTP."""
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections import Counter, defaultdict
 
@@ -21,6 +19,7 @@ from beatbus.schemas import BeatEvent, SectionEvent
 
 from support.events import beat_event
 from support.procs import wait_for
+from support.services import running
 
 SRC = "tsrc"                  # support.events.beat_event's default source
 
@@ -33,21 +32,6 @@ def section_event(label: str, start: float, *, source: str = SRC) -> SectionEven
 
 def publish(bus, kind: str, event, source: str = SRC) -> str:
     return bus.publish(keys.stream(source, kind), event, maxlen=10000)
-
-
-@contextlib.contextmanager
-def running(service):
-    stop = threading.Event()
-    t = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    t.start()
-    assert service.ready.wait(10), service.error
-    try:
-        yield service
-    finally:
-        stop.set()
-        t.join(15)
-        assert not t.is_alive()
-        assert service.error is None, service.error
 
 
 def drained(bus, source: str = SRC, group: str = "trigger") -> bool:
