@@ -173,7 +173,7 @@ def _register_keys(api_parser: argparse.ArgumentParser) -> None:
 def register(commands: dict) -> None:
     p = commands["top"].add_parser("api", help="HTTP API, WebSocket events and the live dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: a free one, printed at start)")
     p.add_argument("--error-generator-url", dest="error_generator_url", metavar="URL",
                    help="error generator base URL for rhythm mode and manual triggers "
                         "(also BEATBUS_ERROR_GENERATOR_URL)")

@@ -69,6 +69,7 @@ EXTRA_OF = {
     "pyaudio": "audio", "librosa": "audio", "pulsectl": "audio",
     "torch": "ml", "BeatNet": "ml", "mir_eval": "ml",
     "fastapi": "api", "uvicorn": "api", "httpx": "api", "websockets": "api", "multipart": "api",
+    "fastapi_offline": "api",
     "rq": "gen", "transformers": "gen", "music21": "gen",
     "hls4ml": "hls", "qkeras": "hls", "tensorflow": "hls", "pyparsing": "hls", "yaml": "hls",
     "zeroconf": "wled",

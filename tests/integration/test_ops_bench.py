@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from support.procs import beatbus_cmd, eventually, spawn
+from support.paths import ROOT
+from support.procs import beatbus_cmd, cli_env, eventually
 
 
 def test_bench_load_prints_cpu_lag_and_latency_tables_for_a_node_and_a_cluster(tmp_path):
@@ -61,17 +64,28 @@ def test_bench_load_killed_by_sigterm_removes_its_folder_and_daemons(tmp_path):
     """A supervisor's SIGTERM mid-run: the bench unwinds as on Ctrl-C, then dies by the signal."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = spawn("bench", "load", "--sources", "2", "--duration", "120", "--warmup", "2", env={"TMPDIR": str(tmp)})
+    out = tmp_path / "bench.log"
+    with open(out, "wb") as log:        # a file, not a pipe nobody reads while the bench runs
+        proc = subprocess.Popen([sys.executable, "-m", "beatbus.cli", "bench", "load", "--sources", "2",
+                                 "--duration", "120", "--warmup", "2"], cwd=ROOT,
+                                env=cli_env({"TMPDIR": str(tmp)}), stdout=log, stderr=subprocess.STDOUT)
     try:
-        logs = eventually(lambda: list(tmp.glob("beatbus-load-*/processor-1.log")), timeout=120,
-                          what="the bench's processor daemon")
+        # mid-run: the processor serves /metrics and the load generator runs
+        logs = eventually(lambda: list(tmp.glob("beatbus-load-*/loadgen.log")), timeout=150,
+                          what=lambda: f"the bench's load generator; bench output:\n{out.read_text()[-2000:]}")
         children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
         assert children, "no child processes"
         proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            folder = logs[0].parent
+            tails = {p.name: p.read_text(errors="replace")[-800:] for p in folder.glob("*.log")}
+            raise AssertionError(f"still running 90 s after SIGTERM; bench:\n{out.read_text()[-2000:]}\n{tails}") \
+                from None
     finally:
         proc.kill()
-    assert proc.returncode == -signal.SIGTERM, proc.stderr.read()[-2000:]
+    assert proc.returncode == -signal.SIGTERM, out.read_text()[-2000:]
     assert not logs[0].parent.exists() and list(tmp.iterdir()) == []
     eventually(lambda: not [c for c in children if Path(f"/proc/{c}").exists()], timeout=15,
                what="the bench's daemons to stop")

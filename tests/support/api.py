@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,6 @@ from beatbus.bus import Bus
 from beatbus.schemas import BeatEvent
 
 from .paths import ROOT
-from .procs import free_port
 
 __all__ = ["Command", "api_command", "BeatSource"]
 
@@ -38,6 +38,17 @@ class Command:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> str:
+        """The first group of the first match of ``pattern`` in stderr (waiting for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.stderr())
+            if m:
+                return m.group(1)
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no line like {pattern!r}; stderr:\n{self.stderr()[-3000:]}")
+            time.sleep(0.05)
 
     def wait_http(self, url: str, timeout: float = 60.0) -> httpx.Response:
         deadline = time.monotonic() + timeout
@@ -65,11 +76,11 @@ class Command:
 
 
 def api_command(broker_url: str, error_generator: str, log: Path, **env: str) -> tuple[Command, str]:
-    """``beatbus api`` on a free loopback port (no generation routes), answering /health; (command, url)."""
-    port = free_port()
-    cmd = Command(["api", "--port", str(port), "--no-generate", "--error-generator-url", error_generator],
+    """``beatbus api`` answering /health; (command, url). ``--port 0``: the kernel picks a free port when
+    the API binds it, and the API prints it (a port picked here first could be taken before that)."""
+    cmd = Command(["api", "--port", "0", "--no-generate", "--error-generator-url", error_generator],
                   env={"REDIS_URL": broker_url, **env}, log=log)
-    url = f"http://127.0.0.1:{port}"
+    url = cmd.wait_log(r"API and dashboard on (http://[^/\s]+)/")
     cmd.wait_http(f"{url}/health")
     return cmd, url
 
