@@ -162,9 +162,8 @@ def _convert(doc: dict[str, Any], name: str | None) -> DeviceConfig:
         raise SetupError(422, f"device {name}: {exc}" if name else f"device: {exc}") from None
 
 
-def _record(dc: DeviceConfig | dict[str, Any], config: LedConfig, *, name: str | None, shared: bool) -> DeviceConfig:
+def _record(dc: DeviceConfig, config: LedConfig, *, name: str | None, shared: bool) -> DeviceConfig:
     """A device record, resolved against the config (SetupError 422)."""
-    dc = _convert(dc, name) if isinstance(dc, dict) else dc
     try:
         device = resolve_device(dc, config, name=name, shared=shared)
     except ConfigError as exc:
@@ -207,7 +206,7 @@ def _add(setup: LedSetup, fields: dict[str, Any], config: LedConfig) -> list[Dev
             name = device_name(dc)
     if name and setup.find(name) is not None:
         raise SetupError(409, f"LED device {name!r} exists: give the new one another name")
-    return [*setup.devices, _record(dc or dict(fields), config, name=given, shared=True)]
+    return [*setup.devices, _record(dc or _convert(dict(fields), given), config, name=given, shared=True)]
 
 
 def _update(setup: LedSetup, name: str | None, fields: dict[str, Any], config: LedConfig) -> list[DeviceConfig]:
@@ -221,7 +220,7 @@ def _update(setup: LedSetup, name: str | None, fields: dict[str, Any], config: L
     # a new effect starts from its own defaults: the old effect's values are not its keys
     base = {} if new_effect else old.effect_config
     doc["effect_config"] = _merge_effect_config(base, fields.get("effect_config", {}))
-    record = _record(doc, config, name=old.name, shared=False)
+    record = _record(_convert(doc, old.name), config, name=old.name, shared=False)
     return [record if d.name == old.name else d for d in setup.devices]
 
 
@@ -242,7 +241,7 @@ def _apply_preset(setup: LedSetup, preset: str | None, config: LedConfig) -> lis
         if look is not None:
             doc = {**msgspec.to_builtins(d), "effect": look.effect, "effect_config": look.effect_config}
             try:
-                d = _record(doc, config, name=d.name, shared=False)
+                d = _record(_convert(doc, d.name), config, name=d.name, shared=False)
             except SetupError as exc:
                 raise SetupError(422, f"preset {preset}: {exc}") from None
         out.append(d)
