@@ -31,7 +31,7 @@ import redis
 from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import ClusterError, RedisClusterException, TryAgainError
 from redis.retry import Retry
 
 from beatbus.schemas import Event, StreamEnd, codec
@@ -112,6 +112,31 @@ class Backoff:
         self.attempt = 0
 
 
+class _ClusterClient(RedisCluster):
+    """redis-py's cluster client, finding the stream keys of XREAD and XREADGROUP itself.
+
+    For a command whose keys move (these two), redis-py asks the cluster's default node for them
+    (COMMAND GETKEYS): a second round trip per read, and while that node is down (a master killed,
+    until its replica takes over) every read fails, whichever master holds the stream. Their keys
+    are the first half of what follows STREAMS.
+    """
+
+    def determine_slot(self, *args) -> int | None:
+        command = _s(args[0]).upper()
+        if command not in ("XREAD", "XREADGROUP"):
+            return super().determine_slot(*args)
+        first = 4 if command == "XREADGROUP" else 1     # past GROUP name consumer
+        at = next((i for i in range(first, len(args))
+                   if isinstance(args[i], (str, bytes)) and _s(args[i]).upper() == "STREAMS"), None)
+        if at is None:
+            return super().determine_slot(*args)
+        streams = args[at + 1:]
+        slots = {self.keyslot(k) for k in streams[:len(streams) // 2]}
+        if len(slots) != 1:
+            raise RedisClusterException(f"{command} - all keys must map to the same key slot")
+        return slots.pop()
+
+
 class Bus:
     """A Redis connection plus beatbus's stream operations.
 
@@ -133,11 +158,16 @@ class Bus:
         common = dict(socket_timeout=5, socket_connect_timeout=3, health_check_interval=15, client_name=name)
         try:
             if self.cluster:
-                # A failover (cluster-node-timeout, then the election) takes seconds: retry each command
-                # over about that long, refreshing the slot map, before a daemon's own backoff takes over.
-                self.redis = RedisCluster.from_url(
+                # redis-py retries a failed command at once, after refreshing its slot map (CLUSTER
+                # SLOTS, and every node's connections marked for reconnect). One retry follows a
+                # failover that is already over. During one (the node timeout, then the election),
+                # more retries only repeat that refresh, and they slowed the reads of the live
+                # masters: with 6, a trigger's beats from a live master were up to 1.1 s late,
+                # with 1 up to 0.36 s (test_trigger_cluster.py's scenario, 10 runs under load).
+                # The daemon's own backoff paces the rest.
+                self.redis = _ClusterClient.from_url(
                     f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", require_full_coverage=False,
-                    retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 6), **common)
+                    retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 1), **common)
             else:
                 self.redis = redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 2),
                                                   **common)
@@ -179,6 +209,20 @@ class Bus:
 
     def close(self) -> None:
         self.redis.close()
+
+    def by_node(self, items: list, key) -> list[list]:
+        """``items`` grouped by the node that holds ``key(item)``: one group on a single node, one per
+        master on a cluster, where a pipeline per group fails alone while its master is down."""
+        if not self.cluster:
+            return [items] if items else []
+        groups: dict[str, list] = {}
+        for item in items:
+            try:
+                node = self.redis.get_node_from_key(key(item)).name
+            except RedisClusterException:       # a slot no master serves (yet): a group of its own
+                node = f"slot {key_slot(key(item).encode())}"
+            groups.setdefault(node, []).append(item)
+        return list(groups.values())
 
     def pipeline(self):
         """A non-transactional pipeline: pass it as ``pipeline=`` to batch several calls in one round trip."""
@@ -360,6 +404,8 @@ class Reader:
         self.block_ms = min(block_ms, MAX_BLOCK_MS)
         self.ids: dict[str, str] = {}
         self._fan: _SlotReader | None = None
+        self._failing: set[int] = set()                 # slots whose last poll failed
+        self._error: BaseException | None = None        # a poll's error, raised by the next read
         for s in streams:
             self.add(s, start)
 
@@ -386,13 +432,39 @@ class Reader:
         if not self.ids:
             time.sleep(block / 1000)
             return []
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         if self._fan is None and self.bus.cluster and len(_by_slot(self.ids)) > 1:
-            if block == 0:      # a poll: one non-blocking XREAD per slot
-                return [e for group in _by_slot(self.ids).values() for e in self._take(_xread(self.bus, group, count, 0))]
+            if block == 0:
+                return self._poll(count)
             self._fan = _SlotReader(self.bus, self.ids)
         if self._fan is not None:
             return self._take(self._fan.read(count, block))
         return self._take(_xread(self.bus, self.ids, count, block))
+
+    def _poll(self, count: int) -> list[Entry]:
+        """One non-blocking XREAD per slot (a cluster). A slot whose node fails is skipped, so the
+        others' entries still come back; its error is raised after them (by the next read), once
+        per outage of that slot, as a :class:`FanIn` hands its threads' errors over."""
+        out: list[Entry] = []
+        error = None
+        for slot, group in _by_slot(self.ids).items():
+            try:
+                out += self._take(_xread(self.bus, group, count, 0))
+            except Exception as exc:  # noqa: BLE001  (raised after the other slots' entries)
+                broker = isinstance(exc, BROKER_ERRORS)
+                if error is None and not (broker and slot in self._failing):
+                    error = exc
+                if broker:
+                    self._failing.add(slot)
+            else:
+                self._failing.discard(slot)
+        if error is not None:
+            if not out:
+                raise error
+            self._error = error
+        return out
 
     def _take(self, entries: list[Entry]) -> list[Entry]:
         """Advance past ``entries``, dropping any at or before a stream's position (a stream removed,
@@ -424,24 +496,9 @@ def _by_slot(ids: dict[str, str]) -> dict[int, dict[str, str]]:
 
 
 def _xread(bus: Bus, ids: dict[str, str], count: int, block: int) -> list[Entry]:
-    """XREAD ``ids`` (streams of one slot on a cluster).
-
-    On a cluster it goes straight to the node serving the slot: redis-py's cluster client first asks
-    a node for XREAD's keys (COMMAND GETKEYS: 234 us a read against 74 us direct, measured on
-    loopback). After an error there (the node failed, or moved the slot) the read is made once
-    through the cluster client, which refreshes its slot map, follows MOVED and retries."""
-    if bus.cluster:
-        try:
-            return _xread_with(bus.redis.get_redis_connection(bus.redis.get_node_from_key(next(iter(ids)))),
-                               ids, count, block)
-        except (*BROKER_ERRORS, AskError):
-            pass
-    return _xread_with(bus.redis, ids, count, block)
-
-
-def _xread_with(client: Any, ids: dict[str, str], count: int, block: int) -> list[Entry]:
+    """XREAD ``ids`` (streams of one slot on a cluster)."""
     # redis-py's reply shape: [(stream, [(id, fields), ...]), ...] (a Redis, or a RedisCluster)
-    reply: Any = client.xread(ids, count=count, block=block or None)
+    reply: Any = bus.redis.xread(ids, count=count, block=block or None)
     return [(_s(stream), _s(entry_id), fields) for stream, entries in reply or [] for entry_id, fields in entries]
 
 
@@ -584,7 +641,7 @@ class _SlotReader:
             out = self._held_xread(slot, mine, count, block)
         except (*BROKER_ERRORS, redis.ResponseError):
             self._drop(slot, broken=True)
-            out = _xread_with(self.bus.redis, mine, count, block)
+            out = _xread(self.bus, mine, count, block)
         with self.lock:
             for stream, entry_id, _ in out:
                 if stream in self.ids:

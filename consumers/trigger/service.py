@@ -265,11 +265,8 @@ class TriggerService(Service):
         if entries:
             try:
                 self._handle(entries)
-            except BROKER_ERRORS as exc:
-                # unacked entries stay pending: the janitor hands them out again
-                note_reconnect(exc, "claim triggers")
-            else:
-                note_back("claim triggers")
+            except BROKER_ERRORS as exc:    # dead-lettering a malformed entry: it stays pending
+                note_reconnect(exc, "dead-letter beats")
         self._settle()
         return True
 
@@ -297,16 +294,23 @@ class TriggerService(Service):
                 batch.append((stream, entry_id, triggers))
             else:
                 done.setdefault(stream, []).append(entry_id)
-        if batch:
-            # the dedup claims are the trigger's own (SET NX per trigger), batched in one round trip
-            pipe = self.bus.pipeline()
-            for stream, entry_id, triggers in batch:
-                src_name = keys.source_of(stream)
-                for t in triggers:
-                    n = int(t.key.rsplit(":", 1)[1])
-                    pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True, px=self._claim_ttl_ms)
-            claimed = iter(pipe.execute())
-            for stream, entry_id, triggers in batch:
+        # the dedup claims are the trigger's own (SET NX per trigger), one round trip per node: on a
+        # cluster, a master that is down (until its replica takes over) holds back its sources only
+        for part in self.bus.by_node(batch, key=lambda b: b[0]):
+            try:
+                pipe = self.bus.pipeline()
+                for stream, entry_id, triggers in part:
+                    src_name = keys.source_of(stream)
+                    for t in triggers:
+                        n = int(t.key.rsplit(":", 1)[1])
+                        pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True,
+                                 px=self._claim_ttl_ms)
+                claimed = iter(pipe.execute())
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, "claim triggers")   # unacked: the janitor hands them out again
+                continue
+            note_back("claim triggers")
+            for stream, entry_id, triggers in part:
                 fresh = [t for t in triggers if next(claimed)]
                 for _ in range(len(triggers) - len(fresh)):
                     self._count(Outcome.DUPLICATE)
@@ -342,44 +346,48 @@ class TriggerService(Service):
         if not self._unsettled:
             return
         items, self._unsettled = self._unsettled, []
-        done: dict[str, list[str]] = {}
-        try:
-            pipe = self.bus.pipeline()
-            for stream, entry_id, trigger, result in items:
-                n = int(trigger.key.rsplit(":", 1)[1])
-                k = keys.trigger_dedup(keys.source_of(stream), entry_id, n)
-                if result.outcome.reached_receiver:
-                    pipe.set(k, "done", ex=int(self.config.dedup_ttl))
-                else:
-                    pipe.delete(k)
-            pipe.execute()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, "settle triggers")
-            self._unsettled = items + self._unsettled
-            return
-        note_back("settle triggers")
-        for stream, entry_id, _trigger, result in items:
-            self._count(result.outcome)
-            entry = self._open.get(entry_id)
-            if entry is None:
+        # one round trip per node (see _handle): a master that is down keeps its own items for later
+        for part in self.bus.by_node(items, key=lambda item: item[0]):
+            try:
+                pipe = self.bus.pipeline()
+                for stream, entry_id, trigger, result in part:
+                    n = int(trigger.key.rsplit(":", 1)[1])
+                    k = keys.trigger_dedup(keys.source_of(stream), entry_id, n)
+                    if result.outcome.reached_receiver:
+                        pipe.set(k, "done", ex=int(self.config.dedup_ttl))
+                    else:
+                        pipe.delete(k)
+                pipe.execute()
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, "settle triggers")
+                self._unsettled += part
                 continue
-            entry.remaining -= 1
-            if entry.remaining <= 0:
-                del self._open[entry_id]
-                if result.outcome is not Outcome.CANCELLED:
-                    done.setdefault(stream, []).append(entry_id)
-        try:
+            note_back("settle triggers")
+            done: dict[str, list[str]] = {}
+            for stream, entry_id, _trigger, result in part:
+                self._count(result.outcome)
+                entry = self._open.get(entry_id)
+                if entry is None:
+                    continue
+                entry.remaining -= 1
+                if entry.remaining <= 0:
+                    del self._open[entry_id]
+                    if result.outcome is not Outcome.CANCELLED:
+                        done.setdefault(stream, []).append(entry_id)
             self._ack(done)
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, "ack triggers")   # the entries are redelivered and deduplicated
-        else:
-            note_back("ack triggers")
 
     def _ack(self, done: dict[str, list[str]]) -> None:
+        """XACK per stream; a failed ack leaves the entries pending (redelivered, then deduplicated)."""
         for stream, ids in done.items():
             src = self.sources.get(keys.source_of(stream))
-            if src is not None and ids:
+            if src is None or not ids:
+                continue
+            try:
                 src.group.ack(*ids)
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, "ack triggers")
+            else:
+                note_back("ack triggers")
 
     def drain(self) -> None:
         if self._fan is not None:

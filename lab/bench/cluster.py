@@ -142,6 +142,12 @@ class LocalCluster:
                     return node["port"]
         raise LookupError(f"no master serves slot {slot}")
 
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of the replicas of the master on ``port``."""
+        rows = self.nodes()
+        master = next(n["id"] for n in rows if n["port"] == port)
+        return [n["port"] for n in rows if n["master"] == master]
+
     def master_ports(self) -> list[int]:
         return sorted(n["port"] for n in self.nodes() if n["role"] == "master" and not n["failed"])
 

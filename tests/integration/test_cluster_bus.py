@@ -10,7 +10,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from beatbus import keys
-from beatbus.bus import Bus, Lease, Reader
+from beatbus.bus import BROKER_ERRORS, Bus, Group, Lease, Reader
 from beatbus.errors import BrokerError
 from beatbus.schemas import StreamEnd
 
@@ -98,6 +98,30 @@ def test_leases_and_stream_ends_on_every_master(cluster, bus):
     assert [other.get(keys.lease(s, "beat")) for s in sources] == [b"owner-1"] * 3
     assert all(other.zcard(keys.stream_ends(stream)) == 1 for stream in streams)
     other.close()
+
+
+def test_a_lost_shard_stops_only_its_own_streams(tmp_path):
+    """A master and its replica both dead (no failover): the other masters' streams are read on."""
+    with RedisClusterNodes(tmp_path / "cluster") as own:
+        bus = Bus.connect(own.url, name="test")
+        lost, live = [keys.stream(s, "beats") for s in source_on_each_master(own, "sh")[:2]]
+        group = Group(bus, live, "g", "c", start="0")
+        port = own.master_of_slot(key_slot(lost.encode()))
+        # redis-py asks its default node for XREAD/XREADGROUP's keys: make that the lost master
+        bus.redis.set_default_node(bus.redis.get_node(host="127.0.0.1", port=port))
+        for p in [port, *own.replicas_of(port)]:
+            own.kill(p)
+        poll = Reader(bus, [lost, live], start="0", block_ms=0)
+        bus.publish_fields(live, {"n": "1"}, maxlen=100)
+        assert [f[b"n"] for _, _, f in group.read(block_ms=100)] == [b"1"]
+        # a poll returns the live slot's entry, then raises the lost slot's error (once per outage)
+        assert [s for s, _, _ in poll.read(block_ms=0)] == [live]
+        with pytest.raises(BROKER_ERRORS):
+            poll.read(block_ms=0)
+        bus.publish_fields(live, {"n": "2"}, maxlen=100)
+        assert [f[b"n"] for _, _, f in poll.read(block_ms=0)] == [b"2"]
+        assert [f[b"n"] for _, _, f in group.read(block_ms=100)] == [b"2"]
+        bus.close()
 
 
 def test_a_plain_client_on_a_cluster_node_is_refused_in_one_line(cluster):
