@@ -405,7 +405,7 @@ class Reader:
         self.ids: dict[str, str] = {}
         self._fan: _SlotReader | None = None
         self._failing: set[int] = set()                 # slots whose last poll failed
-        self._error: BaseException | None = None        # a poll's error, raised by the next read
+        self._error: BaseException | None = None        # a poll's error, raised after its entries
         for s in streams:
             self.add(s, start)
 
@@ -444,26 +444,25 @@ class Reader:
         return self._take(_xread(self.bus, self.ids, count, block))
 
     def _poll(self, count: int) -> list[Entry]:
-        """One non-blocking XREAD per slot (a cluster). A slot whose node fails is skipped, so the
-        others' entries still come back; its error is raised after them (by the next read), once
-        per outage of that slot, as a :class:`FanIn` hands its threads' errors over."""
+        """One non-blocking XREAD per slot (a cluster). A slot whose node fails is skipped and said
+        once per outage, as a :class:`FanIn` thread says its own, so the others' entries still come
+        back; any other error is raised after them, by the next read."""
         out: list[Entry] = []
-        error = None
         for slot, group in _by_slot(self.ids).items():
             try:
                 out += self._take(_xread(self.bus, group, count, 0))
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, _reading(group))
+                self._failing.add(slot)
             except Exception as exc:  # noqa: BLE001  (raised after the other slots' entries)
-                broker = isinstance(exc, BROKER_ERRORS)
-                if error is None and not (broker and slot in self._failing):
-                    error = exc
-                if broker:
-                    self._failing.add(slot)
+                self._error = self._error or exc
             else:
-                self._failing.discard(slot)
-        if error is not None:
-            if not out:
-                raise error
-            self._error = error
+                if slot in self._failing:
+                    self._failing.discard(slot)
+                    note_back(_reading(group))
+        if self._error is not None and not out:
+            error, self._error = self._error, None
+            raise error
         return out
 
     def _take(self, entries: list[Entry]) -> list[Entry]:
@@ -488,6 +487,16 @@ def _slot(stream: str) -> int:
     return key_slot(stream.encode())
 
 
+def _reading(streams: Iterable[str]) -> str:
+    """How the log names the reads of ``streams`` (one slot: one source's streams)."""
+    def name(stream: str) -> str:
+        try:
+            return keys.source_of(stream)
+        except ConfigError:         # not a source's stream: its own key
+            return stream
+    return f"read source {', '.join(sorted({name(s) for s in streams}))}"
+
+
 def _by_slot(ids: dict[str, str]) -> dict[int, dict[str, str]]:
     groups: dict[int, dict[str, str]] = {}
     for stream, entry_id in ids.items():
@@ -510,16 +519,19 @@ class FanIn:
     ``fetch(key, count, block_ms)`` does one blocking read for ``key`` and returns its entries, or
     None when the key has nothing left to read (its thread ends; :meth:`start` starts it again).
     Each thread stays at most :attr:`QUEUED` batches ahead of the consumer (a slow consumer stalls
-    the threads, not memory). An error is handed over to :meth:`read`, which raises it after the
-    entries read before it, so the caller's error policy sees it; a broker error only once per
-    outage. The thread backs off and retries meanwhile. A fan-in dropped by its owner ends its
-    threads (they hold it weakly), as does :meth:`close`.
+    the threads, not memory). A broker error is the thread's own: it says so once per outage of
+    its key (``what(key)`` names it in the log, e.g. the source), backs off, retries, and says when
+    the key is back. The reader's other keys go on meanwhile, so its caller hears nothing: one
+    master down (its sources) is not the broker down. Any other error is handed over to
+    :meth:`read`, which raises it after the entries read before it, so the caller's policy sees it.
+    A fan-in dropped by its owner ends its threads (they hold it weakly), as does :meth:`close`.
     """
 
     QUEUED = 8
 
-    def __init__(self, fetch, *, name: str = "fan-in"):
+    def __init__(self, fetch, *, name: str = "fan-in", what=None):
         self.fetch, self.name = fetch, name
+        self.what = what or (lambda key: f"{name} {key}")
         self.lock = threading.Lock()
         self.threads: dict[Any, threading.Thread] = {}
         self.queue: queue.Queue[tuple[threading.Semaphore, list[Entry] | BaseException]] = queue.Queue()
@@ -577,14 +589,20 @@ def _fan_in_loop(fan: FanIn, key) -> None:
                     with fan.lock:
                         del fan.threads[key]
                     return
+                if failing:
+                    note_back(fan.what(key))
                 failing = False
                 backoff.reset()
+            except BROKER_ERRORS as exc:
+                if fan.stop.is_set():
+                    return
+                note_reconnect(exc, fan.what(key))
+                failing, got = True, []
+                backoff.wait(fan.stop)
             except Exception as exc:  # noqa: BLE001  (handed over: the reader's policy decides)
                 if fan.stop.is_set():
                     return
-                broker = isinstance(exc, BROKER_ERRORS)
-                got = [] if broker and failing else exc
-                failing = broker
+                got = exc
                 backoff.wait(fan.stop)
             if got:
                 while not room.acquire(timeout=1.0):
@@ -611,7 +629,11 @@ class _SlotReader:
         self.lock = threading.Lock()
         self.ids = dict(ids)
         self.conns: dict[int, tuple[str, Any]] = {}     # slot -> (node name, connection), one thread each
-        self.fan = FanIn(self._fetch, name="xread-slot")
+        self.fan = FanIn(self._fetch, name="xread-slot", what=self._what)
+
+    def _what(self, slot: int) -> str:
+        with self.lock:
+            return _reading([s for s in self.ids if _slot(s) == slot])
 
     def add(self, stream: str, entry_id: str) -> None:
         with self.lock:

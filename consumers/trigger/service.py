@@ -140,9 +140,10 @@ class TriggerService(Service):
         self._next_janitor = 0.0
         self._backoff = Backoff()
         # a cluster: one XREADGROUP may not span slots (each source has its own), so each beat
-        # stream is read on a thread of its own (a ResponseError such as NOGROUP is handed over too:
-        # the step recreates the groups)
-        self._fan = FanIn(self._read_stream, name="xreadgroup") if bus.cluster else None
+        # stream is read on a thread of its own, which says itself when its source's master is
+        # down and back (a ResponseError such as NOGROUP is handed over: the step recreates the groups)
+        self._fan = FanIn(self._read_stream, name="xreadgroup",
+                          what=lambda stream: f"read beats of {keys.source_of(stream)}") if bus.cluster else None
         self._claim_ttl_ms = int(1000 * (config.max_age + (config.retries + 1) * (config.timeout + config.backoff_cap) + 5))
 
     # -- sources ------------------------------------------------------------------------
