@@ -210,11 +210,12 @@ class Bus:
     def close(self) -> None:
         self.redis.close()
 
-    def by_node(self, items: list, key) -> list[list]:
-        """``items`` grouped by the node that holds ``key(item)``: one group on a single node, one per
-        master on a cluster, where a pipeline per group fails alone while its master is down."""
+    def by_node(self, items: list, key) -> dict[str, list]:
+        """``items`` grouped by the node that holds ``key(item)``, by node name: one group named ""
+        on a single node, one per master on a cluster, where a pipeline per group fails alone while
+        its master is down (a caller names the node in its log, so one node's outage is said once)."""
         if not self.cluster:
-            return [items] if items else []
+            return {"": items} if items else {}
         groups: dict[str, list] = {}
         for item in items:
             try:
@@ -222,7 +223,7 @@ class Bus:
             except RedisClusterException:       # a slot no master serves (yet): a group of its own
                 node = f"slot {key_slot(key(item).encode())}"
             groups.setdefault(node, []).append(item)
-        return list(groups.values())
+        return groups
 
     def pipeline(self):
         """A non-transactional pipeline: pass it as ``pipeline=`` to batch several calls in one round trip."""

@@ -297,7 +297,8 @@ class TriggerService(Service):
                 done.setdefault(stream, []).append(entry_id)
         # the dedup claims are the trigger's own (SET NX per trigger), one round trip per node: on a
         # cluster, a master that is down (until its replica takes over) holds back its sources only
-        for part in self.bus.by_node(batch, key=lambda b: b[0]):
+        for node, part in self.bus.by_node(batch, key=lambda b: b[0]).items():
+            what = _on_node("claim triggers", node)
             try:
                 pipe = self.bus.pipeline()
                 for stream, entry_id, triggers in part:
@@ -308,9 +309,9 @@ class TriggerService(Service):
                                  px=self._claim_ttl_ms)
                 claimed = iter(pipe.execute())
             except BROKER_ERRORS as exc:
-                note_reconnect(exc, "claim triggers")   # unacked: the janitor hands them out again
+                note_reconnect(exc, what)   # unacked: the janitor hands them out again
                 continue
-            note_back("claim triggers")
+            note_back(what)
             for stream, entry_id, triggers in part:
                 fresh = [t for t in triggers if next(claimed)]
                 for _ in range(len(triggers) - len(fresh)):
@@ -348,7 +349,8 @@ class TriggerService(Service):
             return
         items, self._unsettled = self._unsettled, []
         # one round trip per node (see _handle): a master that is down keeps its own items for later
-        for part in self.bus.by_node(items, key=lambda item: item[0]):
+        for node, part in self.bus.by_node(items, key=lambda item: item[0]).items():
+            what = _on_node("settle triggers", node)
             try:
                 pipe = self.bus.pipeline()
                 for stream, entry_id, trigger, result in part:
@@ -360,10 +362,10 @@ class TriggerService(Service):
                         pipe.delete(k)
                 pipe.execute()
             except BROKER_ERRORS as exc:
-                note_reconnect(exc, "settle triggers")
+                note_reconnect(exc, what)
                 self._unsettled += part
                 continue
-            note_back("settle triggers")
+            note_back(what)
             done: dict[str, list[str]] = {}
             for stream, entry_id, _trigger, result in part:
                 self._count(result.outcome)
@@ -386,9 +388,9 @@ class TriggerService(Service):
             try:
                 src.group.ack(*ids)
             except BROKER_ERRORS as exc:
-                note_reconnect(exc, "ack triggers")
+                note_reconnect(exc, f"ack beats of {src.name}")
             else:
-                note_back("ack triggers")
+                note_back(f"ack beats of {src.name}")
 
     def drain(self) -> None:
         if self._fan is not None:
@@ -402,6 +404,11 @@ class TriggerService(Service):
         if self._own_delivery:
             self.delivery.close(timeout=0.5)
         self._settle()
+
+
+def _on_node(what: str, node: str) -> str:
+    """``what`` as the log names it for one node's share (see :meth:`Bus.by_node`)."""
+    return f"{what} on {node}" if node else what
 
 
 def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = None, sources: list[str] | None = None,

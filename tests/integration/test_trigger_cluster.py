@@ -8,6 +8,7 @@ claimed or acked at all. Every other source's triggers must go on, each while it
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -29,8 +30,9 @@ pytestmark = pytest.mark.slow
 LIVE_BEATS = range(1000, 1030)       # the live source's beats after the loss (the others: 0..)
 
 
-def test_a_lost_shard_stops_only_its_own_sources_triggers(tmp_path):
-    with RedisClusterNodes(tmp_path / "cluster") as cluster, ReferenceReceiver() as rx:
+def test_a_lost_shard_stops_only_its_own_sources_triggers(tmp_path, caplog):
+    with RedisClusterNodes(tmp_path / "cluster") as cluster, ReferenceReceiver() as rx, \
+            caplog.at_level(logging.WARNING, logger="beatbus.bus"):
         lost, live = source_on_each_master(cluster, prefix="trig")[:2]
         bus = Bus.connect(cluster.url, name="test")
         settings = load_settings({"redis_url": cluster.url, "metrics_addr": "off", "block_ms": 100,
@@ -69,3 +71,6 @@ def test_a_lost_shard_stops_only_its_own_sources_triggers(tmp_path):
     assert max(got[i] - sent[i] for i in LIVE_BEATS) < 2.0
     assert acked, "the live source's delivered beats were left pending"
     assert dead_letters == 0
+    # each outage (a call on the lost master) is said once, not every round
+    downs = [r.during for r in caplog.records if r.getMessage().startswith("broker unavailable")]
+    assert downs and len(downs) == len(set(downs)), downs
