@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, Reader, guarded, note_back, note_reconnect
+from beatbus.bus import Backoff, Bus, Reader, guarded
 from beatbus.config import Settings
 from beatbus.leases import SourceLeases
 from beatbus.log import get_logger
@@ -141,20 +141,19 @@ class AudioStreamService(Service):
 
     def keep_leases(self) -> None:
         """Renew the leases if due; call it inside long processing (a catch-up can outlast a short TTL)."""
-        what = f"renew leases ({self.role})"
-        try:
-            self.leases.renew()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, what)
-        else:
-            note_back(what)
+        self.leases.renew()               # a node that does not answer is noted there, per node
 
     def _sync_owned(self) -> None:
         """Adopt the newly leased sources, drop those whose lease is gone."""
         self._drop_lost()
-        for name in list(self.leases.held):
-            if name not in self.owned:
+        new = [name for name in self.leases.held if name not in self.owned]
+        # adopting reads the source's checkpoint: retried on the next scan where its node is down
+        def adopt(part: list[str]) -> None:
+            for name in part:
                 self._adopt(name)
+
+        self.bus.per_node(new, lambda name: keys.stream(name, keys.StreamKind.AUDIO), f"adopt sources ({self.role})",
+                          adopt)
         LEASES_HELD.labels(self.role).set(len(self.owned))
 
     def _drop_lost(self) -> None:
@@ -318,18 +317,21 @@ class AudioStreamService(Service):
 
     def _read_watched(self) -> dict[str, float]:
         """When a dashboard last followed each owned source (``keys.watched``), for the degrade order."""
-        names = list(self.owned)
-        what = f"read watch times ({self.role})"
-        try:
+        watched = dict(self.governor.watched) if self.governor is not None else {}
+
+        def read(names: list[str]) -> None:
             pipe = self.bus.pipeline()
             for name in names:
                 pipe.get(keys.watched(name))
-            values = pipe.execute()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, what)
-            return self.governor.watched if self.governor is not None else {}
-        note_back(what)
-        return {n: float(v) for n, v in zip(names, values) if v is not None}
+            for name, value in zip(names, pipe.execute()):
+                if value is None:
+                    watched.pop(name, None)
+                else:
+                    watched[name] = float(value)
+
+        # per node: a source whose node does not answer keeps the time read last
+        self.bus.per_node(list(self.owned), keys.watched, f"read watch times ({self.role})", read)
+        return {name: t for name, t in watched.items() if name in self.owned}
 
     def _apply_quality(self, d: Decision) -> None:
         src = self.owned.get(d.source)
@@ -346,13 +348,8 @@ class AudioStreamService(Service):
         to tell a stage below full quality. Returns the name published."""
         label = FULL if level == 0 else label
         QUALITY_LEVEL.labels(name, self.role).set(level)
-        what = f"publish quality level ({self.role})"
-        try:
-            self.bus.redis.hset(keys.quality(name), self.role, label)
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, what)
-        else:
-            note_back(what)
+        self.bus.per_node([name], keys.quality, f"publish quality level ({self.role})",
+                          lambda _: self.bus.redis.hset(keys.quality(name), self.role, label))
         return label
 
     def _publish(self, out: dict[str, list], touched: set[str]) -> None:
@@ -363,20 +360,19 @@ class AudioStreamService(Service):
         touched = {name for name in touched if self.leases.owns(name) and name in self.owned}
         if not (touched or any(out.values())):
             return
-        pipe = self.bus.pipeline()
-        for name, events in out.items():
-            target = keys.stream(name, self.out_kind)
-            for ev in events:
-                self.bus.publish(target, ev, maxlen=self.settings.maxlen_events, pipeline=pipe)
-        for name in touched:
-            self.bus.set_checkpoint(name, self.role, self.owned[name].last_id, pipeline=pipe)
-        what = f"publish {self.out_kind}"
-        try:
+        def publish(names: list[str]) -> None:
+            pipe = self.bus.pipeline()
+            for name in names:
+                for ev in out.get(name, ()):
+                    self.bus.publish(keys.stream(name, self.out_kind), ev, maxlen=self.settings.maxlen_events,
+                                     pipeline=pipe)
+                if name in touched:
+                    self.bus.set_checkpoint(name, self.role, self.owned[name].last_id, pipeline=pipe)
             pipe.execute()
-        except BROKER_ERRORS as exc:
-            note_reconnect(exc, what)
-        else:
-            note_back(what)
+
+        # per node: a master that is down loses only its own sources' output of this round
+        names = sorted(touched | {name for name, events in out.items() if events})
+        self.bus.per_node(names, lambda name: keys.stream(name, self.out_kind), f"publish {self.out_kind}", publish)
 
     def drain(self) -> None:
         self.leases.release_all()

@@ -225,6 +225,23 @@ class Bus:
             groups.setdefault(node, []).append(item)
         return groups
 
+    def per_node(self, items: list, key, what: str, work) -> list:
+        """``work(share)`` for each node's share of ``items`` (:meth:`by_node`); returns the items of
+        the shares whose broker calls failed. A failed share is said once per outage of its node
+        (``WHAT on HOST:PORT``) and does not stop the others: on a cluster, a master that is down (or
+        lost with its replica) holds back only the sources it holds."""
+        failed: list = []
+        for node, part in self.by_node(items, key).items():
+            name = f"{what} on {node}" if node else what
+            try:
+                work(part)
+            except BROKER_ERRORS as exc:
+                note_reconnect(exc, name)
+                failed += part
+            else:
+                note_back(name)
+        return failed
+
     def pipeline(self):
         """A non-transactional pipeline: pass it as ``pipeline=`` to batch several calls in one round trip."""
         return self.redis.pipeline(transaction=False)
@@ -380,10 +397,13 @@ class Bus:
         return [None if v is None else _s(v) for v in pipe.execute()]
 
     def run_script(self, script, keys: list[str], args: list, pipeline=None):
-        """Run a registered Lua script, directly or inside ``pipeline``. A cluster pipeline cannot
-        load a missing script (NOSCRIPT), so there it sends the body (EVAL)."""
-        if pipeline is not None and self.cluster:
-            return pipeline.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        """Run a registered Lua script, directly or inside ``pipeline``. On a cluster it sends the body
+        (EVAL): a cluster pipeline cannot load a missing script (NOSCRIPT), and redis-py loads one on
+        every master, which fails while any master is down (a lease on a live master could not be
+        renewed while another master was lost)."""
+        if self.cluster:
+            return (self.redis if pipeline is None else pipeline).execute_command(
+                "EVAL", script.script, len(keys), *keys, *args)
         return script(keys=keys, args=args, client=pipeline)
 
 
@@ -855,10 +875,10 @@ class Lease:
 
     def renew(self) -> bool:
         """Extend the lease; False means it was lost (expired and maybe taken)."""
-        return bool(self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
+        return bool(self.bus.run_script(self._renew, [self.key], [self.owner, self.ttl_ms]))
 
     def release(self) -> bool:
-        return bool(self._release(keys=[self.key], args=[self.owner]))
+        return bool(self.bus.run_script(self._release, [self.key], [self.owner]))
 
     def holder(self) -> str | None:
         val = self.bus.redis.get(self.key)

@@ -19,6 +19,7 @@ __all__ = ["SourceLeases"]
 
 log = get_logger("leases")
 KNOWN_S = 60.0       # sources heartbeating this recently count for the share while someone leases them
+UNKNOWN = "(unknown: its node does not answer)"      # the holder of a lease that cannot be read
 
 
 class SourceLeases:
@@ -131,34 +132,56 @@ class SourceLeases:
                 self.bus.join(self.role, self.owner)    # alive as long as the leases are renewed
             except BROKER_ERRORS as exc:
                 self._registry.failed(exc)
-        for name, lease in list(self.held.items()):
-            # A lapsed lease nobody took (e.g. the broker restarted empty) is simply re-acquired,
-            # keeping the source's state; one taken by another instance is given up.
-            if not lease.renew() and not lease.acquire():
-                log.warning("lease lost to another instance; dropping source",
-                            extra={"source": name, "role": self.role, "holder": lease.holder()})
-                del self.held[name]
+        def renew(names: list[str]) -> None:
+            for name in names:
+                # A lapsed lease nobody took (e.g. the broker restarted empty) is simply re-acquired,
+                # keeping the source's state; one taken by another instance is given up.
+                lease = self.held[name]
+                if not lease.renew() and not lease.acquire():
+                    log.warning("lease lost to another instance; dropping source",
+                                extra={"source": name, "role": self.role, "holder": lease.holder()})
+                    del self.held[name]
+
+        # per node: while one master is down, its sources stay held (their streams are on it too, so
+        # there is nothing to serve; a lease that lapses meanwhile is re-acquired) and the rest renew
+        self.bus.per_node(list(self.held), self._key, f"renew leases ({self.role})", renew)
+
+    def _key(self, source: str) -> str:
+        return keys.lease(source, self.role)
 
     def _holders(self) -> dict[str, str | None]:
-        """Lease holder of every source heartbeating in the last ``KNOWN_S`` (one pipelined round trip)."""
+        """Lease holder of every source heartbeating in the last ``KNOWN_S`` (one pipelined round trip
+        per node); ``UNKNOWN`` where its node does not answer, so nobody takes it meanwhile."""
         names = self.bus.sources(max_age=max(KNOWN_S, self.max_age))
-        return dict(zip(names, self.bus.get_many([keys.lease(n, self.role) for n in names])))
+        holders: dict[str, str | None] = {}
+
+        def read(part: list[str]) -> None:
+            holders.update(zip(part, self.bus.get_many([self._key(n) for n in part])))
+
+        for name in self.bus.per_node(names, self._key, f"read lease holders ({self.role})", read):
+            holders[name] = UNKNOWN
+        return holders
 
     def _take(self, names: list[str], count: int | float) -> None:
-        """Acquire up to ``count`` of ``names`` not held yet."""
-        for name in names:
-            if count <= 0:
-                break
-            if name not in self.held:
-                lease = Lease(self.bus, keys.lease(name, self.role), self.owner, self.ttl)
+        """Acquire up to ``count`` of ``names`` not held yet (those whose node is down are left)."""
+        def take(part: list[str]) -> None:
+            nonlocal count
+            for name in part:
+                if count <= 0:
+                    return
+                lease = Lease(self.bus, self._key(name), self.owner, self.ttl)
                 if lease.acquire():
                     self.held[name] = lease
                     count -= 1
+
+        self.bus.per_node([n for n in names if n not in self.held], self._key, f"take leases ({self.role})", take)
 
     def _hand_back(self, count: int, served: set[str]) -> None:
         if count <= 0:
             return
         newest = [n for n in reversed(self.held) if n in served][:count]   # the least state lost
-        for name in newest:
-            self.held.pop(name).release()
+        leases = {name: self.held.pop(name) for name in newest}
+        # a lease on a node that does not answer lapses by itself
+        self.bus.per_node(newest, self._key, f"release leases ({self.role})",
+                          lambda part: [leases[name].release() for name in part])
         log.info("sources handed back: above the fair share", extra={"sources": newest, "role": self.role})

@@ -297,21 +297,15 @@ class TriggerService(Service):
                 done.setdefault(stream, []).append(entry_id)
         # the dedup claims are the trigger's own (SET NX per trigger), one round trip per node: on a
         # cluster, a master that is down (until its replica takes over) holds back its sources only
-        for node, part in self.bus.by_node(batch, key=lambda b: b[0]).items():
-            what = _on_node("claim triggers", node)
-            try:
-                pipe = self.bus.pipeline()
-                for stream, entry_id, triggers in part:
-                    src_name = keys.source_of(stream)
-                    for t in triggers:
-                        n = int(t.key.rsplit(":", 1)[1])
-                        pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True,
-                                 px=self._claim_ttl_ms)
-                claimed = iter(pipe.execute())
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, what)   # unacked: the janitor hands them out again
-                continue
-            note_back(what)
+        def claim(part: list) -> None:          # unacked if it fails: the janitor hands them out again
+            pipe = self.bus.pipeline()
+            for stream, entry_id, triggers in part:
+                src_name = keys.source_of(stream)
+                for t in triggers:
+                    n = int(t.key.rsplit(":", 1)[1])
+                    pipe.set(keys.trigger_dedup(src_name, entry_id, n), self.consumer, nx=True,
+                             px=self._claim_ttl_ms)
+            claimed = iter(pipe.execute())
             for stream, entry_id, triggers in part:
                 fresh = [t for t in triggers if next(claimed)]
                 for _ in range(len(triggers) - len(fresh)):
@@ -323,6 +317,8 @@ class TriggerService(Service):
                 self._open[entry_id] = _Open(stream, len(fresh))
                 for t in fresh:
                     self._submit(stream, entry_id, t)
+
+        self.bus.per_node(batch, lambda b: b[0], "claim triggers", claim)
         self._ack(done)
 
     def _submit(self, stream: str, entry_id: str, trigger: Trigger) -> None:
@@ -348,24 +344,16 @@ class TriggerService(Service):
         if not self._unsettled:
             return
         items, self._unsettled = self._unsettled, []
-        # one round trip per node (see _handle): a master that is down keeps its own items for later
-        for node, part in self.bus.by_node(items, key=lambda item: item[0]).items():
-            what = _on_node("settle triggers", node)
-            try:
-                pipe = self.bus.pipeline()
-                for stream, entry_id, trigger, result in part:
-                    n = int(trigger.key.rsplit(":", 1)[1])
-                    k = keys.trigger_dedup(keys.source_of(stream), entry_id, n)
-                    if result.outcome.reached_receiver:
-                        pipe.set(k, "done", ex=int(self.config.dedup_ttl))
-                    else:
-                        pipe.delete(k)
-                pipe.execute()
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, what)
-                self._unsettled += part
-                continue
-            note_back(what)
+        def settle(part: list) -> None:
+            pipe = self.bus.pipeline()
+            for stream, entry_id, trigger, result in part:
+                n = int(trigger.key.rsplit(":", 1)[1])
+                k = keys.trigger_dedup(keys.source_of(stream), entry_id, n)
+                if result.outcome.reached_receiver:
+                    pipe.set(k, "done", ex=int(self.config.dedup_ttl))
+                else:
+                    pipe.delete(k)
+            pipe.execute()
             done: dict[str, list[str]] = {}
             for stream, entry_id, _trigger, result in part:
                 self._count(result.outcome)
@@ -378,6 +366,9 @@ class TriggerService(Service):
                     if result.outcome is not Outcome.CANCELLED:
                         done.setdefault(stream, []).append(entry_id)
             self._ack(done)
+
+        # one round trip per node (see _handle): a master that is down keeps its own items for later
+        self._unsettled += self.bus.per_node(items, lambda item: item[0], "settle triggers", settle)
 
     def _ack(self, done: dict[str, list[str]]) -> None:
         """XACK per stream; a failed ack leaves the entries pending (redelivered, then deduplicated)."""
@@ -405,10 +396,6 @@ class TriggerService(Service):
             self.delivery.close(timeout=0.5)
         self._settle()
 
-
-def _on_node(what: str, node: str) -> str:
-    """``what`` as the log names it for one node's share (see :meth:`Bus.by_node`)."""
-    return f"{what} on {node}" if node else what
 
 
 def build_trigger_service(bus: Bus, settings: Settings, *, url: str | None = None, sources: list[str] | None = None,

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from beatbus import keys
 from beatbus.bus import Bus, Group, Lease, Reader
 from beatbus.errors import BrokerError
+from beatbus.leases import SourceLeases
 from beatbus.schemas import StreamEnd
 
 from support.cluster import RedisClusterNodes, source_on_each_master
@@ -103,13 +104,18 @@ def test_leases_and_stream_ends_on_every_master(cluster, bus):
 
 def test_a_lost_shard_stops_only_its_own_streams(tmp_path, caplog):
     """A master and its replica both dead (no failover): the other masters' streams are read on,
-    and the lost source is said once in the log (not raised to the reader's caller)."""
+    their leases renewed, and the lost source is said once in the log (not raised to the caller)."""
     with RedisClusterNodes(tmp_path / "cluster") as own, caplog.at_level(logging.INFO, logger="beatbus.bus"):
         bus = Bus.connect(own.url, name="test")
         lost_source, live_source = source_on_each_master(own, "sh")[:2]
         lost, live = keys.stream(lost_source, "beats"), keys.stream(live_source, "beats")
         group = Group(bus, live, "g", "c", start="0")
+        # the lost source's lease first: renewing it must not stop the live one's renewal
+        leases = SourceLeases(bus, "beat", "me", ttl=1.0, heartbeat=0.2, fixed=[lost_source, live_source])
+        leases.scan()
+        assert list(leases.held) == [lost_source, live_source]
         port = own.master_of_slot(key_slot(lost.encode()))
+        node = f"127.0.0.1:{port}"
         # redis-py asks its default node for XREAD/XREADGROUP's keys: make that the lost master
         bus.redis.set_default_node(bus.redis.get_node(host="127.0.0.1", port=port))
         for p in [port, *own.replicas_of(port)]:
@@ -122,9 +128,17 @@ def test_a_lost_shard_stops_only_its_own_streams(tmp_path, caplog):
             assert [f[b"n"] for _, _, f in poll.read(block_ms=0)] == [n]
             assert [f[b"n"] for _, _, f in read_until(threads, 1)] == [n]
         threads.close()
+        # three TTLs of scans and renewals: the live lease never lapses, the lost one stays held
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            leases.scan() if leases.due() else leases.renew()
+            assert bus.redis.get(keys.lease(live_source, "beat")) == b"me"
+            time.sleep(0.05)
+        assert list(leases.held) == [lost_source, live_source]
         bus.close()
     said = [(r.getMessage().split(";")[0], r.during) for r in caplog.records if r.name == "beatbus.bus"]
-    assert said == [("broker unavailable", f"read source {lost_source}")]
+    assert sorted(said) == [("broker unavailable", f"read source {lost_source}"),
+                            ("broker unavailable", f"renew leases (beat) on {node}")], said
 
 
 def test_a_plain_client_on_a_cluster_node_is_refused_in_one_line(cluster):
