@@ -256,6 +256,8 @@ class ControlResponse(BaseModel):
 class SourceState(BaseModel):
     source: str
     live: bool = Field(..., description="a producer heartbeat was seen recently")
+    reachable: bool = Field(True, description="false while the broker node that holds the source's streams "
+                            "does not answer (a Redis Cluster shard down); the fields below are then null")
     bpm: float | None = None
     beat: int | None = None
     bar: int | None = None

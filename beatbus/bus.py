@@ -225,6 +225,13 @@ class Bus:
             groups.setdefault(node, []).append(item)
         return groups
 
+    def clock_ms(self) -> int:
+        """The broker's clock (ms), the one stream ids use. On a cluster, the node of the source
+        registry's: redis-py would ask a random node, and one that is down would fail the call."""
+        node = {"target_nodes": self.redis.get_node_from_key(keys.SOURCES)} if self.cluster else {}
+        sec, usec = self.redis.time(**node)
+        return sec * 1000 + usec // 1000
+
     def per_node(self, items: list, key, what: str, work) -> list:
         """``work(share)`` for each node's share of ``items`` (:meth:`by_node`); returns the items of
         the shares whose broker calls failed. A failed share is said once per outage of its node

@@ -69,9 +69,8 @@ class ExporterService(Service):
         """Register the collectors (once: ``beatbus exporter`` calls it before /metrics is served)."""
         if self.collectors:
             return
-        # the collectors inspect the broker with commands no stage uses (XINFO, rq's registries): a client
-        conn: redis.Redis = self.bus.redis
-        self.collectors = [StreamCollector(conn, max_age=self.max_age)]
+        # the collectors inspect the broker with commands no stage uses (XINFO, rq's registries)
+        self.collectors = [StreamCollector(self.bus, max_age=self.max_age)]
         if self.queues:
             from beatbus.consumers.generate.jobqueue import rq_redis
 

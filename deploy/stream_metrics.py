@@ -3,7 +3,8 @@
 The daemons report what they see (``beatbus_bus_lag_seconds`` ...); this reads the broker,
 so it also sees what nobody reports: a consumer group falling behind, a source whose beat
 lease nobody holds, a dead-letter stream filling up, a producer that went quiet. Reads
-only (one pipeline per scrape); ``now`` is the broker's clock, the one stream ids use.
+only (one pipeline per scrape, per node on a cluster); ``now`` is the broker's clock, the one
+stream ids use.
 
 Series, for every live source (heartbeat within ``max_age``; sources are bounded by the
 deployment, kinds and roles are fixed words)::
@@ -18,6 +19,7 @@ deployment, kinds and roles are fixed words)::
     beatbus_checkpoint_lag_seconds{source, role}          newest audio id - the role's checkpoint
     beatbus_source_owned{source, role}                    1 while the role's lease is held
     beatbus_source_heartbeat_age_seconds{source}          since the producer's last heartbeat (1 h window)
+    beatbus_source_reachable{source}                      0 while the node holding its keys does not answer
     beatbus_sources_live                                  sources with a heartbeat within max_age
     beatbus_streams_up                                    1 when the last scrape reached the broker
 """
@@ -31,6 +33,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from beatbus import keys
+from beatbus.bus import BROKER_ERRORS, Bus
 from beatbus.log import get_logger
 
 __all__ = ["StreamCollector", "id_ms"]
@@ -49,18 +52,18 @@ def id_ms(entry_id) -> int:
 
 
 class StreamCollector:
-    """Collect per-source stream metrics from ``connection`` at scrape time.
+    """Collect per-source stream metrics from the broker at scrape time.
 
     Parameters
     ----------
-    connection : redis.Redis
+    bus : Bus
         A client of the beatbus broker.
     max_age : float
         Seconds since a source's last heartbeat for it to count as live.
     """
 
-    def __init__(self, connection: redis.Redis, *, max_age: float = 30.0):
-        self.connection = connection
+    def __init__(self, bus: Bus, *, max_age: float = 30.0):
+        self.bus = bus
         self.max_age = max_age
 
     def register(self, registry=REGISTRY) -> StreamCollector:
@@ -85,6 +88,8 @@ class StreamCollector:
             "owned": g("beatbus_source_owned", "1 while a stateful role's lease on the source is held", labels=sr),
             "heartbeat": g("beatbus_source_heartbeat_age_seconds", "Seconds since the producer's last heartbeat",
                            labels=["source"]),
+            "reachable": g("beatbus_source_reachable", "0 while the broker node that holds the source's keys "
+                           "does not answer (a Redis Cluster shard down)", labels=["source"]),
             "live": g("beatbus_sources_live", "Sources with a recent producer heartbeat"),
             "up": g("beatbus_streams_up", "1 when the stream collector's last scrape reached the broker"),
         }
@@ -97,7 +102,7 @@ class StreamCollector:
         try:
             self._collect(fam)
             fam["up"].add_metric([], 1)
-        except redis.RedisError as exc:
+        except (redis.RedisError, *BROKER_ERRORS) as exc:
             log.warning("stream metrics unavailable", extra={"error": str(exc)[:200]})
             up = fam["up"]
             fam = self._families()
@@ -106,9 +111,8 @@ class StreamCollector:
         return list(fam.values())
 
     def _collect(self, fam: dict) -> None:
-        r = self.connection
-        sec, usec = r.time()
-        now_ms = sec * 1000 + usec // 1000
+        r = self.bus.redis
+        now_ms = self.bus.clock_ms()
         wall = time.time()
         beats = r.zrangebyscore(keys.SOURCES, wall - _WINDOW_S, "+inf", withscores=True)
         live = []
@@ -120,8 +124,17 @@ class StreamCollector:
         fam["live"].add_metric([], len(live))
         if not live:
             return
-        pipe = r.pipeline(transaction=False)
+        # per node: a shard that is down leaves its sources unreachable, not the scrape
+        lost = set(self.bus.per_node(live, lambda source: keys.stream(source, keys.StreamKind.AUDIO),
+                                     "read stream metrics", lambda part: self._read(fam, now_ms, part)))
         for source in live:
+            fam["reachable"].add_metric([source], 0 if source in lost else 1)
+
+    def _read(self, fam: dict, now_ms: int, part: list[str]) -> None:
+        """The series of the sources ``part`` (one node's share): one pipelined round trip."""
+        r = self.bus.redis
+        pipe = r.pipeline(transaction=False)
+        for source in part:
             for kind in keys.StreamKind.ALL:
                 stream = keys.stream(source, kind)
                 pipe.xinfo_stream(stream)
@@ -131,7 +144,7 @@ class StreamCollector:
                 pipe.exists(keys.lease(source, role))
                 pipe.get(keys.checkpoint(source, role))
         values = iter(pipe.execute(raise_on_error=False))
-        for source in live:
+        for source in part:
             audio_last = None
             for kind in keys.StreamKind.ALL:
                 info, groups, dead = next(values), next(values), next(values)

@@ -64,15 +64,17 @@ class Publisher(Service):
         now = time.monotonic()
         if now < self._next_beat_of_life:
             return
-        if not self.lease.renew() and not self.lease.acquire():
-            # the broker lost our key (restart) and someone else took the name meanwhile
-            raise SourceClaimedError(f"source {self.source!r} was taken over by {self.lease.holder()}")
+        # the heartbeat first: on a cluster the registry has a node of its own, and a producer that
+        # cannot reach its source's node is still alive (its dropped frames tell the rest)
         try:
             self.bus.heartbeat(self.source)
         except BROKER_ERRORS as exc:
             self._registry.failed(exc)
         else:
             self._registry.ok()
+        if not self.lease.renew() and not self.lease.acquire():
+            # the broker lost our key (restart) and someone else took the name meanwhile
+            raise SourceClaimedError(f"source {self.source!r} was taken over by {self.lease.holder()}")
         self._next_beat_of_life = now + self.settings.heartbeat
 
     def _enqueue(self, fields: dict) -> None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Path as PathParam
 
 from beatbus import keys
+from beatbus.bus import BROKER_ERRORS
 
 from ..contract import errors
 from ..control import publish_control
@@ -39,7 +40,16 @@ def _known(api: ApiState, source: str) -> None:
 def list_sources(api: Api) -> SourceList:
     live = broker(live_sources, api.bus, api.settings)
     names = sorted(set(live) | set(_rhythm_source(api)))
-    return SourceList(sources=[broker(source_state, api.bus, n, live=n in live) for n in names])
+    return SourceList(sources=[_listed(api, n, live=n in live) for n in names])
+
+
+def _listed(api: ApiState, source: str, *, live: bool) -> SourceState:
+    """One source of the list: on a cluster, a shard that is down leaves its sources unreachable, not
+    the whole list unanswered (the registry answered)."""
+    try:
+        return source_state(api.bus, source, live=live)
+    except BROKER_ERRORS:
+        return SourceState(source=source, live=live, reachable=False)
 
 
 @router.get("/api/sources/{source}", response_model=SourceState, dependencies=[require("read")],

@@ -5,7 +5,9 @@ with no failover to wait for (a host and its standby lost together, or a shard t
 Every other source must go on as if nothing happened: its producer, the one discovering processor
 and the trigger consumer (as the ``beatbus-trigger`` unit runs it) keep serving it, every one of its
 beats is POSTed while still fresh (the default ``max_age``, 0.5 s) and acked, no daemon exits, and each
-daemon says the outage once, not once per round. Looked at only from outside: redis-py's own
+daemon says the outage once, not once per round. Monitoring tells the lost source apart: the API
+lists it live (its producer heartbeats on) and unreachable, the exporter scrapes on and reports it
+``beatbus_source_reachable 0``. Looked at only from outside: redis-py's own
 ``RedisCluster`` reads the streams and the trigger group's pending entries, a test double of the
 error generator (an external service) records the POSTs.
 
@@ -18,6 +20,7 @@ import json
 import re
 import time
 
+import httpx
 import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -28,6 +31,7 @@ from beatbus import keys
 from support.cluster import RedisClusterNodes, source_on_each_master
 from support.daemons import Daemon, daemon_env
 from support.listeners import ErrorGeneratorDouble
+from support.ops import metrics
 from support.procs import eventually, free_port
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +40,7 @@ TEMPOS = (96.0, 120.0, 144.0)          # one click tempo per source (per master)
 START_S = 120                          # daemons' start on two loaded cores
 WATCH_S = 12.0                         # how long the live sources are watched after the loss
 MAX_AGE_S = 0.5                        # the trigger consumer's default max_age: later is stale
-DAEMONS = ("processor", "trigger")
+DAEMONS = ("processor", "trigger", "exporter", "api")
 
 
 def _ms(entry_id: str) -> float:
@@ -101,6 +105,11 @@ def test_a_lost_shard_stops_only_its_own_source(tmp_path):
         try:
             add("processor", "process", "--backend", "dsp")
             add("trigger", "consume", "trigger", "--error-generator-url", receiver.url)
+            add("exporter", "exporter")
+            api_port = free_port()
+            # --no-generate: generation queues need a plain Redis (rq, README: Redis Cluster)
+            daemons["api"] = Daemon("api", ["api", "--port", str(api_port), "--no-generate"], env=env,
+                                    workdir=tmp_path, metrics=f"127.0.0.1:{api_port}")
             for d in daemons.values():
                 d.start()
             eventually(lambda: all(d.poll_ready() for d in daemons.values()) or check_alive(), START_S,
@@ -139,6 +148,23 @@ def test_a_lost_shard_stops_only_its_own_source(tmp_path):
                 print(f"  {s} (master :{master[s]}, {tempo[s]:g} BPM): {n} beats, {n - len(missing)} POSTed, "
                       f"slowest {worst * 1000:.0f} ms after its beat's XADD")
 
+            # monitoring sees the live sources as they are: the exporter's scrape and the API's list
+            # (the lost source's producer heartbeats on: the registry is on a live master)
+            m = metrics(int(daemons["exporter"].metrics.rsplit(":", 1)[1]))
+            age = {s: m.get(f"beatbus_stream_age_seconds{{kind=beats,source={s}}}") for s in sources}
+            reachable = {s: m.get(f"beatbus_source_reachable{{source={s}}}") for s in sources}
+            print(f"  exporter: streams_up {m.get('beatbus_streams_up{}')}, reachable {reachable}, beats age {age}")
+            assert m.get("beatbus_streams_up{}") == 1, daemons["exporter"].stderr()[-2000:]
+            assert reachable == {s: 0.0 if s == lost else 1.0 for s in sources}, reachable
+            assert age[lost] is None and all(age[s] < 3 for s in live), age
+            r = httpx.get(f"http://127.0.0.1:{api_port}/api/sources", timeout=10)
+            assert r.status_code == 200, r.text[:500]
+            listed = {d["source"]: d for d in r.json()["sources"]}
+            print("  API /api/sources: " + ", ".join(f"{s} live={d['live']} reachable={d['reachable']} bpm={d['bpm']}"
+                                                      for s, d in sorted(listed.items())))
+            assert all(listed[s]["live"] and listed[s]["reachable"] and listed[s]["bpm"] for s in live), listed
+            assert listed[lost]["live"] and not listed[lost]["reachable"] and listed[lost]["bpm"] is None, listed[lost]
+
             # acked: nothing of the live sources is left pending in the trigger's group for the janitor
             def pending() -> dict[str, int]:
                 return {s: observer.xpending(keys.stream(s, "beats"), "trigger")["pending"] for s in live}
@@ -149,12 +175,13 @@ def test_a_lost_shard_stops_only_its_own_source(tmp_path):
             assert not any(dead.values()), f"beats dead-lettered: {dead}"
 
             # the loss is said once per thing that waits on it, not once per round
-            for name in DAEMONS:
+            for name in (*DAEMONS, f"producer-{lost}"):
                 said = _outages(daemons[name].stderr())
                 repeated = sorted({d for d in said if said.count(d) > 1})
                 print(f"  {name}: {len(said)} 'broker unavailable' lines: {said}")
                 assert not repeated, f"{name} said an outage more than once: {repeated}\n{daemons[name].stderr()}"
-                assert all(lost in d or "on 127.0.0.1" in d for d in said), (name, said)
+                # the readers name what waits: the lost source, or its node
+                assert name not in DAEMONS or all(lost in d or "on 127.0.0.1" in d for d in said), (name, said)
             check_alive()
         finally:
             for d in reversed(daemons.values()):     # producers first: they drain and end their streams

@@ -247,7 +247,7 @@ def test_a_producer_flooding_faster_than_real_time_is_trimmed_and_counted(bus, b
     pub.drain()
     stream = keys.stream("flood", "audio")
     length = bus.redis.xlen(stream)
-    samples = {(m.name, m.labels.get("kind")): m.value for f in StreamCollector(bus.redis).collect()
+    samples = {(m.name, m.labels.get("kind")): m.value for f in StreamCollector(bus).collect()
                for m in f.samples if m.labels.get("source") == "flood"}
     while proc.step(stop) is not False:
         pass

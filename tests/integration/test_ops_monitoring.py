@@ -75,7 +75,7 @@ def beatbus_families(bus):
     registered = [f for f in REGISTRY.collect() if f.name.startswith("beatbus_")]
     # families a role keeps off /metrics until it runs here (metrics.owned_by): exported by that daemon
     registered += [f for fams in metrics._owned.values() for fam in fams for f in fam.collect()]
-    collectors = [f for c in (StreamCollector(bus.redis), RqCollector(bus.redis, ["q"])) for f in c.describe()]
+    collectors = [f for c in (StreamCollector(bus), RqCollector(bus.redis, ["q"])) for f in c.describe()]
     return registered + collectors
 
 
@@ -155,7 +155,7 @@ def test_metric_names_and_labels_follow_prometheus_conventions(bus):
               if getattr(c, "_name", "").startswith("beatbus_")}
     bus.heartbeat("conv")
     bus.redis.xadd(keys.stream("conv", "beats"), {"d": b"{}"})
-    for c in (StreamCollector(bus.redis), RqCollector(bus.redis, ["q"])):
+    for c in (StreamCollector(bus), RqCollector(bus.redis, ["q"])):
         for f in c.collect():
             labels.setdefault(f.name, set()).update(k for s in f.samples for k in s.labels)
     assert len(labels) > 40 and {"kind"} <= labels["beatbus_events_published"]
@@ -200,7 +200,7 @@ def test_stream_collector_reports_lag_ownership_trimming_and_dead_letters(bus):
     group.read(count=2)                                                        # 2 delivered, 3 waiting
     bus.dead_letter(beats, ids[0], {}, "malformed")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in StreamCollector(bus.redis).collect() for s in f.samples}
+               for f in StreamCollector(bus).collect() for s in f.samples}
     get = lambda name, **lab: samples[(name, tuple(sorted(lab.items())))]    # noqa: E731
     assert get("beatbus_sources_live") == 1 and get("beatbus_streams_up") == 1
     assert get("beatbus_stream_entries", source=src, kind="audio") == 20
@@ -219,7 +219,7 @@ def test_collectors_report_a_broker_outage_instead_of_failing_the_scrape(redis_s
     bus.heartbeat("x")
     redis_server.stop()
     try:
-        streams = {s.name: s.value for f in StreamCollector(bus.redis).collect() for s in f.samples}
+        streams = {s.name: s.value for f in StreamCollector(bus).collect() for s in f.samples}
         rq = {s.name: s.value for f in RqCollector(bus.redis, ["q"]).collect() for s in f.samples}
     finally:
         redis_server.start()
