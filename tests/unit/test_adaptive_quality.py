@@ -1,4 +1,6 @@
 """QualityGovernor (adaptive quality) on synthetic load sequences: no Redis, no clock."""
+import random
+
 import pytest
 
 from beatbus.processors.beat.adaptive import Level, costs_for, level_named, levels_for
@@ -54,6 +56,23 @@ def test_sustained_overload_degrades_newest_first_one_source_per_cooldown_down_t
     assert all(b - a >= 2.0 - 1e-9 for a, b in zip(times, times[1:]))   # cooldown (and a fresh hold)
     assert [g.name(s) for s in "abc"] == ["dsp", "dsp", "dsp"]
     assert run(g, [5.0] * 50, t0=30) == []     # never below the cheapest level
+
+
+def test_load_and_excess_lag_are_the_window_means_over_many_short_rounds():
+    # a stage with many sources runs hundreds of rounds a second; the governor keeps running sums
+    rng = random.Random(7)
+    g = gov3()
+    rounds, t = [], 0.0
+    for i in range(20_000):
+        t += rng.uniform(0.0005, 0.004)
+        busy, audio = rng.uniform(0.0, 0.005), rng.uniform(0.01, 0.02)     # load <= 0.5: no decision
+        lag = rng.uniform(0.0, 0.02)
+        assert g.observe(t, busy, audio, {"a": lag}) == []
+        rounds.append((t, busy, audio))
+        if i % 997 == 0 or i == 19_999:
+            window = [r for r in rounds if r[0] >= t - g.window]
+            assert g.load == pytest.approx(sum(r[1] for r in window) / sum(r[2] for r in window), rel=1e-9)
+    assert 0.0 <= g.excess_lag <= 0.02
 
 
 def test_short_overload_and_a_load_just_below_the_threshold_do_nothing():
