@@ -55,6 +55,7 @@ Entry = tuple[str, str, dict]          # (stream, entry id, fields)
 BROKER_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ClusterError,
                  TryAgainError, RedisClusterException)
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+UNSERVED = "no master"          # the node of a slot no master serves (a lost shard, once the map says so)
 MAX_BLOCK_MS = 1000
 DEAD_LETTER_MAXLEN = 10000
 DEAD_MARK_TTL_S = 3600      # long past any reader's lag: a later reader of the entry finds the mark
@@ -218,12 +219,17 @@ class Bus:
             return {"": items} if items else {}
         groups: dict[str, list] = {}
         for item in items:
-            try:
-                node = self.redis.get_node_from_key(key(item)).name
-            except RedisClusterException:       # a slot no master serves (yet): a group of its own
-                node = f"slot {key_slot(key(item).encode())}"
-            groups.setdefault(node, []).append(item)
+            groups.setdefault(self.node_name(key(item)), []).append(item)
         return groups
+
+    def node_name(self, key: str) -> str:
+        """``HOST:PORT`` of the master that holds ``key`` on a cluster ("" on a single server)."""
+        if not self.cluster:
+            return ""
+        try:
+            return self.redis.get_node_from_key(key).name
+        except RedisClusterException:       # slots no master serves (yet) are one group
+            return UNSERVED
 
     def clock_ms(self) -> int:
         """The broker's clock (ms), the one stream ids use. On a cluster, the node of the source
@@ -239,7 +245,7 @@ class Bus:
         lost with its replica) holds back only the sources it holds."""
         failed: list = []
         for node, part in self.by_node(items, key).items():
-            name = f"{what} on {node}" if node else what
+            name = on_node(what, node)
             try:
                 work(part)
             except BROKER_ERRORS as exc:
@@ -451,6 +457,8 @@ class Reader:
         """Stop the slot threads (cluster); a plain Reader holds nothing."""
         if self._fan is not None:
             self._fan.close()
+        for slot in self._failing:
+            _waiters.gone((id(self), slot))
 
     def __del__(self) -> None:
         self.close()
@@ -480,14 +488,15 @@ class Reader:
             try:
                 out += self._take(_xread(self.bus, group, count, 0))
             except BROKER_ERRORS as exc:
-                note_reconnect(exc, _reading(group))
+                _waiters.failed(exc, on_node("read sources", self.bus.node_name(next(iter(group)))),
+                                (id(self), slot))
                 self._failing.add(slot)
             except Exception as exc:  # noqa: BLE001  (raised after the other slots' entries)
                 self._error = self._error or exc
             else:
                 if slot in self._failing:
                     self._failing.discard(slot)
-                    note_back(_reading(group))
+                    _waiters.ok((id(self), slot))
         if self._error is not None and not out:
             error, self._error = self._error, None
             raise error
@@ -513,16 +522,6 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 @lru_cache(maxsize=65536)     # per read, per stream: a deployment has a bounded set of streams
 def _slot(stream: str) -> int:
     return key_slot(stream.encode())
-
-
-def _reading(streams: Iterable[str]) -> str:
-    """How the log names the reads of ``streams`` (one slot: one source's streams)."""
-    def name(stream: str) -> str:
-        try:
-            return keys.source_of(stream)
-        except ConfigError:         # not a source's stream: its own key
-            return stream
-    return f"read source {', '.join(sorted({name(s) for s in streams}))}"
 
 
 def _by_slot(ids: dict[str, str]) -> dict[int, dict[str, str]]:
@@ -609,6 +608,7 @@ class FanIn:
 def _fan_in_loop(fan: FanIn, key) -> None:
     """The loop of one :class:`FanIn` thread (``fan`` is a weak proxy: a dropped fan-in ends it)."""
     backoff, failing, room = Backoff(), False, threading.Semaphore(FanIn.QUEUED)
+    me = threading.current_thread()
     try:
         while not fan.stop.is_set():
             try:
@@ -618,13 +618,13 @@ def _fan_in_loop(fan: FanIn, key) -> None:
                         del fan.threads[key]
                     return
                 if failing:
-                    note_back(fan.what(key))
+                    _waiters.ok(me)
                 failing = False
                 backoff.reset()
             except BROKER_ERRORS as exc:
                 if fan.stop.is_set():
                     return
-                note_reconnect(exc, fan.what(key))
+                _waiters.failed(exc, fan.what(key), me)
                 failing, got = True, []
                 backoff.wait(fan.stop)
             except Exception as exc:  # noqa: BLE001  (handed over: the reader's policy decides)
@@ -639,6 +639,8 @@ def _fan_in_loop(fan: FanIn, key) -> None:
                 fan.queue.put((room, got))
     except ReferenceError:      # the owner dropped the fan-in
         return
+    finally:
+        _waiters.gone(me)
 
 
 class _SlotReader:
@@ -661,7 +663,8 @@ class _SlotReader:
 
     def _what(self, slot: int) -> str:
         with self.lock:
-            return _reading([s for s in self.ids if _slot(s) == slot])
+            stream = next((s for s in self.ids if _slot(s) == slot), None)
+        return on_node("read sources", self.bus.node_name(stream) if stream is not None else UNSERVED)
 
     def add(self, stream: str, entry_id: str) -> None:
         with self.lock:
@@ -930,6 +933,48 @@ def note_reconnect(exc: Exception, what: str) -> None:
             "broker unavailable; retrying (logged again when it is back, or in a minute)", "broker back",
             remind_s=60.0, during=what)
     outage.failed(exc)
+
+
+def on_node(what: str, node: str) -> str:
+    """``what`` as the log names one node's share of it (:meth:`Bus.node_name`; "" on a single server)."""
+    return f"{what} on {node}" if node else what
+
+
+class _Waiters:
+    """Outages that many readers wait on together: the streams of one cluster node, each read by a
+    thread (or a poll's slot) of its own. The first to fail says it (:func:`note_reconnect`), the
+    last to read again says it is back: a master with 67 sources is one line, not 67."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.what_of: dict[object, str] = {}
+
+    def failed(self, exc: Exception, what: str, who: object) -> None:
+        with self.lock:
+            before = self.what_of.get(who)
+            self.what_of[who] = what
+            orphan = before if before is not None and before != what and before not in self.what_of.values() else None
+        if orphan is not None:      # its slot moved (a failover): nobody waits on the old name any more
+            _broker_outages.pop(orphan, None)
+        note_reconnect(exc, what)
+
+    def ok(self, who: object) -> None:
+        """``who`` read again; cheap when it was not waiting."""
+        if who not in self.what_of:
+            return
+        with self.lock:
+            what = self.what_of.pop(who, None)
+            if what is None or what in self.what_of.values():
+                return
+        note_back(what)
+
+    def gone(self, who: object) -> None:
+        """``who`` stopped reading (its reader closed): it waits on nothing any more."""
+        with self.lock:
+            self.what_of.pop(who, None)
+
+
+_waiters = _Waiters()
 
 
 def note_back(what: str) -> None:

@@ -28,7 +28,7 @@ import msgspec
 import redis
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Backoff, Bus, FanIn, Group, Reader, note_back, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Backoff, Bus, FanIn, Group, Reader, note_back, note_reconnect, on_node
 from beatbus.config import Settings
 from beatbus.log import get_logger
 from beatbus.metrics import BUS_LAG
@@ -143,7 +143,7 @@ class TriggerService(Service):
         # stream is read on a thread of its own, which says itself when its source's master is
         # down and back (a ResponseError such as NOGROUP is handed over: the step recreates the groups)
         self._fan = FanIn(self._read_stream, name="xreadgroup",
-                          what=lambda stream: f"read beats of {keys.source_of(stream)}") if bus.cluster else None
+                          what=lambda stream: on_node("read beats", bus.node_name(stream))) if bus.cluster else None
         self._claim_ttl_ms = int(1000 * (config.max_age + (config.retries + 1) * (config.timeout + config.backoff_cap) + 5))
 
     # -- sources ------------------------------------------------------------------------
@@ -221,17 +221,16 @@ class TriggerService(Service):
         in_flight: dict[str, list[str]] = {}
         for entry_id, entry in self._open.items():
             in_flight.setdefault(entry.stream, []).append(entry_id)
-        claimed = []
-        for src in self.sources.values():
-            # per source: on a cluster, a node that is down (until its replica takes over) stops the
-            # claims of its own sources only; raising here would drop every source's beats of this round
-            try:
+        claimed: list[tuple[str, str, dict]] = []
+
+        def claim(part: list[_Source]) -> None:
+            for src in part:
                 src.group.keep(in_flight.get(src.group.stream, ()))
-                claimed += [e for e in src.group.claim_stale() if e[1] not in self._open]
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, f"claim stale beats of {src.name}")
-            else:
-                note_back(f"claim stale beats of {src.name}")
+                claimed.extend(e for e in src.group.claim_stale() if e[1] not in self._open)
+
+        # per node: on a cluster, a node that is down (until its replica takes over) stops the claims
+        # of its own sources only; raising here would drop every source's beats of this round
+        self.bus.per_node(list(self.sources.values()), lambda src: src.group.stream, "claim stale beats", claim)
         return claimed
 
     def step(self, stop: threading.Event) -> bool:
@@ -372,16 +371,12 @@ class TriggerService(Service):
 
     def _ack(self, done: dict[str, list[str]]) -> None:
         """XACK per stream; a failed ack leaves the entries pending (redelivered, then deduplicated)."""
-        for stream, ids in done.items():
-            src = self.sources.get(keys.source_of(stream))
-            if src is None or not ids:
-                continue
-            try:
-                src.group.ack(*ids)
-            except BROKER_ERRORS as exc:
-                note_reconnect(exc, f"ack beats of {src.name}")
-            else:
-                note_back(f"ack beats of {src.name}")
+        def ack(part: list[str]) -> None:
+            for stream in part:
+                self.sources[keys.source_of(stream)].group.ack(*done[stream])
+
+        streams = [stream for stream, ids in done.items() if ids and keys.source_of(stream) in self.sources]
+        self.bus.per_node(streams, lambda stream: stream, "ack beats", ack)
 
     def drain(self) -> None:
         if self._fan is not None:

@@ -54,3 +54,32 @@ def test_outages_are_per_call_and_a_call_that_never_failed_is_not_said_back(reco
     assert said(got) == [("broker unavailable", "publish beats")]
     bus.note_back("publish beats")
     assert said(got)[1:] == [("broker back", "publish beats")]
+
+
+def test_many_readers_waiting_on_one_node_say_it_once_and_back_when_the_last_reads(records):
+    got, _ = records
+    waiters, err = bus._Waiters(), ConnectionError("refused")
+    node = "read sources on 127.0.0.1:7001"
+    for who in range(67):                           # a master's 67 sources, a reader thread each
+        waiters.failed(err, node, who)
+    assert said(got) == [("broker unavailable", node)]
+    for who in range(66):
+        waiters.ok(who)
+    waiters.ok("never failed")
+    assert len(got) == 1                            # one source still waits
+    waiters.ok(66)
+    assert said(got)[1:] == [("broker back", node)]
+
+
+def test_a_reader_whose_slot_moved_leaves_no_outage_behind(records):
+    got, _ = records
+    waiters, err = bus._Waiters(), ConnectionError("refused")
+    old, new = "read sources on 127.0.0.1:7001", "read sources on 127.0.0.1:7004"
+    waiters.failed(err, old, "a")
+    waiters.failed(err, new, "a")                   # the slot map moved it (a failover)
+    waiters.ok("a")
+    assert said(got) == [("broker unavailable", old), ("broker unavailable", new), ("broker back", new)]
+    waiters.failed(err, old, "b")                   # the old node's next outage is said, not taken as still on
+    assert said(got)[3:] == [("broker unavailable", old)]
+    waiters.gone("b")                               # a reader that closed waits on nothing
+    assert "b" not in waiters.what_of
