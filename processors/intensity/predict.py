@@ -313,8 +313,10 @@ class TransitionDetector:
         w = self.build_window if not self.bar_s else float(np.clip(self.bar_s / 2, 0.6, 1.5))
         n = self._n(w)
         m = self.m.view(n)
-        if m[-1] >= self.top - 2.0:
-            return None                       # already as loud as the song gets: nothing to build to
+        if m[0] >= self.top - 2.0:
+            # it starts as loud as the song gets: nothing to build to (where it ends says nothing: a
+            # build-up about to drop is near the loud level by then)
+            return None
         x = np.arange(n) / self.fps
         slope, icpt = _line(x, m)
         if slope < self.build_slope:
