@@ -14,6 +14,7 @@ const st = {
   skews: [],                  // [[browser ms, now - emitted_at]]: delivery delay only ever adds to it
   nextBeat: null, period: 0.5, // server wall s of the next predicted beat, beat period s
   sections: [],               // the song so far: [{start (source s), label, at (browser ms)}], oldest first
+  transitions: [],            // build-ups, drops, breakdowns: [{kind, start (source s), at (browser ms)}]
   taps: [], tapErrors: [], tapOffset: null,
   plan: null,
   led: { mode: "simulated", pixels: 60, frame: null, flash: 0, down: false, ws: null },
@@ -122,6 +123,7 @@ function handle(ev) {
     case "intensity": showIntensity(ev.intensity); return showLevel(20 * Math.log10(Math.max(ev.rms, 1e-6)));
     // confirmed sections and relabels of past ones; a tentative one is a mere hint
     case "section": return ev.status !== "tentative" && noteSection(ev);
+    case "transition": return noteTransition(ev);
     case "control": return onControl(ev);
     case "stream_end": st.sectionsEnded = true; return setStatus("ended", `${st.source} · ended (${ev.reason})`);
   }
@@ -185,7 +187,7 @@ function showSection(label) {
   el.textContent = label; el.dataset.label = label;
 }
 function noteSection(ev) {
-  if (st.sectionsEnded) { st.sections = []; st.sectionsEnded = false; }   // the first section of a new run
+  if (st.sectionsEnded) { st.sections = []; st.transitions = []; st.sectionsEnded = false; }   // a new run
   // one entry per section start: a revision relabels it in place
   const i = st.sections.findIndex((s) => Math.abs(s.start - ev.start) < 1e-3);
   if (i >= 0) st.sections[i].label = ev.label;
@@ -194,6 +196,14 @@ function noteSection(ev) {
     st.sections.sort((a, b) => a.start - b.start);
   }
   if (ev.end == null && st.sections[st.sections.length - 1].start <= ev.start) showSection(ev.label);
+  drawTimeline();
+}
+const MARKED = { "build-up": "build-up", drop: "drop", breakdown: "breakdown" };   // not tempo changes
+function noteTransition(ev) {
+  // a build-up is issued again with a new predicted drop while it keeps rising: one mark per start
+  if (!MARKED[ev.kind] || st.transitions.some((t) => t.kind === ev.kind && Math.abs(t.start - ev.timestamp) < 1e-3)) return;
+  // system_time: the wall time it began (a build-up is known only a second or so later)
+  st.transitions.push({ kind: ev.kind, start: ev.timestamp, at: ev.system_time * 1000 + st.clockSkew });
   drawTimeline();
 }
 function drawTimeline() {
@@ -211,6 +221,14 @@ function drawTimeline() {
     d.className = `seg-${s.label}`; d.title = s.label;
     d.style.width = `${(100 * (end - start)) / span}%`;
     tl.appendChild(d);
+  });
+  // transitions as marks over the sections (a build-up spans from its start to now or the next mark)
+  st.transitions = st.transitions.filter((t) => t.at >= from);
+  st.transitions.forEach((t) => {
+    const m = document.createElement("span");
+    m.className = `mark mark-${t.kind}`; m.title = t.kind;
+    m.style.left = `${(100 * (t.at - from)) / span}%`;
+    tl.appendChild(m);
   });
 }
 setInterval(drawTimeline, 1000);

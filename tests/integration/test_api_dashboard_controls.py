@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -212,6 +213,27 @@ def test_tempo_section_intensity_and_led_displays_follow_the_live_daemons(stack,
     # the LED preview: the LED consumer's web:// device, relayed by the API
     eventually(lambda: text(browser, "led-mode") == f"{LED_DEVICE} · {LED_PIXELS} px", timeout=20,
                what=lambda: f"the LED preview of {LED_DEVICE} (shown {text(browser, 'led-mode')!r})")
+    no_console_errors(browser)
+
+
+def test_the_timeline_marks_the_transitions_the_intensity_daemon_publishes(stack, browser):
+    open_live(browser, stack)
+    since = f"{int(time.time() * 1000) + 1000}"      # the page is subscribed by then
+    marked = ("build-up", "drop", "breakdown")
+
+    def published() -> list[dict]:
+        return [ev for _, f in stack.bus.redis.xrange(keys.stream("default", "intensity"), min=since)
+                if (ev := json.loads(f[b"d"]))["type"] == "transition" and ev["kind"] in marked]
+
+    def drawn() -> list[str]:
+        return browser.execute_script("return Array.from(document.querySelectorAll('#timeline .mark'), (el) => el.title)")
+
+    # the looped pop song has build-ups, drops and breakdowns: each one published is drawn, once
+    eventually(lambda: {ev["kind"] for ev in published()} >= {"drop", "build-up"}
+               and {ev["kind"] for ev in published()} <= set(drawn()), timeout=150, interval=0.5,
+               what=lambda: f"marks of {[ev['kind'] for ev in published()]} on the timeline (drawn {drawn()})")
+    starts = {(ev["kind"], ev["timestamp"]) for ev in published()}     # a build-up re-issued: one mark
+    assert len(drawn()) >= len(starts), (drawn(), sorted(starts))
     no_console_errors(browser)
 
 
