@@ -115,14 +115,20 @@ class SourceLeases:
     def release_all(self) -> None:
         """Give every lease up and leave the instance registry (on the way out). Without a broker
         nothing is lost: the leases lapse after the TTL and the registry entry ages out."""
+        # per node, so a lost shard's lease does not keep the others held; one failed call per node
+        # at most, and nothing logged: the daemon is on its way out
+        for part in self.bus.by_node(list(self.held), self._key).values():
+            try:
+                for name in part:
+                    self.held[name].release()
+            except BROKER_ERRORS:
+                pass
+        self.held.clear()
         try:
-            for lease in self.held.values():
-                lease.release()
             if self.fixed is None:
                 self.bus.leave(self.role, self.owner)
         except BROKER_ERRORS:
             pass
-        self.held.clear()
 
     # -- internals --------------------------------------------------------------------
     def _renew_all(self) -> None:
@@ -176,12 +182,19 @@ class SourceLeases:
 
         self.bus.per_node([n for n in names if n not in self.held], self._key, f"take leases ({self.role})", take)
 
+    def _release(self, names: list[str]) -> None:
+        """Give up the leases of ``names``, per node: one on a node that does not answer lapses by itself."""
+        leases = {name: self.held.pop(name) for name in names}
+
+        def release(part: list[str]) -> None:
+            for name in part:
+                leases[name].release()
+
+        self.bus.per_node(names, self._key, f"release leases ({self.role})", release)
+
     def _hand_back(self, count: int, served: set[str]) -> None:
         if count <= 0:
             return
         newest = [n for n in reversed(self.held) if n in served][:count]   # the least state lost
-        leases = {name: self.held.pop(name) for name in newest}
-        # a lease on a node that does not answer lapses by itself
-        self.bus.per_node(newest, self._key, f"release leases ({self.role})",
-                          lambda part: [leases[name].release() for name in part])
+        self._release(newest)
         log.info("sources handed back: above the fair share", extra={"sources": newest, "role": self.role})

@@ -370,7 +370,7 @@ class TriggerService(Service):
         self._unsettled += self.bus.per_node(items, lambda item: item[0], "settle triggers", settle)
 
     def _ack(self, done: dict[str, list[str]]) -> None:
-        """XACK per stream; a failed ack leaves the entries pending (redelivered, then deduplicated)."""
+        """XACK per stream, per node; a failed ack leaves the entries pending (redelivered, then deduplicated)."""
         def ack(part: list[str]) -> None:
             for stream in part:
                 self.sources[keys.source_of(stream)].group.ack(*done[stream])

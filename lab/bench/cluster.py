@@ -48,9 +48,19 @@ class LocalCluster:
         if not (self.binary and self.cli):
             raise ConfigError("a local Redis Cluster needs redis-server and redis-cli (Debian: redis-server, redis-tools)")
         self.tmp = tmp
-        self.ports = [_node_port() for _ in range(2 * masters)]
+        self.ports: list[int] = []
+        for _ in range(2 * masters):
+            self.ports.append(self._new_port())
         self.masters = masters
         self.procs: dict[int, subprocess.Popen] = {}
+
+    def _new_port(self) -> int:
+        """A free node port clear of this cluster's others and their bus ports (two bind(0) calls in a
+        row may get the same port)."""
+        while True:
+            port = _node_port()
+            if not {port, port + 10000} & {q + d for q in self.ports for d in (0, 10000)}:
+                return port
 
     @property
     def url(self) -> str:
@@ -63,8 +73,16 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         for port in self.ports:
             self._start_node(port)
-        for port in self.ports:
-            self._wait_ping(port)
+        for i in range(len(self.ports)):
+            for _ in range(5):
+                if self._wait_ping(self.ports[i]):
+                    break
+                # its port was taken between picking and binding (a CI run once lost one): another
+                self.procs.pop(self.ports[i]).kill()
+                self.ports[i] = self._new_port()
+                self._start_node(self.ports[i])
+            else:
+                raise RuntimeError(f"redis-server did not start on 5 ports in a row (last {self.ports[i]})")
         subprocess.run([self.cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
                         "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, capture_output=True, text=True, timeout=60)
@@ -92,16 +110,23 @@ class LocalCluster:
              "--cluster-require-full-coverage", "no", "--save", "", "--appendonly", "no", "--dir", str(d)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def _wait_ping(self, port: int) -> None:
+    def _wait_ping(self, port: int) -> bool:
+        """True once the node started on ``port`` answers (itself, not another server that took the
+        port); False if it exited (its port taken) or never answered."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if self.cmd(port, "PING") == "PONG":
-                return
+            if self.procs[port].poll() is not None:
+                return False
+            try:
+                if self.cmd(port, "PING", timeout=2) == "PONG":
+                    return f"process_id:{self.procs[port].pid}" in self.cmd(port, "INFO", "server")
+            except subprocess.TimeoutExpired:       # something else listens there and does not answer
+                pass
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {port} did not start")
+        return False
 
-    def cmd(self, port: int, *args: str) -> str:
-        r = subprocess.run([self.cli, "-p", str(port), *args], capture_output=True, text=True, timeout=10)
+    def cmd(self, port: int, *args: str, timeout: float = 10) -> str:
+        r = subprocess.run([self.cli, "-p", str(port), *args], capture_output=True, text=True, timeout=timeout)
         return r.stdout.strip()
 
     def info(self, port: int) -> dict[str, str]:

@@ -3,6 +3,7 @@ every master, leases and stream ends across slots, and the one-line refusal of a
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
@@ -160,3 +161,17 @@ def test_a_cluster_url_on_a_plain_server_is_refused_in_one_line(tmp_path):
         assert "\n" not in str(err.value) and "Redis Cluster" in str(err.value), err.value
     finally:
         server.stop()
+
+
+def test_a_node_port_taken_before_the_cluster_starts_is_replaced(tmp_path):
+    """Ports are picked before the servers bind them; one taken meanwhile (a CI run once lost a
+    node this way) gets another port, and the cluster starts."""
+    nodes = RedisClusterNodes(tmp_path / "cluster")
+    taken = nodes.ports[2]
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with nodes:
+            assert taken not in nodes.ports and len(set(nodes.ports)) == 6
+            assert all(nodes.info(p).get("cluster_state") == "ok" for p in nodes.ports)
