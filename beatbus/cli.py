@@ -283,13 +283,31 @@ def _raise_terminated(signum, frame) -> None:
     raise _Terminated
 
 
+def _install_sigterm() -> None:
+    """SIGTERM raises :class:`_Terminated` in the main thread. Where Python swallows an exception
+    (an at-fork hook of ``subprocess``'s fork, a finalizer) it is reported as "unraisable": the
+    signal is then sent again a moment later, from a thread, so it lands once that code has
+    returned instead of being lost (a CI run saw `bench load` run on for 90 s after a SIGTERM that
+    arrived inside logging's at-fork hook). Sent at once, it would land in this hook, and be lost."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    hook = sys.unraisablehook
+
+    def unraisable(u) -> None:
+        if u.exc_type is _Terminated:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        else:
+            hook(u)
+
+    sys.unraisablehook = unraisable
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # A SIGTERM unwinds like Ctrl-C, so a benchmark, evaluation or training job killed by a
     # supervisor removes its temporary folders and stops its child processes first
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        _install_sigterm()
     try:
         return int(args.func(args) or 0)
     except BeatbusError as exc:
