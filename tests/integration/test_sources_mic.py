@@ -5,8 +5,9 @@ captures from a raw s16le file (the ``file`` plugin over ``null``) and runs MicS
 subprocess with HOME pointing at it: ALSA reads ``~/.asoundrc`` when PortAudio starts,
 and only then. (ALSA_CONFIG_PATH naming only this file replaces the whole config, and
 PortAudio 19.6 then aborts in BuildDeviceList; HOME is the simple way.) The ``null`` slave has no
-clock, so this device delivers audio far faster than real time: the 2 s queue fills at once and later buffers are dropped, which
-also exercises the drop accounting.
+clock, so this device delivers audio far faster than real time; the capture sleeps after its
+first chunk, so the 2 s queue fills and later buffers are dropped, which exercises the drop
+accounting.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ with MicSource(device=index, sr=22050) as src:
     for c in src:
         chunks.append(c)
         received.append(time.time_ns())
+        if len(chunks) == 1:
+            # Fall behind on purpose: the device delivers at least real time, so the 2 s
+            # queue overflows while we sleep. (Left to the race, a loaded machine's reader
+            # could keep up and drop nothing: CI saw that once.)
+            time.sleep(3.0)
         gaps = sum(b.sample_index != a.sample_index + 441 for a, b in zip(chunks, chunks[1:]))
         if gaps >= 2 or len(chunks) >= 5000:
             break
@@ -127,6 +133,7 @@ def test_capture_through_portaudio_resamples_and_counts_drops(file_mic, tmp_path
     index = np.array(res["index"])
     # Contiguous prefix: what was queued before the reader fell behind.
     jumps = np.diff(index) - 441
+    assert (jumps > 0).any(), "the reader fell behind but no buffer was dropped"
     first_gap = int(np.argmax(jumps > 0)) + 1
     assert first_gap * 441 >= 1.5 * 22050
     prefix = y[:first_gap * 441]
