@@ -13,7 +13,7 @@ import asyncio
 import time
 
 from beatbus import keys
-from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_back, note_reconnect
+from beatbus.bus import BROKER_ERRORS, Bus, EventReader, note_back, note_reconnect, on_node
 from beatbus.schemas import encode
 
 from .fanout import FanOut, Feed
@@ -35,24 +35,29 @@ class _EventFeed(Feed):
         events = EventReader(hub.bus, [keys.stream(self.key, k) for k in WATCHED_KINDS],
                              what="websocket feed", block_ms=hub.block_ms)
         marked = float("-inf")
-        while not hub.stop.is_set():
-            targets = self.targets()
-            if targets is None:
-                return
-            if time.time() - marked >= WATCH_MARK_S:
-                marked = time.time()
-                self.mark_watched(marked)
-            for _stream, _entry_id, event in events.read(hub.stop, count=200):
-                self.send(targets, encode(event).decode())
+        try:
+            while not hub.stop.is_set():
+                targets = self.targets()
+                if targets is None:
+                    return
+                if time.time() - marked >= WATCH_MARK_S:
+                    marked = time.time()
+                    self.mark_watched(marked)
+                for _stream, _entry_id, event in events.read(hub.stop, count=200):
+                    self.send(targets, encode(event).decode())
+        finally:
+            events.close()
 
     def mark_watched(self, now: float) -> None:
         """Adaptive quality serves watched sources first (``keys.watched``); best effort."""
+        bus = self.owner.bus
+        what = on_node("mark a source watched", bus.node_name(keys.watched(self.key)))
         try:
-            self.owner.bus.redis.set(keys.watched(self.key), f"{now:.3f}", ex=WATCH_TTL_S)
+            bus.redis.set(keys.watched(self.key), f"{now:.3f}", ex=WATCH_TTL_S)
         except BROKER_ERRORS as exc:
-            note_reconnect(exc, "mark a source watched")
+            note_reconnect(exc, what)
         else:
-            note_back("mark a source watched")
+            note_back(what)
 
 
 class EventHub(FanOut):

@@ -360,6 +360,7 @@ class AudioStreamService(Service):
         touched = {name for name in touched if self.leases.owns(name) and name in self.owned}
         if not (touched or any(out.values())):
             return
+
         def publish(names: list[str]) -> None:
             pipe = self.bus.pipeline()
             for name in names:
@@ -371,7 +372,7 @@ class AudioStreamService(Service):
             pipe.execute()
 
         # per node: a master that is down loses only its own sources' output of this round
-        names = sorted(touched | {name for name, events in out.items() if events})
+        names = list(touched | {name for name, events in out.items() if events})
         self.bus.per_node(names, lambda name: keys.stream(name, self.out_kind), f"publish {self.out_kind}", publish)
 
     def drain(self) -> None:

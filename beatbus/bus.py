@@ -43,7 +43,7 @@ from .log import get_logger
 from .metrics import BROKER_RECONNECTS, DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PUBLISHED, MALFORMED, child
 
 __all__ = ["Bus", "Reader", "EventReader", "FanIn", "Group", "Lease", "Backoff", "Entry", "BROKER_ERRORS",
-           "Outage", "note_reconnect", "note_back", "guarded"]
+           "Outage", "note_reconnect", "note_back", "guarded", "on_node"]
 
 log = get_logger("bus")
 Entry = tuple[str, str, dict]          # (stream, entry id, fields)
@@ -772,10 +772,34 @@ class EventReader:
                 before()
             return reader.read(count=count)
 
-        entries = guarded(call, backoff=self.backoff, stop=stop, what=self.what)
+        if before is not None or not self.bus.cluster or len({_slot(s) for s in self.streams}) != 1:
+            entries = guarded(call, backoff=self.backoff, stop=stop, what=self.what)
+        else:
+            entries = self._read_one_source(call, stop)
         events = [(stream, entry_id, self.bus.decode(stream, entry_id, fields, self.kind))
                   for stream, entry_id, fields in entries]
         return [e for e in events if e[2] is not None]
+
+    def _read_one_source(self, call, stop: threading.Event | None) -> list[Entry]:
+        """A cluster reader of one source's streams (one slot): its outage is its node's, shared with
+        every such reader on that node (:class:`_Waiters`), so ten dashboards following sources of a
+        lost master say ``WHAT on HOST:PORT`` once. (Readers of many sources say their nodes from their
+        slot threads.)"""
+        try:
+            entries = call()
+        except BROKER_ERRORS as exc:
+            _waiters.failed(exc, on_node(self.what, self.bus.node_name(self.streams[0])), self)
+            self.backoff.wait(stop)
+            return []
+        _waiters.ok(self)
+        self.backoff.reset()
+        return entries
+
+    def close(self) -> None:
+        """Stop reading: the slot threads (cluster) end and an outage no longer waits on this reader."""
+        _waiters.gone(self)
+        if self.reader is not None:
+            self.reader.close()
 
 
 class Group:

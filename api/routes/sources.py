@@ -40,12 +40,12 @@ def _known(api: ApiState, source: str) -> None:
 def list_sources(api: Api) -> SourceList:
     live = broker(live_sources, api.bus, api.settings)
     names = sorted(set(live) | set(_rhythm_source(api)))
-    return SourceList(sources=[_listed(api, n, live=n in live) for n in names])
+    return SourceList(sources=[_state(api, n, live=n in live) for n in names])
 
 
-def _listed(api: ApiState, source: str, *, live: bool) -> SourceState:
-    """One source of the list: on a cluster, a shard that is down leaves its sources unreachable, not
-    the whole list unanswered (the registry answered)."""
+def _state(api: ApiState, source: str, *, live: bool) -> SourceState:
+    """A source's state; on a cluster, a shard that is down leaves the source unreachable, not the
+    answer 503 (the registry answered, so the source is known and its liveness is true)."""
     try:
         return source_state(api.bus, source, live=live)
     except BROKER_ERRORS:
@@ -56,7 +56,7 @@ def _listed(api: ApiState, source: str, *, live: bool) -> SourceState:
             responses={**ERRORS, **errors(404)})
 def get_source(source: SourcePath, api: Api) -> SourceState:
     _known(api, source)
-    return broker(source_state, api.bus, source, live=source in broker(live_sources, api.bus, api.settings))
+    return _state(api, source, live=source in broker(live_sources, api.bus, api.settings))
 
 
 @router.get("/api/sources/{source}/sections", response_model=SectionHistory, dependencies=[require("read")],

@@ -10,6 +10,7 @@ const SECTION_WINDOW_S = 120;
 const st = {
   source: params.get("source") || "",
   ws: null, retry: null, beats: 0, meter: 4, bpm: 0,
+  unreachable: false,         // the API says the broker node holding the source does not answer
   clockSkew: 0,               // browser ms - server ms: the least (now - emitted_at) of the last 20 s
   skews: [],                  // [[browser ms, now - emitted_at]]: delivery delay only ever adds to it
   nextBeat: null, period: 0.5, // server wall s of the next predicted beat, beat period s
@@ -72,10 +73,11 @@ async function loadSources() {
 function connect() {
   if (st.ws) { st.ws.onclose = null; st.ws.close(); }
   clearTimeout(st.retry);
+  st.unreachable = false;
   setStatus("connecting", `connecting to ${st.source}…`);
   const ws = socket(`${wsBase}/ws/${encodeURIComponent(st.source)}`);
   st.ws = ws;
-  ws.onopen = () => setStatus("live", `${st.source} · waiting for beats`);
+  ws.onopen = () => st.unreachable || setStatus("live", `${st.source} · waiting for beats`);
   ws.onmessage = (e) => { try { handle(JSON.parse(e.data)); } catch (err) { console.warn(err); } };
   ws.onclose = () => { setStatus("connecting", "reconnecting…"); st.retry = setTimeout(connect, 1000); };
   refreshState();
@@ -103,7 +105,19 @@ async function refreshState() {
     if (s.intensity != null) showIntensity(s.intensity);
     if (s.level_db != null) showLevel(s.level_db);
     showQuality(s.quality || {});
+    showReachable(s.reachable);
   } catch (_) { /* unknown yet: the socket fills in */ }
+}
+
+// a Redis Cluster shard down: the socket stays open and silent, so say why (the API's answer)
+function showReachable(reachable) {
+  if (reachable === false && !st.unreachable) {
+    st.unreachable = true;
+    setStatus("down", `${st.source} · unreachable: the broker node holding it does not answer`);
+  } else if (reachable !== false && st.unreachable) {
+    st.unreachable = false;
+    setStatus("live", `${st.source} · waiting for beats`);
+  }
 }
 
 // adaptive quality: the stages that serve this source below full quality under load
@@ -114,7 +128,11 @@ function showQuality(q) {
   $("quality").textContent = low.map(([role, level]) => `${role} ${level}`).join(" · ");
 }
 setInterval(async () => {
-  try { showQuality((await api(`/api/sources/${encodeURIComponent(st.source)}`)).quality || {}); } catch (_) { /* next time */ }
+  try {
+    const s = await api(`/api/sources/${encodeURIComponent(st.source)}`);
+    showQuality(s.quality || {});
+    showReachable(s.reachable);
+  } catch (_) { /* next time */ }
 }, 5000);
 
 function handle(ev) {
@@ -148,6 +166,7 @@ function onBeat(ev) {
   $("confidence").textContent = ev.confidence.toFixed(2);
   $("lag").textContent = `${Math.round((ev.emitted_at - ev.system_time) * 1000)} ms`;
   $("backend").textContent = ev.backend || "–";
+  st.unreachable = false;
   setStatus("live", `${st.source} · live`);
   if (ev.intensity != null) showIntensity(ev.intensity);
   metronome(ev.meter, ev.beat_in_bar, ev.is_downbeat);

@@ -6,10 +6,10 @@ Every other source must go on as if nothing happened: its producer, the one disc
 and the trigger consumer (as the ``beatbus-trigger`` unit runs it) keep serving it, every one of its
 beats is POSTed while still fresh (the default ``max_age``, 0.5 s) and acked, no daemon exits, and each
 daemon says the outage once, not once per round. Monitoring tells the lost source apart: the API
-lists it live (its producer heartbeats on) and unreachable, the exporter scrapes on and reports it
-``beatbus_source_reachable 0``. Looked at only from outside: redis-py's own
-``RedisCluster`` reads the streams and the trigger group's pending entries, a test double of the
-error generator (an external service) records the POSTs.
+lists it live (its producer heartbeats on) and unreachable, the dashboard following it says so (in
+headless Chromium), the exporter scrapes on and reports it ``beatbus_source_reachable 0``. Looked at
+only from outside: redis-py's own ``RedisCluster`` reads the streams and the trigger group's pending
+entries, a test double of the error generator (an external service) records the POSTs.
 
 ``tests/integration/test_trigger_cluster.py`` races the same loss against a trigger still being
 answered, in-process; ``tests/e2e/test_cluster.py`` fails a master over (its replica is promoted).
@@ -54,7 +54,12 @@ def _outages(stderr: str) -> list[str]:
             for line in stderr.splitlines() if "broker unavailable" in line]
 
 
-def test_a_lost_shard_stops_only_its_own_source(tmp_path):
+def _status(browser) -> tuple[str, str]:
+    el = browser.find_element("id", "status")
+    return el.get_attribute("data-state") or "", el.text
+
+
+def test_a_lost_shard_stops_only_its_own_source(tmp_path, browser):
     receiver = ErrorGeneratorDouble()
     with RedisClusterNodes(tmp_path / "cluster") as cluster:
         observer = RedisCluster(host="127.0.0.1", port=cluster.ports[0], require_full_coverage=False)
@@ -164,6 +169,17 @@ def test_a_lost_shard_stops_only_its_own_source(tmp_path):
                                                       for s, d in sorted(listed.items())))
             assert all(listed[s]["live"] and listed[s]["reachable"] and listed[s]["bpm"] for s in live), listed
             assert listed[lost]["live"] and not listed[lost]["reachable"] and listed[lost]["bpm"] is None, listed[lost]
+            one = httpx.get(f"http://127.0.0.1:{api_port}/api/sources/{lost}", timeout=10)
+            assert one.status_code == 200 and one.json() == listed[lost], (one.status_code, one.text[:500])
+
+            # the dashboard following each source: the lost one says why it is silent, a live one beats
+            for s in (lost, live[0]):
+                browser.get(f"http://127.0.0.1:{api_port}/?source={s}")
+                want = ("down", "unreachable") if s == lost else ("live", "· live")
+                eventually(lambda want=want: (st := _status(browser))[0] == want[0] and want[1] in st[1], 20,
+                           what=lambda s=s, want=want: f"the dashboard of {s} to say {want}: it says {_status(browser)}",
+                           interval=0.2)
+                print(f"  dashboard of {s}: {_status(browser)}")
 
             # acked: nothing of the live sources is left pending in the trigger's group for the janitor
             def pending() -> dict[str, int]:

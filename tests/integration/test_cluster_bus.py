@@ -12,10 +12,10 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from beatbus import keys
-from beatbus.bus import Bus, Group, Lease, Reader
+from beatbus.bus import Bus, EventReader, Group, Lease, Reader
 from beatbus.errors import BrokerError
 from beatbus.leases import SourceLeases
-from beatbus.schemas import StreamEnd
+from beatbus.schemas import ControlEvent, StreamEnd
 
 from support.cluster import RedisClusterNodes, source_on_each_master
 from support.procs import RedisServer, eventually
@@ -133,6 +133,16 @@ def test_a_lost_shard_stops_only_its_own_streams(tmp_path, caplog):
             assert [f[b"n"] for _, _, f in poll.read(block_ms=0)] == [n]
             assert [f[b"n"] for _, _, f in read_until(threads, 1)] == [n]
         threads.close()
+        # one-source readers (a dashboard's feed each): the lost master is one line for all of them
+        feeds = [EventReader(bus, [stream], what="websocket feed", block_ms=100) for stream in (lost, *more[:2])]
+        live_feed = EventReader(bus, [live], what="websocket feed", block_ms=100)
+        live_feed.open()
+        bus.publish(live, ControlEvent(source=live_source, issued_at=time.time()), maxlen=100)
+        for _ in range(3):
+            assert all(feed.read(None) == [] for feed in feeds)
+        assert [type(ev) for _, _, ev in live_feed.read(None)] == [ControlEvent]
+        for feed in (*feeds, live_feed):
+            feed.close()
         # three TTLs of scans and renewals: the live lease never lapses, the lost one stays held
         until = time.monotonic() + 3.0
         while time.monotonic() < until:
@@ -143,7 +153,8 @@ def test_a_lost_shard_stops_only_its_own_streams(tmp_path, caplog):
         bus.close()
     said = [(r.getMessage().split(";")[0], r.during) for r in caplog.records if r.name == "beatbus.bus"]
     assert sorted(said) == [("broker unavailable", f"read sources on {node}"),
-                            ("broker unavailable", f"renew leases (beat) on {node}")], said
+                            ("broker unavailable", f"renew leases (beat) on {node}"),
+                            ("broker unavailable", f"websocket feed on {node}")], said
 
 
 def test_a_plain_client_on_a_cluster_node_is_refused_in_one_line(cluster):
