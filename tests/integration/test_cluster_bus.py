@@ -80,6 +80,53 @@ def test_one_reader_follows_sources_on_every_master(cluster, bus):
     eventually(lambda: not slot_threads(), timeout=5, what=lambda: f"slot threads to end ({slot_threads()})")
 
 
+def _rejected(cluster, port: int, command: str) -> int:
+    """Calls of ``command`` the node on ``port`` refused before running them (MOVED among them)."""
+    stats = cluster.cmd(port, "INFO", "commandstats")
+    line = next((ln for ln in stats.splitlines() if ln.startswith(f"cmdstat_{command}:")), "")
+    return int(dict(kv.split("=") for kv in line.partition(":")[2].split(",") if "=" in kv).get("rejected_calls", 0))
+
+
+def test_a_pipeline_follows_a_slot_an_operator_moved(cluster, bus):
+    """After an operator reshards a source's slot to another master, the bus's slot map is stale: its
+    next pipeline (a processor's round of beats and checkpoints) goes to the old master, which refuses
+    with MOVED. The commands land once, where the slot now is, and the bus has learnt the new map."""
+    source = "moved0"
+    stream = keys.stream(source, "beats")
+    slot = key_slot(stream.encode())
+    bus.publish_fields(stream, {"n": "0"}, maxlen=100)
+    old = cluster.master_of_slot(slot)
+    new = next(p for p in cluster.master_ports() if p != old)
+    assert bus.node_name(stream) == f"127.0.0.1:{old}"
+    ids = {n["port"]: n["id"] for n in cluster.nodes()}
+    # resharding one slot by hand, as redis-cli --cluster reshard does it: IMPORTING, MIGRATING, MIGRATE, NODE
+    assert cluster.cmd(new, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[old]) == "OK"
+    assert cluster.cmd(old, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[new]) == "OK"
+    for key in cluster.cmd(old, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+        assert cluster.cmd(old, "MIGRATE", "127.0.0.1", str(new), key, "0", "5000") == "OK"
+    for port in cluster.master_ports():
+        cluster.cmd(port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[new])
+    refused = _rejected(cluster, old, "xadd")
+
+    pipe = bus.pipeline()
+    bus.publish_fields(stream, {"n": "1"}, maxlen=100, pipeline=pipe)
+    bus.set_checkpoint(source, "beat", "1-0", pipeline=pipe)
+    pipe.execute()
+    redirected = _rejected(cluster, old, "xadd")
+    assert redirected > refused        # it went to the old master first
+    other = RedisCluster.from_url(cluster.url.replace("redis+cluster://", "redis://"))
+    assert [f[b"n"] for _, f in other.xrange(stream)] == [b"0", b"1"]
+    assert other.get(keys.checkpoint(source, "beat")) == b"1-0"
+    other.close()
+    assert bus.node_name(stream) == f"127.0.0.1:{new}"
+    # and the next pipeline goes straight to the new master
+    pipe = bus.pipeline()
+    bus.publish_fields(stream, {"n": "2"}, maxlen=100, pipeline=pipe)
+    pipe.execute()
+    assert _rejected(cluster, old, "xadd") == redirected
+    assert [f[b"n"] for _, f in bus.redis.xrange(stream)] == [b"0", b"1", b"2"]
+
+
 def test_leases_and_stream_ends_on_every_master(cluster, bus):
     sources = source_on_each_master(cluster, "ls")
     leases = [Lease(bus, keys.lease(s, "beat"), "owner-1", 5) for s in sources]
