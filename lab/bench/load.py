@@ -279,6 +279,7 @@ class BeatTap:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self.reader.close()     # its slot threads (a cluster), else they read on while the broker stops
         self.bus.close()
 
 

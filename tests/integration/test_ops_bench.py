@@ -27,6 +27,8 @@ def test_bench_load_prints_cpu_lag_and_latency_tables_for_a_node_and_a_cluster(t
         assert doc["backend"] == "beatnet"                   # the daemon's own default: nothing passed
         assert 0 < doc["cpu_percent_per_source"] < 100 and doc["sources_per_core"] > 1
     assert cluster["cpu_percent"]["broker"] > 0              # the six nodes' CPU, read from /proc
+    # its own beat reader ends before the cluster stops: no "broker unavailable" at the end of a run
+    assert "broker unavailable" not in r.stdout + r.stderr, r.stderr[-3000:]
 
 
 def test_bench_bus_measures_a_cluster_beside_a_single_node(tmp_path):
