@@ -45,7 +45,7 @@ def list_sources(api: Api) -> SourceList:
 
 def _state(api: ApiState, source: str, *, live: bool) -> SourceState:
     """A source's state; on a cluster, a shard that is down leaves the source unreachable, not the
-    answer 503 (the registry answered, so the source is known and its liveness is true)."""
+    answer 503 (the registry, on another node, answered: whether the source is live is known)."""
     try:
         return source_state(api.bus, source, live=live)
     except BROKER_ERRORS:
