@@ -14,6 +14,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from beatbus import keys
+from beatbus.bus import Bus
 from beatbus.deploy.units import DAEMONS
 from beatbus.metrics import METRICS_PORTS, PER_INSTANCE
 
@@ -66,11 +68,18 @@ def test_daemons_started_with_defaults_each_serve_metrics_on_their_own_port(brok
 # and the broker reconnects of its own loop.
 EXPORTER_FAMILIES = ("beatbus_stream_", "beatbus_streams_up", "beatbus_dead_letter_entries", "beatbus_group_",
                      "beatbus_checkpoint_lag",
-                     "beatbus_source_owned", "beatbus_source_heartbeat_age", "beatbus_sources_live", "beatbus_rq_",
-                     "beatbus_broker_reconnects")
+                     "beatbus_source_owned", "beatbus_source_heartbeat_age", "beatbus_source_reachable",
+                     "beatbus_sources_live", "beatbus_rq_", "beatbus_broker_reconnects")
 
 
 def test_exporter_publishes_only_the_metrics_it_sets(broker, tmp_path):
+    # a live source of its own, so the per-source families are scraped whatever earlier tests left in
+    # the shared broker (CI once ran this after a test that left one, and a new family was unlisted)
+    bus = Bus.connect(broker.url, name="test")
+    bus.redis.flushall()
+    bus.heartbeat("metered")
+    bus.publish_fields(keys.stream("metered", keys.StreamKind.BEATS), {"n": "1"}, maxlen=100)
+    bus.close()
     port = free_port()
     exporter = Daemon("exporter", ["exporter"], env=daemon_env(REDIS_URL=broker.url,
                                                                BEATBUS_METRICS_ADDR=f"127.0.0.1:{port}"),
@@ -83,5 +92,7 @@ def test_exporter_publishes_only_the_metrics_it_sets(broker, tmp_path):
         foreign = [n for n in ours if not n.startswith(EXPORTER_FAMILIES)]
         assert not foreign, f"the exporter publishes families it never sets: {foreign}"
         assert all(f.samples for f in families.values()), [n for n, f in families.items() if not f.samples]
+        reachable = [(x.labels, x.value) for x in families["beatbus_source_reachable"].samples]
+        assert reachable == [({"source": "metered"}, 1.0)], reachable
     finally:
         exporter.stop()
