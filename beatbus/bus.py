@@ -756,6 +756,10 @@ class EventReader:
         self.streams = list(streams)
         self.backoff = backoff or Backoff()
         self.reader: Reader | None = None
+        # one source's streams on a cluster: its outage is its node's, shared with every such reader
+        # there, so ten dashboards following sources of a lost master say ``WHAT on HOST:PORT`` once
+        # (readers of many sources say their nodes from their slot threads)
+        self._one_slot = bus.cluster and len({_slot(s) for s in self.streams}) == 1
 
     def open(self) -> Reader:
         """The :class:`Reader`, created on first use (each stream's newest id is read then)."""
@@ -772,28 +776,13 @@ class EventReader:
                 before()
             return reader.read(count=count)
 
-        if before is not None or not self.bus.cluster or len({_slot(s) for s in self.streams}) != 1:
-            entries = guarded(call, backoff=self.backoff, stop=stop, what=self.what)
-        else:
-            entries = self._read_one_source(call, stop)
+        # a ``before`` call may fail on another node: it keeps the plain name
+        shared = before is None and self._one_slot
+        what = on_node(self.what, self.bus.node_name(self.streams[0])) if shared else self.what
+        entries = guarded(call, backoff=self.backoff, stop=stop, what=what, who=self if shared else None)
         events = [(stream, entry_id, self.bus.decode(stream, entry_id, fields, self.kind))
                   for stream, entry_id, fields in entries]
         return [e for e in events if e[2] is not None]
-
-    def _read_one_source(self, call, stop: threading.Event | None) -> list[Entry]:
-        """A cluster reader of one source's streams (one slot): its outage is its node's, shared with
-        every such reader on that node (:class:`_Waiters`), so ten dashboards following sources of a
-        lost master say ``WHAT on HOST:PORT`` once. (Readers of many sources say their nodes from their
-        slot threads.)"""
-        try:
-            entries = call()
-        except BROKER_ERRORS as exc:
-            _waiters.failed(exc, on_node(self.what, self.bus.node_name(self.streams[0])), self)
-            self.backoff.wait(stop)
-            return []
-        _waiters.ok(self)
-        self.backoff.reset()
-        return entries
 
     def close(self) -> None:
         """Stop reading: the slot threads (cluster) end and an outage no longer waits on this reader."""
@@ -1009,17 +998,24 @@ def note_back(what: str) -> None:
         outage.ok()
 
 
-def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, default=()):
+def guarded(call, *, backoff: Backoff, stop: threading.Event | None, what: str, default=(), who=None):
     """Run one broker call for a daemon loop: on a broker error count it, back off, return ``default``.
 
     The loop keeps going and the next call reconnects, so a broker restart never kills a daemon.
+    ``who``: a reader that shares the outage of ``what`` with the others waiting on it (:class:`_Waiters`).
     """
     try:
         result = call()
     except BROKER_ERRORS as exc:
-        note_reconnect(exc, what)
+        if who is None:
+            note_reconnect(exc, what)
+        else:
+            _waiters.failed(exc, what, who)
         backoff.wait(stop)
         return default
-    note_back(what)
+    if who is None:
+        note_back(what)
+    else:
+        _waiters.ok(who)
     backoff.reset()
     return result
